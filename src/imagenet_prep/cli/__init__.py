@@ -1,0 +1,51 @@
+"""Command-line entry point: one module per command under imagenet_prep.cli.
+
+Each command module defines HELP (one line), add_arguments(parser) and run(args) -> int.
+Library errors (PrepError) become a one-line message and a non-zero exit; Ctrl-C
+exits 130 with a note that a rerun resumes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+from imagenet_prep import __version__
+from imagenet_prep.errors import PrepError
+
+COMMANDS = (
+    "prepare", "fake", "verify", "extract", "valtree", "flatten", "synsets",
+    "bbox", "tfrecord", "check",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="imagenet-prep",
+        description="Turn the official ILSVRC2012 archives into TensorFlow and PyTorch datasets.",
+    )
+    parser.add_argument("--version", action="version", version=f"imagenet-prep {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        module = importlib.import_module(f"imagenet_prep.cli.{name}")
+        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        module.add_arguments(p)
+        p.set_defaults(run=module.run)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except PrepError as e:
+        if args.debug:
+            raise
+        print(f"imagenet-prep: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("imagenet-prep: interrupted; run the same command again to resume", file=sys.stderr)
+        return 130

@@ -1,0 +1,48 @@
+"""Run pure tasks on a local process pool (or in-process with one worker).
+
+Tasks are pure functions of their arguments, so results do not depend on the
+number of workers; callers that need order sort by task key.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def default_workers() -> int:
+    return max(1, len(os.sched_getaffinity(0)))
+
+
+def run_tasks(
+    fn: Callable[[T], R], tasks: Iterable[T], workers: int | None = None, *, window: int = 0,
+) -> Iterator[R]:
+    """Yield fn(task) for each task as it completes, with at most `window` tasks in flight."""
+    workers = workers or default_workers()
+    if workers <= 1:
+        for t in tasks:
+            yield fn(t)
+        return
+    window = window or workers * 2
+    pool = ProcessPoolExecutor(max_workers=workers)
+    pending: set[Future[Any]] = set()
+    try:
+        for t in tasks:
+            pending.add(pool.submit(fn, t))
+            if len(pending) >= window:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                for f in done:
+                    yield f.result()
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for f in done:
+                yield f.result()
+    finally:
+        for f in pending:
+            f.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)

@@ -1,0 +1,213 @@
+"""Header-only index of uncompressed tars, nested tars included, and positioned reads.
+
+A tar has no table of contents, but its headers can be visited by seeking over the
+data: indexing the 147 GB train archive reads ~2.5 M headers of 512 bytes, not the
+images.  An inner tar's members sit at (outer data offset + inner offset), so any
+image is one `pread` away and nothing has to be extracted to read it.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import posixpath
+import tarfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from imagenet_prep.errors import CorruptArchiveError, UnsafeArchiveError
+
+BLOCK = 512
+
+
+@dataclass(frozen=True, slots=True)
+class Member:
+    """A regular file inside an archive: its name and where its bytes are in the archive file."""
+
+    name: str
+    offset: int
+    size: int
+
+
+class _Window(io.RawIOBase):
+    """A read-only, seekable view of bytes [start, start + length) of a file descriptor."""
+
+    def __init__(self, fd: int, start: int, length: int) -> None:
+        self._fd, self._start, self._length, self._pos = fd, start, length, 0
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._pos
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        base = {0: 0, 1: self._pos, 2: self._length}[whence]
+        self._pos = base + pos
+        return self._pos
+
+    def readinto(self, buf) -> int:  # type: ignore[override]
+        want = min(len(buf), max(0, self._length - self._pos))
+        data = os.pread(self._fd, want, self._start + self._pos) if want else b""
+        buf[: len(data)] = data
+        self._pos += len(data)
+        return len(data)
+
+
+def safe_member_name(archive: Path | str, name: str) -> str:
+    """Return `name` normalised, or raise if it could land outside the output folder."""
+    if not name or "\x00" in name:
+        raise UnsafeArchiveError(f"{archive}: member {name!r} has an empty or invalid name")
+    if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
+        raise UnsafeArchiveError(f"{archive}: member {name!r} has an absolute path; refused")
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if any(p == ".." for p in parts) or "\\" in name:
+        raise UnsafeArchiveError(f"{archive}: member {name!r} points outside the output; refused")
+    if not parts:
+        raise UnsafeArchiveError(f"{archive}: member {name!r} has an empty name")
+    return posixpath.join(*parts)
+
+
+def _check_kind(archive: Path | str, info: tarfile.TarInfo) -> bool:
+    """True for a regular file, False for a directory, raise for anything else."""
+    if info.isreg():
+        return True
+    if info.isdir():
+        return False
+    kind = (
+        "symbolic link" if info.issym() else
+        "hard link" if info.islnk() else
+        "device file" if (info.ischr() or info.isblk()) else
+        "FIFO" if info.isfifo() else f"type {info.type!r}"
+    )
+    raise UnsafeArchiveError(f"{archive}: member {info.name!r} is a {kind}; refused")
+
+
+def iter_members(
+    archive: Path | str, *, fd: int | None = None, start: int = 0, length: int | None = None,
+    label: str | None = None,
+) -> Iterator[Member]:
+    """Yield the regular-file members of an uncompressed tar (or of a tar inside one).
+
+    Only headers are read.  Offsets are absolute in the file `archive`.  Unsafe
+    members raise `UnsafeArchiveError`; a truncated or foreign file raises
+    `CorruptArchiveError`; directories are skipped.
+    """
+    label = label or str(archive)
+    own = fd is None
+    if own:
+        try:
+            fd = os.open(archive, os.O_RDONLY)
+        except FileNotFoundError:
+            raise CorruptArchiveError(f"{label}: archive not found") from None
+    assert fd is not None
+    try:
+        total = os.fstat(fd).st_size
+        if length is None:
+            length = total - start
+        if length == 0:
+            raise CorruptArchiveError(f"{label}: empty file, not a tar archive")
+        _sniff(label, os.pread(fd, BLOCK, start))
+        window = _Window(fd, start, length)
+        try:
+            tf = tarfile.open(fileobj=window, mode="r:")  # type: ignore[arg-type]
+        except tarfile.TarError as e:
+            raise CorruptArchiveError(f"{label}: not a readable tar archive ({e})") from None
+        seen: set[str] = set()
+        while True:
+            try:
+                info = tf.next()
+            except tarfile.TarError as e:
+                raise CorruptArchiveError(f"{label}: corrupt tar header ({e})") from None
+            if info is None:
+                break
+            tf.members.clear()  # keep memory flat: we yield, we do not collect
+            name = safe_member_name(label, info.name)
+            if not _check_kind(label, info):
+                continue
+            if info.offset_data + info.size > length:
+                raise CorruptArchiveError(
+                    f"{label}: truncated: member {name!r} needs {info.offset_data + info.size} "
+                    f"bytes, the archive has {length}"
+                )
+            if name in seen:
+                raise CorruptArchiveError(f"{label}: duplicate member name {name!r}")
+            seen.add(name)
+            yield Member(name, start + info.offset_data, info.size)
+        _check_end(label, fd, start, tf.offset, length)
+    finally:
+        if own:
+            os.close(fd)
+
+
+def _sniff(label: str, head: bytes) -> None:
+    """Name the common wrong-file cases before tarfile gives a vaguer error."""
+    if head[:2] == b"\x1f\x8b":
+        raise CorruptArchiveError(f"{label}: is gzip-compressed, expected an uncompressed tar")
+    lowered = head[:64].lstrip().lower()
+    if lowered.startswith((b"<!doctype html", b"<html")):
+        raise CorruptArchiveError(f"{label}: is an HTML page (a failed download?), not a tar")
+    if len(head) < BLOCK:
+        raise CorruptArchiveError(f"{label}: truncated: shorter than one tar header")
+
+
+def _check_end(label: str, fd: int, start: int, end_offset: int, length: int) -> None:
+    """A complete tar ends with two zero blocks; tarfile alone stops silently at a cut."""
+    tail = os.pread(fd, 2 * BLOCK, start + end_offset)
+    if end_offset + 2 * BLOCK > length or len(tail) < 2 * BLOCK or tail.count(0) != len(tail):
+        raise CorruptArchiveError(
+            f"{label}: truncated or corrupt near byte {end_offset}: no end-of-archive marker "
+            "(an interrupted download? compare with `imagenet-prep verify`)"
+        )
+
+
+def iter_nested(archive: Path | str) -> Iterator[tuple[Member, Iterator[Member]]]:
+    """Yield (inner tar member, iterator over its members) for a tar of tars."""
+    fd = os.open(archive, os.O_RDONLY)
+    try:
+        for outer in iter_members(archive, fd=fd):
+            label = f"{archive}:{outer.name}"
+            yield outer, iter_members(archive, fd=fd, start=outer.offset, length=outer.size,
+                                      label=label)
+    finally:
+        os.close(fd)
+
+
+class ArchiveReader:
+    """Positioned reads from one archive file; safe to share across threads, one per process."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self.fd = os.open(self.path, os.O_RDONLY)
+
+    def read(self, offset: int, size: int) -> bytes:
+        data = os.pread(self.fd, size, offset)
+        if len(data) != size:
+            raise CorruptArchiveError(f"{self.path}: truncated: short read at byte {offset}")
+        return data
+
+    def copy_to(self, offset: int, size: int, out_fd: int) -> None:
+        """Copy a member's bytes into an open file, in the kernel when the OS allows."""
+        done = 0
+        while done < size:
+            try:
+                n = os.copy_file_range(self.fd, out_fd, size - done, offset + done)
+            except OSError:
+                n = 0
+            if n == 0:  # unsupported here, or EOF: fall back to a plain read and write
+                chunk = self.read(offset + done, min(size - done, 1 << 22))
+                n = os.write(out_fd, chunk)
+            done += n
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+    def __enter__(self) -> ArchiveReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -1,4 +1,4 @@
-"""imagenet-prep: the official ILSVRC2012 archives to TensorFlow and PyTorch datasets in one pass."""
+"""imagenet-prep: the official ILSVRC2012 archives to TensorFlow and PyTorch datasets."""
 
 from importlib.metadata import PackageNotFoundError, version
 

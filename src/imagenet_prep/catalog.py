@@ -1,0 +1,220 @@
+"""The catalog: every image of a split, sorted, with its label and where its bytes are.
+
+It is the single source of truth for every sink.  Train is sorted by (WNID, file
+name) and val/test by file name, so everything downstream is deterministic.
+Per image it keeps a name, a label and two integers (about 100 bytes per image,
+~130 MB for the 1.28 M training images); image bytes are never held.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from imagenet_prep import metadata
+from imagenet_prep.errors import CorruptArchiveError, PrepError
+from imagenet_prep.fsutil import is_tmp_name
+from imagenet_prep.tarindex import ArchiveReader, iter_members, iter_nested
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Catalog:
+    """One split's images; `labels` are 0..999 (sorted-WNID rank), -1 for the test split.
+
+    The bytes of image i are at `offsets[i]`, `sizes[i]` in `archive`, or in the file
+    `path(i)` under `root` when the catalog was built from extracted folders.
+    """
+
+    split: str
+    names: list[str]
+    labels: np.ndarray
+    sizes: np.ndarray
+    offsets: np.ndarray | None = None
+    archive: Path | None = None
+    root: Path | None = None
+    grouped: bool = True  # folder layout: root/WNID/name (True) or root/name
+    extra: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def wnid(self, i: int) -> str | None:
+        label = int(self.labels[i])
+        return metadata.wnids()[label] if label >= 0 else None
+
+    def path(self, i: int) -> Path:
+        assert self.root is not None
+        wnid = self.wnid(i)
+        if self.grouped and wnid is not None:
+            return self.root / wnid / self.names[i]
+        return self.root / self.names[i]
+
+    def class_counts(self) -> dict[str, int]:
+        """WNID -> number of images (empty for the unlabelled test split)."""
+        labels, counts = np.unique(self.labels[self.labels >= 0], return_counts=True)
+        w = metadata.wnids()
+        return {w[int(lab)]: int(c) for lab, c in zip(labels, counts, strict=True)}
+
+    def total_bytes(self) -> int:
+        return int(self.sizes.sum())
+
+    def open(self) -> ImageSource:
+        return ImageSource(self)
+
+    def subset(self, indices: Sequence[int] | np.ndarray) -> Catalog:
+        """The same split restricted to `indices` (in that order); cheap to pickle for a task."""
+        idx = np.asarray(indices, dtype=np.int64)
+        return Catalog(
+            split=self.split, names=[self.names[i] for i in idx], labels=self.labels[idx],
+            sizes=self.sizes[idx], offsets=None if self.offsets is None else self.offsets[idx],
+            archive=self.archive, root=self.root, grouped=self.grouped,
+        )
+
+
+class ImageSource:
+    """Reads image bytes for a catalog: one positioned read per image from an archive."""
+
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self._reader = ArchiveReader(catalog.archive) if catalog.archive else None
+
+    def read(self, i: int) -> bytes:
+        c = self.catalog
+        if self._reader is not None:
+            assert c.offsets is not None
+            return self._reader.read(int(c.offsets[i]), int(c.sizes[i]))
+        path = c.path(i)
+        try:
+            with open(path, "rb") as f:
+                data = f.read()
+        except OSError as e:
+            raise PrepError(f"{path}: cannot read: {e.strerror}") from None
+        if len(data) != int(c.sizes[i]):
+            raise PrepError(f"{path}: changed size while being read")
+        return data
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+
+    def __enter__(self) -> ImageSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _label_of(wnid: str, where: str) -> int:
+    try:
+        return metadata.wnid_to_index()[wnid]
+    except KeyError:
+        raise PrepError(f"{where}: {wnid!r} is not one of the 1000 ILSVRC2012 classes") from None
+
+
+def _make(split: str, rows: list[tuple[str, int, int, int]], **kw: object) -> Catalog:
+    """rows: (name, label, offset, size), already sorted."""
+    return Catalog(
+        split=split,
+        names=[r[0] for r in rows],
+        labels=np.fromiter((r[1] for r in rows), dtype=np.int16, count=len(rows)),
+        offsets=np.fromiter((r[2] for r in rows), dtype=np.int64, count=len(rows)),
+        sizes=np.fromiter((r[3] for r in rows), dtype=np.int64, count=len(rows)),
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def _flat_name(archive: str, name: str) -> str:
+    if "/" in name:
+        raise CorruptArchiveError(
+            f"{archive}: unexpected member {name!r}: images are expected at the top level"
+        )
+    return name
+
+
+def train_from_archive(archive: Path) -> Catalog:
+    """Index ILSVRC2012_img_train.tar (a tar of per-class tars) by headers only."""
+    rows: list[tuple[str, int, int, int]] = []
+    classes = 0
+    for inner, members in iter_nested(archive):
+        if not inner.name.endswith(".tar") or "/" in inner.name:
+            raise CorruptArchiveError(
+                f"{archive}: unexpected member {inner.name!r}: expected only WNID.tar files"
+            )
+        wnid = inner.name[:-4]
+        label = _label_of(wnid, f"{archive}:{inner.name}")
+        before = len(rows)
+        for m in members:
+            rows.append((_flat_name(f"{archive}:{inner.name}", m.name), label, m.offset, m.size))
+        if len(rows) == before:
+            raise CorruptArchiveError(f"{archive}:{inner.name}: class archive holds no images")
+        classes += 1
+    if not rows:
+        raise CorruptArchiveError(f"{archive}: holds no class archives")
+    rows.sort(key=lambda r: (r[1], r[0]))
+    return _make("train", rows, archive=Path(archive))
+
+
+def flat_from_archive(split: str, archive: Path, labels: Sequence[str] | None) -> Catalog:
+    """Index a flat image archive (val or test); pair sorted names with `labels` when given."""
+    members = sorted(
+        ((_flat_name(str(archive), m.name), m.offset, m.size) for m in iter_members(archive)),
+    )
+    if not members:
+        raise CorruptArchiveError(f"{archive}: holds no images")
+    labs = _pair_labels(split, [m[0] for m in members], labels, str(archive))
+    rows = [(n, lab, off, size) for (n, off, size), lab in zip(members, labs, strict=True)]
+    return _make(split, rows, archive=Path(archive))
+
+
+def _pair_labels(
+    split: str, names: list[str], labels: Sequence[str] | None, where: str,
+) -> list[int]:
+    if labels is None:
+        return [-1] * len(names)
+    if len(labels) != len(names):
+        raise PrepError(
+            f"{where}: {len(names)} {split} images but {len(labels)} labels; "
+            "the label source does not belong to these images"
+        )
+    return [_label_of(w, where) for w in labels]
+
+
+def _scan_files(folder: Path) -> Iterator[tuple[str, int]]:
+    """(name, size) of the image files directly in `folder`, skipping our temporary files."""
+    with os.scandir(folder) as it:
+        for e in it:
+            if e.is_file(follow_symlinks=False) and not is_tmp_name(e.name):
+                yield e.name, e.stat(follow_symlinks=False).st_size
+
+
+def grouped_from_folder(split: str, root: Path) -> Catalog:
+    """Index a class tree root/WNID/*.JPEG (train/ or a grouped val/)."""
+    if not root.is_dir():
+        raise PrepError(f"{root}: folder not found")
+    rows = []
+    for entry in sorted(os.scandir(root), key=lambda e: e.name):
+        if not entry.is_dir(follow_symlinks=False) or entry.name.startswith("."):
+            continue
+        label = _label_of(entry.name, str(root / entry.name))
+        for name, size in _scan_files(Path(entry.path)):
+            rows.append((name, label, -1, size))
+    if not rows:
+        raise PrepError(f"{root}: no class folders with images (expected {root}/WNID/*.JPEG)")
+    rows.sort(key=lambda r: (r[1], r[0]))
+    return _make(split, rows, root=root, grouped=True)
+
+
+def flat_from_folder(split: str, root: Path, labels: Sequence[str] | None = None) -> Catalog:
+    """Index a flat folder of images (test/, or val/ before grouping)."""
+    if not root.is_dir():
+        raise PrepError(f"{root}: folder not found")
+    files = sorted(_scan_files(root))
+    labs = _pair_labels(split, [f[0] for f in files], labels, str(root))
+    rows = [(n, lab, -1, size) for (n, size), lab in zip(files, labs, strict=True)]
+    return _make(split, rows, root=root, grouped=False)

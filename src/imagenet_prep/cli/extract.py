@@ -1,14 +1,34 @@
-"""`imagenet-prep extract` (not built yet)."""
+"""`imagenet-prep extract`: the seed's folders straight from the archives."""
+
+from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-HELP = "extract (not built yet)"
+from imagenet_prep.cli.common import add_archives, add_json, add_workers, emit, split_list
+from imagenet_prep.fsutil import dataset_lock, ensure_dir
+from imagenet_prep.sinks.tree import SPLITS, extract
+
+HELP = "extract train/val/test images and box XMLs in one pass (no inner tars on disk)"
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_archives(p, required=True)
+    p.add_argument("--out", type=Path, required=True, metavar="DATASET")
+    p.add_argument("--splits", type=split_list, default=SPLITS,
+                   help=f"comma-separated, from {','.join(SPLITS)} (default: all present)")
+    add_workers(p)
+    add_json(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    print("not built yet")
-    return 2
+    ensure_dir(args.out)
+    with dataset_lock(args.out):
+        summary = extract(args.archives, args.out, args.splits, args.workers)
+    lines = [
+        f"{split:<10} {s['files']:>9} files {s['bytes'] / 1e6:>10.1f} MB"
+        + ("  (already done)" if s.get("skipped") else f"  {s['seconds']:.1f} s")
+        for split, s in summary.items()
+    ]
+    emit(summary, args.json, lines or ["no archives found"])
+    return 0

@@ -1,14 +1,27 @@
-"""`imagenet-prep flatten` (not built yet)."""
+"""`imagenet-prep flatten`: train_flatten/ and val_flatten/ as hard links (no extra bytes)."""
+
+from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-HELP = "flatten (not built yet)"
+from imagenet_prep.cli.common import add_json, emit, split_list
+from imagenet_prep.fsutil import dataset_lock
+from imagenet_prep.sinks.flat import MODES, flatten
+
+HELP = "make train_flatten/ and val_flatten/ (hard links by default)"
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dataset", type=Path, metavar="DATASET")
+    p.add_argument("--mode", choices=MODES, default="hardlink")
+    p.add_argument("--splits", type=split_list, default=("train", "val"))
+    add_json(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    print("not built yet")
-    return 2
+    with dataset_lock(args.dataset):
+        summary = flatten(args.dataset, args.splits, args.mode)
+    emit(summary, args.json, [f"{k}_flatten: {v['files']} files ({v['mode']})"
+                              for k, v in summary.items()])
+    return 0

@@ -1,14 +1,25 @@
-"""`imagenet-prep synsets` (not built yet)."""
+"""`imagenet-prep synsets`: write DATASET/synsets.txt."""
+
+from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-HELP = "synsets (not built yet)"
+from imagenet_prep.cli.common import add_archives, add_json, emit
+from imagenet_prep.fsutil import dataset_lock
+from imagenet_prep.sinks.synsets import write_synsets
+
+HELP = "write synsets.txt (WNID description per class, devkit words when present)"
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dataset", type=Path, metavar="DATASET")
+    add_archives(p)
+    add_json(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    print("not built yet")
-    return 2
+    with dataset_lock(args.dataset):
+        rec = write_synsets(args.dataset, args.archives)
+    emit(rec, args.json, [f"synsets.txt: {rec['classes']} classes ({rec['source']} descriptions)"])
+    return 0

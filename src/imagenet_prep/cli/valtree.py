@@ -1,14 +1,29 @@
-"""`imagenet-prep valtree` (not built yet)."""
+"""`imagenet-prep valtree`: group validation images into class folders."""
+
+from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-HELP = "valtree (not built yet)"
+from imagenet_prep.cli.common import add_archives, add_json, emit
+from imagenet_prep.fsutil import dataset_lock
+from imagenet_prep.labels import SOURCES
+from imagenet_prep.sinks.valtree import valtree
+
+HELP = "move val/*.JPEG into val/WNID/ using cross-checked validation labels"
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dataset", type=Path, metavar="DATASET")
+    add_archives(p)
+    p.add_argument("--labels", choices=SOURCES, default="auto",
+                   help="label source (auto: devkit and box XMLs when present, cross-checked)")
+    add_json(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    print("not built yet")
-    return 2
+    with dataset_lock(args.dataset):
+        rec = valtree(args.dataset, args.archives, args.labels)
+    emit(rec, args.json, [f"val: {rec['files']} images in {len(rec['classes'])} class folders "
+                          f"({rec['moved']} moved now)"])
+    return 0

@@ -1,0 +1,102 @@
+"""`flatten`: train_flatten/WNID_N.JPEG and val_flatten/WNID_ILSVRC2012_val_N.JPEG.
+
+Hard links by default, so flattening costs no data bytes; symlinks or copies on
+request, and copies automatically where the file system refuses hard links.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from imagenet_prep.errors import PrepError
+from imagenet_prep.fsutil import atomic_file, ensure_dir, is_tmp_name, os_error, tmp_path
+from imagenet_prep.metadata import wnid_to_index
+from imagenet_prep.progress import bar
+
+MODES = ("hardlink", "symlink", "copy")
+FLAT_DIR = {"train": "train_flatten", "val": "val_flatten"}
+_NO_LINKS = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP}
+
+
+def flat_name(split: str, wnid: str, name: str) -> str:
+    """The seed's flat names: train keeps the name, val gets the class as a prefix."""
+    return name if split == "train" else f"{wnid}_{name}"
+
+
+def iter_tree(root: Path):
+    """(wnid, name) of every image in a class tree, sorted."""
+    known = wnid_to_index()
+    for wnid in sorted(e.name for e in os.scandir(root) if e.is_dir() and e.name in known):
+        names = sorted(
+            e.name for e in os.scandir(root / wnid)
+            if e.is_file(follow_symlinks=False) and not is_tmp_name(e.name)
+        )
+        for name in names:
+            yield wnid, name
+
+
+def is_flattened(src: Path, dst: Path, mode: str) -> bool:
+    """True when dst already stands for src in the given mode."""
+    try:
+        if mode == "symlink":
+            return dst.is_symlink() and os.readlink(dst) == os.path.relpath(src, dst.parent)
+        if dst.is_symlink():
+            return False
+        return os.path.samefile(src, dst) or (
+            mode != "hardlink" and dst.stat().st_size == src.stat().st_size
+        )
+    except FileNotFoundError:
+        return False
+
+
+def _place(src: Path, dst: Path, mode: str) -> None:
+    """Create dst for src under a temporary name, then rename over any stale dst."""
+    tmp = tmp_path(dst)
+    if os.path.lexists(tmp):
+        os.unlink(tmp)
+    if mode == "copy":
+        with atomic_file(dst) as f, open(src, "rb") as s:
+            shutil.copyfileobj(s, f, 1 << 20)
+        return
+    if mode == "symlink":
+        os.symlink(os.path.relpath(src, dst.parent), tmp)
+    else:
+        os.link(src, tmp)
+    os.replace(tmp, dst)
+
+
+def flatten(dataset: Path, splits: tuple[str, ...] = ("train", "val"), mode: str = "hardlink"
+            ) -> dict[str, dict]:
+    """Make the flat folders; returns per-split counts and the mode actually used."""
+    if mode not in MODES:
+        raise PrepError(f"unknown flatten mode {mode!r}; choose from {', '.join(MODES)}")
+    summary = {}
+    for split in splits:
+        root = dataset / split
+        if not root.is_dir():
+            raise PrepError(f"{root}: folder not found; run extract (and valtree for val) first")
+        out = ensure_dir(dataset / FLAT_DIR[split])
+        used, made, kept = mode, 0, 0
+        with bar(None, f"flatten {split}") as pb:
+            for wnid, name in iter_tree(root):
+                src, dst = root / wnid / name, out / flat_name(split, wnid, name)
+                if is_flattened(src, dst, used):
+                    kept += 1
+                    continue
+                try:
+                    _place(src, dst, used)
+                except OSError as e:
+                    if used != "hardlink" or e.errno not in _NO_LINKS:
+                        raise os_error(dst, e) from None
+                    print(f"flatten: {out}: hard links refused ({e.strerror}); copying instead",
+                          file=sys.stderr)
+                    used = "copy"
+                    _place(src, dst, used)
+                made += 1
+                pb.update()
+        summary[split] = {"files": made + kept, "created": made, "mode": used}
+    return summary

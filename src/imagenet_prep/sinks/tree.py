@@ -1,0 +1,176 @@
+"""`extract`: the seed's `tar xf` layout straight from the archives, in one pass.
+
+Inner class tars are read in place (one positioned copy per image, in the kernel
+where possible), never written to disk.  Each file is written under a temporary
+name and renamed, so a rerun skips every final name of the right size.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from imagenet_prep import records
+from imagenet_prep.catalog import _label_of
+from imagenet_prep.errors import CorruptArchiveError, PrepError
+from imagenet_prep.execute import run_tasks
+from imagenet_prep.fsutil import atomic_file, ensure_dir, os_error
+from imagenet_prep.labels import iter_gz_members
+from imagenet_prep.progress import bar
+from imagenet_prep.tarindex import ArchiveReader, Member, iter_members, iter_nested
+
+ARCHIVE_OF = {
+    "train": "ILSVRC2012_img_train.tar",
+    "val": "ILSVRC2012_img_val.tar",
+    "test": "ILSVRC2012_img_test.tar",
+    "bbox_train": "ILSVRC2012_bbox_train_v2.tar.gz",
+    "bbox_val": "ILSVRC2012_bbox_val_v3.tgz",
+}
+SPLITS = tuple(ARCHIVE_OF)
+CHUNK = 500  # images per task for flat archives
+
+
+@dataclass(frozen=True)
+class CopyTask:
+    """Copy `members` of `archive` into `folder` (member names are plain file names)."""
+
+    archive: Path
+    folder: Path
+    members: tuple[Member, ...]
+    key: str = ""
+
+
+def _final_size(path: Path) -> int | None:
+    """Size of a regular file at `path`, None if absent; anything else there is refused."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        raise PrepError(f"{path}: exists and is not a regular file; move it away and rerun")
+    return st.st_size
+
+
+def copy_members(task: CopyTask) -> tuple[str, int, int, int]:
+    """Run one task; returns (key, files, bytes written, bytes skipped).
+
+    A final name of the right size is complete (it only appears by rename); a
+    killed run's temporary file is simply overwritten.
+    """
+    ensure_dir(task.folder)
+    written = skipped = 0
+    with ArchiveReader(task.archive) as reader:
+        for m in task.members:
+            final = task.folder / m.name
+            have = _final_size(final)
+            if have == m.size:
+                skipped += m.size
+                continue
+            if have is not None:
+                raise PrepError(
+                    f"{final}: exists with other content than {task.archive.name}:{m.name}; "
+                    "move it away and rerun"
+                )
+            with atomic_file(final) as f:
+                try:
+                    reader.copy_to(m.offset, m.size, f.fileno())
+                except OSError as e:
+                    raise os_error(final, e) from None
+            written += m.size
+    return task.key, len(task.members), written, skipped
+
+
+def _train_tasks(archive: Path, out: Path) -> list[CopyTask]:
+    tasks = []
+    for inner, members in iter_nested(archive):
+        if not inner.name.endswith(".tar") or "/" in inner.name:
+            raise CorruptArchiveError(f"{archive}: unexpected member {inner.name!r}")
+        wnid = inner.name[:-4]
+        _label_of(wnid, f"{archive}:{inner.name}")
+        ms = tuple(members)
+        for m in ms:
+            if "/" in m.name:
+                raise CorruptArchiveError(f"{archive}:{inner.name}: unexpected member {m.name!r}")
+        if not ms:
+            raise CorruptArchiveError(f"{archive}:{inner.name}: class archive holds no images")
+        tasks.append(CopyTask(archive, out / wnid, ms, wnid))
+    return tasks
+
+
+def _flat_tasks(archive: Path, folder: Path) -> list[CopyTask]:
+    ms = sorted(iter_members(archive), key=lambda m: m.name)
+    for m in ms:
+        if "/" in m.name:
+            raise CorruptArchiveError(f"{archive}: unexpected member {m.name!r}")
+    if not ms:
+        raise CorruptArchiveError(f"{archive}: holds no images")
+    return [
+        CopyTask(archive, folder, tuple(ms[i:i + CHUNK]), f"{i}") for i in range(0, len(ms), CHUNK)
+    ]
+
+
+def _extract_gz(archive: Path, dest: Path) -> tuple[int, int, dict[str, int]]:
+    """Stream a small .tar.gz (box XMLs) into `dest`; returns (files, bytes, per-folder counts)."""
+    files = size = 0
+    counts: dict[str, int] = {}
+    made: set[Path] = set()
+    for name, data in iter_gz_members(archive):
+        final = dest / name
+        if final.parent not in made:
+            made.add(ensure_dir(final.parent))
+        have = _final_size(final)
+        if have is None:
+            with atomic_file(final) as f:
+                f.write(data)
+        elif have != len(data):
+            raise PrepError(f"{final}: exists with other content than {archive.name}:{name}")
+        files += 1
+        size += len(data)
+        top = name.split("/", 1)[0] if "/" in name else ""
+        counts[top] = counts.get(top, 0) + 1
+    if not files:
+        raise CorruptArchiveError(f"{archive}: holds no files")
+    return files, size, counts
+
+
+def extract(
+    archives: Path, dataset: Path, splits: tuple[str, ...] = SPLITS, workers: int | None = None,
+) -> dict[str, dict]:
+    """Extract each split whose archive is present; returns per-split summaries."""
+    summary: dict[str, dict] = {}
+    for split in splits:
+        archive = archives / ARCHIVE_OF[split]
+        if not archive.is_file():
+            if split == "test" and (archives / "ILSVRC2012_img_test_v10102019.tar").is_file():
+                archive = archives / "ILSVRC2012_img_test_v10102019.tar"
+            else:
+                continue
+        done = records.load(dataset, f"extract-{split}")
+        if done is not None:
+            summary[split] = {**done, "seconds": 0.0, "written": 0, "skipped": True}
+            continue
+        t0 = time.monotonic()
+        dest = ensure_dir(dataset / split)
+        if split.startswith("bbox"):
+            files, size, counts = _extract_gz(archive, dest)
+            written = size
+        else:
+            tasks = _train_tasks(archive, dest) if split == "train" else _flat_tasks(archive, dest)
+            files = sum(len(t.members) for t in tasks)
+            size = sum(m.size for t in tasks for m in t.members)
+            counts = {t.key: len(t.members) for t in tasks} if split == "train" else {}
+            written = 0
+            with bar(size, f"extract {split}", bytes_=True) as pb:
+                for _key, _n, w, s in run_tasks(copy_members, tasks, workers):
+                    written += w
+                    pb.update(w + s)
+        rec = {"split": split, "archive": archive.name, "archive_size": archive.stat().st_size,
+               "files": files, "bytes": size, "classes": counts}
+        records.save(dataset, f"extract-{split}", rec)
+        summary[split] = {**rec, "seconds": time.monotonic() - t0, "written": written}
+        print(f"extract {split}: {files} files, {size / 1e6:.1f} MB", file=sys.stderr)
+    return summary

@@ -1,0 +1,76 @@
+"""`valtree`: move val/*.JPEG into val/WNID/ by the validation labels.
+
+No journal is needed: every move is a rename inside one folder, and the set of
+images is the union of what is still flat and what is already grouped, so a
+rerun after any interruption pairs the same names with the same labels.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from imagenet_prep import records
+from imagenet_prep.errors import PrepError
+from imagenet_prep.fsutil import ensure_dir, is_tmp_name, os_error
+from imagenet_prep.labels import val_labels
+from imagenet_prep.metadata import wnid_to_index
+
+
+def _is_image(name: str) -> bool:
+    return name.endswith(".JPEG") and not is_tmp_name(name)
+
+
+def scan_val(val: Path) -> tuple[set[str], dict[str, str]]:
+    """(names still flat in val/, name -> WNID folder for names already grouped)."""
+    flat: set[str] = set()
+    grouped: dict[str, str] = {}
+    known = wnid_to_index()
+    with os.scandir(val) as it:
+        for e in it:
+            if e.is_file(follow_symlinks=False) and _is_image(e.name):
+                flat.add(e.name)
+            elif e.is_dir(follow_symlinks=False) and e.name in known:
+                with os.scandir(e.path) as inner:
+                    for f in inner:
+                        if f.is_file(follow_symlinks=False) and _is_image(f.name):
+                            grouped[f.name] = e.name
+    return flat, grouped
+
+
+def valtree(dataset: Path, archives: Path | None = None, source: str = "auto") -> dict:
+    """Group the validation images into class folders; returns a summary."""
+    val = dataset / "val"
+    if not val.is_dir():
+        raise PrepError(f"{val}: folder not found; run `imagenet-prep extract` first")
+    flat, grouped = scan_val(val)
+    both = flat & set(grouped)
+    if both:
+        raise PrepError(f"{val}: {sorted(both)[0]} is both in val/ and in a class folder")
+    names = sorted(flat | set(grouped))
+    if not names:
+        raise PrepError(f"{val}: no validation images (*.JPEG)")
+    labels = val_labels(names, archives=archives, dataset=dataset, source=source)
+    moved = 0
+    made: set[str] = set()
+    for name, wnid in zip(names, labels, strict=True):
+        src = val / name if name in flat else val / grouped[name] / name
+        if name not in flat and grouped[name] == wnid:
+            continue
+        if wnid not in made:
+            ensure_dir(val / wnid)
+            made.add(wnid)
+        dst = val / wnid / name
+        if dst.exists():
+            raise PrepError(f"{dst}: already exists; refusing to overwrite it")
+        try:
+            os.rename(src, dst)
+        except OSError as e:
+            raise os_error(dst, e) from None
+        moved += 1
+    counts: dict[str, int] = {}
+    for w in labels:
+        counts[w] = counts.get(w, 0) + 1
+    rec = {"files": len(names), "moved": moved, "classes": counts, "source": source}
+    records.save(dataset, "valtree", rec)
+    return rec

@@ -1,14 +1,71 @@
-"""`imagenet-prep prepare` (not built yet)."""
+"""`imagenet-prep prepare`: everything, in order, resumable."""
+
+from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
 
-HELP = "prepare (not built yet)"
+from imagenet_prep.cli.common import add_archives, add_json, add_workers, emit
+from imagenet_prep.fsutil import dataset_lock, ensure_dir
+from imagenet_prep.labels import SOURCES
+from imagenet_prep.pipeline import TARGETS, prepare
+from imagenet_prep.sinks.flat import MODES
+
+HELP = "run the whole preparation (disk plan, verify, extract, ..., tfrecord); reruns resume"
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    add_archives(p, required=True)
+    p.add_argument("--out", type=Path, required=True, metavar="DATASET")
+    p.add_argument("--only", choices=tuple(TARGETS), default="all",
+                   help="pytorch: class trees + flat folders; tensorflow: box CSV + TFRecords")
+    p.add_argument("--force", action="store_true", help="run even if the disk plan says no")
+    p.add_argument("--flatten-mode", choices=MODES, default="hardlink")
+    p.add_argument("--labels", choices=SOURCES, default="auto")
+    p.add_argument("--train-shards", type=int, default=1024)
+    p.add_argument("--val-shards", type=int, default=128)
+    p.add_argument("--seed", type=int, default=0, help="TFRecord shuffle seed")
+    p.add_argument("--dali-index", action="store_true")
+    p.add_argument("--on-bad-image", choices=("fail", "skip"), default="fail")
+    add_workers(p)
+    add_json(p)
+
+
+def _summary_lines(report: dict) -> list[str]:
+    lines = ["", f"prepared {report['dataset']} ({report['only']}) in {report['seconds']:.1f} s"]
+    for stage, s in report["stages"].items():
+        r = s["result"]
+        detail = ""
+        if stage == "extract":
+            files = sum(v["files"] for v in r.values())
+            size = sum(v["bytes"] for v in r.values())
+            rate = size / 1e6 / s["seconds"] if s["seconds"] else 0.0
+            detail = f"{files} files, {size / 1e6:.1f} MB, {rate:.0f} MB/s"
+        elif stage == "valtree":
+            detail = f"{r['files']} images in {len(r['classes'])} classes"
+        elif stage == "flatten":
+            detail = ", ".join(f"{k}: {v['files']} ({v['mode']})" for k, v in r.items())
+        elif stage == "synsets":
+            detail = f"{r['classes']} classes ({r['source']})"
+        elif stage == "verify":
+            detail = ", ".join(f"{k} {v}" for k, v in r.items() if v != "MISSING")
+        elif isinstance(r, dict):
+            detail = ", ".join(f"{k}={v}" for k, v in r.items()
+                               if isinstance(v, int | float | str))[:160]
+        lines.append(f"  {stage:<9} {s['seconds']:7.1f} s  {detail}")
+    return lines
 
 
 def run(args: argparse.Namespace) -> int:
-    print("not built yet")
-    return 2
+    ensure_dir(args.out)
+    log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
+    with dataset_lock(args.out):
+        report = prepare(
+            args.archives, args.out, only=args.only, force=args.force, workers=args.workers,
+            flatten_mode=args.flatten_mode, labels=args.labels, train_shards=args.train_shards,
+            val_shards=args.val_shards, seed=args.seed, dali_index=args.dali_index,
+            on_bad_image=args.on_bad_image, log=log,
+        )
+    emit(report, args.json, _summary_lines(report))
+    return 0

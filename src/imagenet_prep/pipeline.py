@@ -1,0 +1,133 @@
+"""`prepare`: every stage in order, with a disk plan first and a summary at the end.
+
+Each stage is resumable on its own, so `prepare` is too: a rerun skips what the
+records say is finished and completes the rest.
+"""
+
+from __future__ import annotations
+
+import shutil
+import struct
+import time
+from pathlib import Path
+from typing import Any
+
+from imagenet_prep import records
+from imagenet_prep.errors import PrepError
+from imagenet_prep.sinks.tree import ARCHIVE_OF
+
+TARGETS = {
+    "pytorch": ("verify", "extract", "valtree", "flatten", "synsets"),
+    "tensorflow": ("verify", "bbox", "tfrecord"),
+    "all": ("verify", "extract", "valtree", "flatten", "synsets", "bbox", "tfrecord"),
+}
+
+
+def _gz_size(path: Path) -> int:
+    """Uncompressed size from the gzip trailer (exact below 4 GiB, which box archives are)."""
+    with open(path, "rb") as f:
+        f.seek(-4, 2)
+        return struct.unpack("<I", f.read(4))[0]
+
+
+def _archive_bytes(archives: Path, split: str) -> int:
+    path = archives / ARCHIVE_OF[split]
+    if not path.is_file():
+        return 0
+    return _gz_size(path) if split.startswith("bbox") else path.stat().st_size
+
+
+def disk_plan(archives: Path, dataset: Path, stages: tuple[str, ...], flatten_mode: str
+              ) -> dict[str, int]:
+    """Bytes each stage still has to write (estimates from the archive sizes)."""
+    plan = {}
+    for stage in stages:
+        if stage == "extract":
+            plan[stage] = sum(
+                _archive_bytes(archives, s) for s in ARCHIVE_OF
+                if records.load(dataset, f"extract-{s}") is None
+            )
+        elif stage == "flatten":
+            plan[stage] = 0 if flatten_mode != "copy" else sum(
+                _archive_bytes(archives, s) for s in ("train", "val"))
+        elif stage == "bbox":
+            plan[stage] = _archive_bytes(archives, "bbox_train") // 8
+        elif stage == "tfrecord":
+            plan[stage] = sum(_archive_bytes(archives, s) for s in ("train", "val"))
+        else:
+            plan[stage] = 0
+    return plan
+
+
+def _gb(n: float) -> str:
+    return f"{n / 1e9:,.2f} GB"
+
+
+def prepare(
+    archives: Path, dataset: Path, *, only: str = "pytorch", force: bool = False,
+    workers: int | None = None, flatten_mode: str = "hardlink", labels: str = "auto",
+    train_shards: int = 1024, val_shards: int = 128, seed: int = 0, dali_index: bool = False,
+    on_bad_image: str = "fail", log=print,
+) -> dict[str, Any]:
+    """Run the stages of `only`; returns a report with per-stage figures."""
+    from imagenet_prep.archives import verify_archives
+    from imagenet_prep.sinks.flat import flatten
+    from imagenet_prep.sinks.synsets import write_synsets
+    from imagenet_prep.sinks.tree import extract
+    from imagenet_prep.sinks.valtree import valtree
+
+    stages = TARGETS[only]
+    if not any((archives / a).is_file() for a in ARCHIVE_OF.values()):
+        raise PrepError(f"{archives}: none of the ILSVRC2012 archives is here")
+    plan = disk_plan(archives, dataset, stages, flatten_mode)
+    free = shutil.disk_usage(dataset).free
+    need = sum(plan.values())
+    log("disk plan:")
+    for stage, n in plan.items():
+        log(f"  {stage:<9} {_gb(n):>12}")
+    log(f"  {'total':<9} {_gb(need):>12}   free: {_gb(free)}")
+    if need > free and not force:
+        raise PrepError(
+            f"{dataset}: needs about {_gb(need)} but {_gb(free)} is free; "
+            "free some space or pass --force"
+        )
+    report: dict[str, Any] = {"dataset": str(dataset), "only": only, "plan": plan, "stages": {}}
+    t_all = time.monotonic()
+    for stage in stages:
+        t0 = time.monotonic()
+        if stage == "verify":
+            statuses = verify_archives(archives, quick=True)
+            bad = [s for s in statuses if s.status == "MISMATCH"]
+            if bad:
+                raise PrepError(f"{archives / bad[0].name}: {bad[0].detail}")
+            result: Any = {s.name: s.status for s in statuses}
+        elif stage == "extract":
+            result = extract(archives, dataset, workers=workers)
+        elif stage == "valtree":
+            if records.load(dataset, "extract-val") is None:
+                continue
+            result = valtree(dataset, archives, labels)
+        elif stage == "flatten":
+            splits = tuple(s for s in ("train", "val") if (dataset / s).is_dir())
+            result = flatten(dataset, splits, flatten_mode)
+        elif stage == "synsets":
+            result = write_synsets(dataset, archives)
+        elif stage == "bbox":
+            from imagenet_prep.sinks.bbox_csv import write_bbox_csv
+
+            if not (archives / ARCHIVE_OF["bbox_train"]).is_file() and not (
+                    dataset / "bbox_train").is_dir():
+                continue
+            result = write_bbox_csv(dataset, archives=archives, workers=workers)
+        else:
+            from imagenet_prep.sinks.tfrecord import write_tfrecords
+
+            result = write_tfrecords(
+                dataset, archives=archives, train_shards=train_shards, val_shards=val_shards,
+                seed=seed, workers=workers, dali_index=dali_index, on_bad_image=on_bad_image,
+            )
+        seconds = time.monotonic() - t0
+        report["stages"][stage] = {"seconds": round(seconds, 3), "result": result}
+        log(f"{stage:<9} done in {seconds:7.1f} s")
+    report["seconds"] = round(time.monotonic() - t_all, 3)
+    return report

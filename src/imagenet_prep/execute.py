@@ -7,6 +7,7 @@ number of workers; callers that need order sort by task key.
 from __future__ import annotations
 
 import os
+import signal
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any, TypeVar
@@ -19,6 +20,11 @@ def default_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)))
 
 
+def _ignore_sigint() -> None:
+    """Workers leave Ctrl-C to the main process, which stops cleanly and reports once."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def run_tasks(
     fn: Callable[[T], R], tasks: Iterable[T], workers: int | None = None, *, window: int = 0,
 ) -> Iterator[R]:
@@ -29,7 +35,7 @@ def run_tasks(
             yield fn(t)
         return
     window = window or workers * 2
-    pool = ProcessPoolExecutor(max_workers=workers)
+    pool = ProcessPoolExecutor(max_workers=workers, initializer=_ignore_sigint)
     pending: set[Future[Any]] = set()
     try:
         for t in tasks:

@@ -15,11 +15,10 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from imagenet_prep import metadata
+from imagenet_prep.archives import BBOX_VAL, DEVKIT
 from imagenet_prep.errors import CorruptArchiveError, LabelError
 from imagenet_prep.tarindex import safe_member_name
 
-DEVKIT = "ILSVRC2012_devkit_t12.tar.gz"
-BBOX_VAL = "ILSVRC2012_bbox_val_v3.tgz"
 SOURCES = ("auto", "devkit", "bbox", "bundled")
 
 

@@ -13,8 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from imagenet_prep import records
+from imagenet_prep.archives import ROLES, find_archive
 from imagenet_prep.errors import PrepError
-from imagenet_prep.sinks.tree import ARCHIVE_OF
+from imagenet_prep.sinks.tree import SPLITS
 
 TARGETS = {
     "pytorch": ("verify", "extract", "valtree", "flatten", "synsets"),
@@ -31,8 +32,8 @@ def _gz_size(path: Path) -> int:
 
 
 def _archive_bytes(archives: Path, split: str) -> int:
-    path = archives / ARCHIVE_OF[split]
-    if not path.is_file():
+    path = find_archive(archives, split)
+    if path is None:
         return 0
     return _gz_size(path) if split.startswith("bbox") else path.stat().st_size
 
@@ -44,7 +45,7 @@ def disk_plan(archives: Path, dataset: Path, stages: tuple[str, ...], flatten_mo
     for stage in stages:
         if stage == "extract":
             plan[stage] = sum(
-                _archive_bytes(archives, s) for s in ARCHIVE_OF
+                _archive_bytes(archives, s) for s in SPLITS
                 if records.load(dataset, f"extract-{s}") is None
             )
         elif stage == "flatten":
@@ -77,7 +78,7 @@ def prepare(
     from imagenet_prep.sinks.valtree import valtree
 
     stages = TARGETS[only]
-    if not any((archives / a).is_file() for a in ARCHIVE_OF.values()):
+    if not any(find_archive(archives, r) for r in ROLES):
         raise PrepError(f"{archives}: none of the ILSVRC2012 archives is here")
     plan = disk_plan(archives, dataset, stages, flatten_mode)
     free = shutil.disk_usage(dataset).free
@@ -115,8 +116,7 @@ def prepare(
         elif stage == "bbox":
             from imagenet_prep.sinks.bbox_csv import write_bbox_csv
 
-            if not (archives / ARCHIVE_OF["bbox_train"]).is_file() and not (
-                    dataset / "bbox_train").is_dir():
+            if not find_archive(archives, "bbox_train") and not (dataset / "bbox_train").is_dir():
                 continue
             result = write_bbox_csv(dataset, archives=archives, workers=workers)
         else:

@@ -6,9 +6,10 @@ import os
 from pathlib import Path
 
 from imagenet_prep import metadata, records
+from imagenet_prep.archives import DEVKIT
 from imagenet_prep.errors import PrepError
 from imagenet_prep.fsutil import write_atomic
-from imagenet_prep.labels import DEVKIT, read_devkit
+from imagenet_prep.labels import read_devkit
 
 
 def classes_present(dataset: Path) -> list[str]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imagenet_prep import records
+from imagenet_prep.archives import find_archive
 from imagenet_prep.catalog import _label_of
 from imagenet_prep.errors import CorruptArchiveError, PrepError
 from imagenet_prep.execute import run_tasks
@@ -23,14 +24,7 @@ from imagenet_prep.labels import iter_gz_members
 from imagenet_prep.progress import bar
 from imagenet_prep.tarindex import ArchiveReader, Member, iter_members, iter_nested
 
-ARCHIVE_OF = {
-    "train": "ILSVRC2012_img_train.tar",
-    "val": "ILSVRC2012_img_val.tar",
-    "test": "ILSVRC2012_img_test.tar",
-    "bbox_train": "ILSVRC2012_bbox_train_v2.tar.gz",
-    "bbox_val": "ILSVRC2012_bbox_val_v3.tgz",
-}
-SPLITS = tuple(ARCHIVE_OF)
+SPLITS = ("train", "val", "test", "bbox_train", "bbox_val")
 CHUNK = 500  # images per task for flat archives
 
 
@@ -143,12 +137,9 @@ def extract(
     """Extract each split whose archive is present; returns per-split summaries."""
     summary: dict[str, dict] = {}
     for split in splits:
-        archive = archives / ARCHIVE_OF[split]
-        if not archive.is_file():
-            if split == "test" and (archives / "ILSVRC2012_img_test_v10102019.tar").is_file():
-                archive = archives / "ILSVRC2012_img_test_v10102019.tar"
-            else:
-                continue
+        archive = find_archive(archives, split)
+        if archive is None:
+            continue
         done = records.load(dataset, f"extract-{split}")
         if done is not None:
             summary[split] = {**done, "seconds": 0.0, "written": 0, "skipped": True}

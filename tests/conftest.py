@@ -1,0 +1,69 @@
+"""Shared fixtures: synthetic ILSVRC2012 replicas of two sizes, built once per session."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from imagenet_prep.replica import make_replica
+
+SIZES = {
+    "small": dict(classes=4, train_per_class=12, val_per_class=3, test=5, size=(64, 48)),
+    "medium": dict(classes=20, train_per_class=50, val_per_class=10, test=20, size=(96, 72)),
+}
+
+
+@pytest.fixture(scope="session")
+def replicas(tmp_path_factory) -> dict[str, Path]:
+    out = {}
+    for name, opts in SIZES.items():
+        path = tmp_path_factory.mktemp(f"replica-{name}")
+        make_replica(path, seed=7, workers=2, **opts)
+        out[name] = path
+    return out
+
+
+@pytest.fixture(params=sorted(SIZES))
+def replica(request, replicas) -> Path:
+    """Each test using this runs on both replica sizes."""
+    return replicas[request.param]
+
+
+@pytest.fixture
+def small_replica(replicas) -> Path:
+    return replicas["small"]
+
+
+@pytest.fixture
+def archives_copy(tmp_path, small_replica) -> Path:
+    """A private copy of the small replica that a test may damage."""
+    dst = tmp_path / "archives"
+    shutil.copytree(small_replica, dst)
+    return dst
+
+
+def tree_digest(root: Path, skip_state: bool = True) -> dict[str, str]:
+    """Relative path -> sha256 of every file under root (links followed)."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        if skip_state:
+            dirnames[:] = [d for d in dirnames if d != ".imagenet-prep"]
+        for name in filenames:
+            path = Path(dirpath) / name
+            out[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
+    return out
+
+
+def run_cli(*args: str | Path, check: bool = True, **kw) -> subprocess.CompletedProcess:
+    """Run imagenet-prep in a subprocess, as a user would."""
+    cmd = [sys.executable, "-m", "imagenet_prep", *map(str, args)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{cmd} exited {proc.returncode}: {proc.stderr}")
+    return proc

@@ -1,0 +1,75 @@
+"""Archives that try to write outside the dataset, or hold links and devices, are refused."""
+
+from __future__ import annotations
+
+import io
+import tarfile
+from pathlib import Path
+
+import pytest
+from conftest import run_cli
+from tarutil import add_file, tar_bytes
+
+WNID = "n01440764"
+
+
+def _inner_with(kind: str) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tf:
+        add_file(tf, f"{WNID}_1.JPEG", b"\xff\xd8 fine")
+        if kind in ("dotdot", "absolute"):
+            name = "../../../escaped.JPEG" if kind == "dotdot" else "/tmp/escaped-abs.JPEG"
+            add_file(tf, name, b"evil")
+        else:
+            info = tarfile.TarInfo(f"{WNID}_2.JPEG")
+            info.type = tarfile.SYMTYPE if kind == "symlink" else tarfile.LNKTYPE
+            info.linkname = "/etc/passwd" if kind == "symlink" else f"{WNID}_1.JPEG"
+            tf.addfile(info)
+    return buf.getvalue()
+
+
+def _snapshot(root: Path) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+@pytest.mark.parametrize("where", ["inner", "outer"])
+@pytest.mark.parametrize("kind", ["dotdot", "absolute", "symlink", "hardlink"])
+def test_unsafe_train_archive_refused(tmp_path, kind, where):
+    arch = tmp_path / "archives"
+    arch.mkdir()
+    if where == "inner":
+        outer = tar_bytes({f"{WNID}.tar": _inner_with(kind)})
+    else:
+        outer_inner = tarfile.open(fileobj=io.BytesIO(_inner_with(kind)))
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tf:
+            for m in outer_inner.getmembers():
+                f = outer_inner.extractfile(m) if m.isfile() else None
+                m.name = m.name.replace(f"{WNID}_1.JPEG", f"{WNID}.tar") if m.isfile() and \
+                    m.name.endswith("_1.JPEG") else m.name
+                tf.addfile(m, f)
+        outer = buf.getvalue()
+    (arch / "ILSVRC2012_img_train.tar").write_bytes(outer)
+    before = _snapshot(tmp_path)
+    ds = tmp_path / "work" / "ds"
+    proc = run_cli("extract", "--archives", arch, "--out", ds, check=False)
+    assert proc.returncode == 1, proc.stderr
+    assert "refused" in proc.stderr or "not a regular" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert "ILSVRC2012_img_train.tar" in proc.stderr
+    created = _snapshot(tmp_path) - before
+    assert all(c.startswith("work") for c in created), created
+    assert not (tmp_path / "escaped.JPEG").exists() and not Path("/tmp/escaped-abs.JPEG").exists()
+    assert not [p for p in ds.rglob("*.JPEG")]  # the class was refused before any write
+
+
+def test_unsafe_box_archive_refused(tmp_path):
+    import gzip
+
+    arch = tmp_path / "archives"
+    arch.mkdir()
+    data = tar_bytes({"val/ILSVRC2012_val_00000001.xml": b"<a/>", "../evil.xml": b"<a/>"})
+    (arch / "ILSVRC2012_bbox_val_v3.tgz").write_bytes(gzip.compress(data, mtime=0))
+    proc = run_cli("extract", "--archives", arch, "--out", tmp_path / "ds", check=False)
+    assert proc.returncode == 1 and "../evil.xml" in proc.stderr
+    assert not (tmp_path / "evil.xml").exists()

@@ -169,7 +169,9 @@ def iter_nested(archive: Path | str) -> Iterator[tuple[Member, Iterator[Member]]
     """Yield (inner tar member, iterator over its members) for a tar of tars."""
     fd = os.open(archive, os.O_RDONLY)
     try:
-        for outer in iter_members(archive, fd=fd):
+        # The outer headers (1000 for ImageNet) are checked in full before any inner
+        # tar is read, so an unsafe or damaged outer member stops the run up front.
+        for outer in list(iter_members(archive, fd=fd)):
             label = f"{archive}:{outer.name}"
             yield outer, iter_members(archive, fd=fd, start=outer.offset, length=outer.size,
                                       label=label)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import stat
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,5 +162,4 @@ def extract(
                "files": files, "bytes": size, "classes": counts}
         records.save(dataset, f"extract-{split}", rec)
         summary[split] = {**rec, "seconds": time.monotonic() - t0, "written": written}
-        print(f"extract {split}: {files} files, {size / 1e6:.1f} MB", file=sys.stderr)
     return summary

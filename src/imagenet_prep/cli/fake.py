@@ -1,14 +1,59 @@
-"""`imagenet-prep fake` (not built yet)."""
+"""`imagenet-prep fake`: write a small synthetic replica of the six official archives.
+
+Real ImageNet is not needed to try the tool or to test it: the replica has the
+same layout and the same known quirks (see imagenet_prep.replica).
+"""
+
+from __future__ import annotations
 
 import argparse
+import re
+from pathlib import Path
 
-HELP = "fake (not built yet)"
+from imagenet_prep.cli.common import add_workers
+from imagenet_prep.replica import DEFAULT_SIZE, REPLICA_JSON, make_replica
+
+HELP = "write a synthetic replica of the six ILSVRC2012 archives (for trying and testing)"
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+def _size(text: str) -> tuple[int, int]:
+    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 500x375, not {text!r}")
+    return int(m.group(1)), int(m.group(2))
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", type=Path, required=True, metavar="DIR",
+                   help="folder to write the archives, MD5SUMS, SIZES and replica.json into")
+    p.add_argument("--classes", type=int, default=10, metavar="N",
+                   help="number of classes: the first N of the 1000 sorted WNIDs (default 10)")
+    p.add_argument("--train-per-class", type=int, default=40, metavar="K",
+                   help="average training images per class; each class varies by up to "
+                        "30%% (default 40)")
+    p.add_argument("--val-per-class", type=int, default=5, metavar="V",
+                   help="validation images per class, exactly (default 5)")
+    p.add_argument("--test", type=int, default=20, metavar="T",
+                   help="number of test images (default 20)")
+    p.add_argument("--size", type=_size, default=DEFAULT_SIZE, metavar="WxH",
+                   help="typical image size; some images are portrait or narrower "
+                        "(default 500x375, the most common ImageNet size)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    add_workers(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    print("not built yet")
-    return 2
+    info = make_replica(
+        args.out, classes=args.classes, train_per_class=args.train_per_class,
+        val_per_class=args.val_per_class, test=args.test, size=args.size, seed=args.seed,
+        workers=args.workers,
+    )
+    total = sum(a.size for a in info.archives.values())
+    rate = info.images / info.seconds if info.seconds > 0 else 0.0
+    print(f"wrote {len(info.archives)} archives ({total / 1e6:.1f} MB) to {info.out}")
+    print(f"  {len(info.wnids)} classes; {info.train_images} train, {info.val_images} val, "
+          f"{info.test_images} test images; {info.bbox_train_files} train and "
+          f"{info.bbox_val_files} val box files")
+    print(f"  {info.images} images in {info.seconds:.1f} s ({rate:.0f} images/s)")
+    print(f"  quirks and parameters: {info.out / REPLICA_JSON}")
+    return 0

@@ -1,14 +1,75 @@
-"""`imagenet-prep tfrecord` (not built yet)."""
+"""`imagenet-prep tfrecord`: TFRecord shards in TensorFlow's reference schema, no TensorFlow."""
+
+from __future__ import annotations
 
 import argparse
+from collections import Counter
+from pathlib import Path
 
-HELP = "tfrecord (not built yet)"
+from imagenet_prep.cli.common import add_archives, add_json, add_workers, emit
+from imagenet_prep.fsutil import dataset_lock, ensure_dir
+from imagenet_prep.labels import SOURCES
+from imagenet_prep.sinks.tfrecord import ON_BAD, write_tfrecords
+
+HELP = ("write tfrecord_train/train-NNNNN-of-01024 and tfrecord_val/validation-NNNNN-of-00128 "
+        "straight from the archives (or from extracted folders)")
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("dataset", type=Path, metavar="DATASET")
+    src = p.add_mutually_exclusive_group(required=True)
+    add_archives(src)
+    src.add_argument("--from-folders", action="store_true",
+                     help="read DATASET/train/WNID/ and DATASET/val/WNID/ instead of archives")
+    p.add_argument("--train-shards", type=int, default=1024, metavar="N")
+    p.add_argument("--val-shards", type=int, default=128, metavar="N")
+    p.add_argument("--seed", type=int, default=0, help="shuffle seed (default 0)")
+    p.add_argument("--labels", choices=SOURCES, default="auto",
+                   help="validation label source when reading the archives")
+    p.add_argument("--dali-index", action="store_true",
+                   help="also write NVIDIA DALI index files to tfrecord_{train,val}_idx/")
+    p.add_argument("--on-bad-image", choices=ON_BAD, default="fail",
+                   help="an unreadable image stops the run (fail) or is left out and listed")
+    add_workers(p)
+    add_json(p)
+
+
+def summary_lines(r: dict) -> list[str]:
+    """One screen: shards, records, size, conversions, throughput."""
+    lines = []
+    for split, s in r["splits"].items():
+        lines.append(f"{split:<5} {s['shards']:>5} shards {s['records']:>9} records "
+                     f"{s['bytes'] / 1e6:>10.1f} MB  {s['folder']}")
+    run = r["run"]
+    if run["shards_written"]:
+        lines.append(f"wrote {run['shards_written']} shards: {run['images']} images, "
+                     f"{run['input_bytes'] / 1e6:.1f} MB read in {run['seconds']:.1f} s "
+                     f"({run['images_per_s']:,.0f} images/s, {run['mb_per_s']:,.1f} MB/s)")
+        lines.append(f"  indexing {run['index_seconds']:.1f} s, writing "
+                     f"{run['write_seconds']:.1f} s")
+    else:
+        lines.append("all shards were already complete")
+    if r["converted"]:
+        kinds = Counter(c["reason"] for c in r["converted"])
+        shown = ", ".join(f"{k} {n}" for k, n in sorted(kinds.items()))
+        lines.append(f"converted to RGB JPEG: {len(r['converted'])} ({shown})")
+        lines += [f"  {c['split']}: {c['name']} ({c['reason']})" for c in r["converted"][:10]]
+        if len(r["converted"]) > 10:
+            lines.append(f"  ... {len(r['converted']) - 10} more in the JSON report")
+    if r["skipped"]:
+        lines.append(f"left out (unreadable): {len(r['skipped'])}")
+        lines += [f"  {s['split']}: {s['error']}" for s in r["skipped"][:10]]
+    return lines
 
 
 def run(args: argparse.Namespace) -> int:
-    print("not built yet")
-    return 2
+    ensure_dir(args.dataset)
+    with dataset_lock(args.dataset):
+        report = write_tfrecords(
+            args.dataset, archives=args.archives, from_folders=args.from_folders,
+            train_shards=args.train_shards, val_shards=args.val_shards, seed=args.seed,
+            workers=args.workers, dali_index=args.dali_index, on_bad_image=args.on_bad_image,
+            labels=args.labels,
+        )
+    emit(report, args.json, summary_lines(report))
+    return 0

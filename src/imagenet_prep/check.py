@@ -23,7 +23,7 @@ def _count_tree(root: Path) -> dict[str, int]:
 
 def _count_files(folder: Path) -> int:
     with os.scandir(folder) as it:
-        return sum(1 for e in it if e.is_file() and not is_tmp_name(e.name))
+        return sum(1 for e in it if e.is_file() and e.name.endswith(".JPEG"))
 
 
 def _diff_counts(what: str, want: dict[str, int], got: dict[str, int]) -> list[str]:

@@ -21,6 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--only", choices=tuple(TARGETS), default="all",
                    help="pytorch: class trees + flat folders; tensorflow: box CSV + TFRecords")
     p.add_argument("--force", action="store_true", help="run even if the disk plan says no")
+    p.add_argument("--verify", choices=("quick", "full", "none"), default="quick",
+                   help="check archive sizes (quick), sizes and MD5s (full), or skip")
     p.add_argument("--flatten-mode", choices=MODES, default="hardlink")
     p.add_argument("--labels", choices=SOURCES, default="auto")
     p.add_argument("--train-shards", type=int, default=1024)
@@ -65,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
             args.archives, args.out, only=args.only, force=args.force, workers=args.workers,
             flatten_mode=args.flatten_mode, labels=args.labels, train_shards=args.train_shards,
             val_shards=args.val_shards, seed=args.seed, dali_index=args.dali_index,
-            on_bad_image=args.on_bad_image, log=log,
+            on_bad_image=args.on_bad_image, verify=args.verify, log=log,
         )
     emit(report, args.json, _summary_lines(report))
     return 0

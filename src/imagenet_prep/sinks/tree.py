@@ -134,9 +134,17 @@ def extract(
     archives: Path, dataset: Path, splits: tuple[str, ...] = SPLITS, workers: int | None = None,
 ) -> dict[str, dict]:
     """Extract each split whose archive is present; returns per-split summaries."""
+    if not archives.is_dir():
+        raise PrepError(f"{archives}: archives folder not found")
+    unknown = [s for s in splits if s not in SPLITS]
+    if unknown:
+        raise PrepError(f"unknown split {unknown[0]!r}; choose from {', '.join(SPLITS)}")
+    found = {s: find_archive(archives, s) for s in splits}
+    if not any(found.values()):
+        raise PrepError(f"{archives}: none of the archives for {', '.join(splits)} is here")
     summary: dict[str, dict] = {}
     for split in splits:
-        archive = find_archive(archives, split)
+        archive = found[split]
         if archive is None:
             continue
         done = records.load(dataset, f"extract-{split}")

@@ -171,7 +171,8 @@ def test_check_finds_problems(small_replica, tmp_path, capsys):
     capsys.readouterr()
     assert main(["check", str(ds)]) == 1
     out = capsys.readouterr().out
-    assert victim.parent.name in out and "temporary" in out and "train_flatten" in out  # the orphaned flat link too
+    # the missing file, the temporary file, and the flat link left without its source
+    assert victim.parent.name in out and "temporary" in out and "train_flatten" in out
 
 
 def test_no_inner_tar_ever_written(replicas, tmp_path):

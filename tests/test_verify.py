@@ -190,3 +190,25 @@ def test_bad_input(tmp_path, fake, capsys):
     (fake / "MD5SUMS").write_text("not-a-digest  x\n")
     with pytest.raises(PrepError, match="MD5SUMS:1"):
         verify_archives(fake, progress=False)
+
+
+def test_replica_verifies_and_damage_is_named(tmp_path, small_replica, capsys):
+    """Acceptance: a replica verifies; one changed byte is a MISMATCH; missing is not fatal."""
+    import shutil
+
+    arch = tmp_path / "r"
+    shutil.copytree(small_replica, arch)
+    assert main(["verify", "--archives", str(arch)]) == 0
+    val = arch / "ILSVRC2012_img_val.tar"
+    data = bytearray(val.read_bytes())
+    data[len(data) // 2] ^= 1
+    val.write_bytes(bytes(data))
+    capsys.readouterr()
+    assert main(["verify", "--archives", str(arch)]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert [ln.split()[0] for ln in lines if "ILSVRC2012_img_val.tar" in ln] == ["MISMATCH"]
+    assert all(ln.split()[0] == "OK" for ln in lines if "ILSVRC2012_img_val.tar" not in ln)
+    val.unlink()
+    assert main(["verify", "--archives", str(arch)]) == 0
+    assert "MISSING" in capsys.readouterr().out
+    assert main(["verify", "--archives", str(arch), "--require", "ILSVRC2012_img_val.tar"]) == 1

@@ -1,12 +1,18 @@
-"""SIGKILL at seeded random moments, rerun, and the result equals an uninterrupted run."""
+"""SIGKILL at seeded random moments, rerun, and the result equals an uninterrupted run.
+
+A kill is aimed at a random amount of progress (files or shards already written,
+chosen by a seeded RNG) so it lands midway through the stage, not before or after.
+"""
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,60 +20,91 @@ from conftest import run_cli, tree_digest
 
 from imagenet_prep.check import check_dataset
 from imagenet_prep.sinks.tree import extract
+from imagenet_prep.sinks.valtree import valtree
 
 KILLS = 5
 
 
-def kill_after(args: list[str | Path], delay: float) -> int:
-    """Start imagenet-prep, SIGKILL it after `delay` seconds; returns its exit code."""
+def count_files(folder: Path) -> int:
+    n = 0
+    for _, _, names in os.walk(folder):
+        n += len(names)
+    return n
+
+
+def kill_when(args: list, ready: Callable[[], bool], timeout: float = 60) -> bool:
+    """Run imagenet-prep until `ready()`, then SIGKILL it; True if it was killed midway."""
     proc = subprocess.Popen([sys.executable, "-m", "imagenet_prep", *map(str, args)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    time.sleep(delay)
+    deadline = time.monotonic() + timeout
+    while proc.poll() is None and not ready() and time.monotonic() < deadline:
+        time.sleep(0.001)
     proc.send_signal(signal.SIGKILL)
-    return proc.wait()
+    return proc.wait() == -signal.SIGKILL
 
 
-def tmp_files(root: Path) -> list[Path]:
-    return [p for p in root.rglob("*.ipart")]
+def no_tmp_files(root: Path) -> bool:
+    return not list(root.rglob("*.ipart"))
 
 
 @pytest.fixture(scope="module")
 def clean_runs(replicas, tmp_path_factory):
     """Uninterrupted reference results, one per stage."""
-    base = tmp_path_factory.mktemp("clean")
     arch = replicas["medium"]
-    ex = base / "extract"
+    base = tmp_path_factory.mktemp("clean")
+    ex, vt, fl = base / "extract", base / "valtree", base / "flatten"
     run_cli("extract", "--archives", arch, "--out", ex)
-    vt = base / "valtree"
-    run_cli("extract", "--archives", arch, "--out", vt)
-    run_cli("valtree", vt, "--archives", arch)
-    return {"extract": tree_digest(ex), "valtree": tree_digest(vt)}
+    for ds in (vt, fl):
+        run_cli("extract", "--archives", arch, "--out", ds)
+        run_cli("valtree", ds, "--archives", arch)
+    run_cli("flatten", fl)
+    return {"extract": tree_digest(ex), "valtree": tree_digest(vt), "flatten": tree_digest(fl),
+            "train_files": count_files(ex / "train")}
+
+
+def _threshold(stage: str, point: int, total: int) -> int:
+    return random.Random(f"{stage}-{point}").randint(1, max(1, total - 1))
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("point", range(KILLS))
 def test_extract_killed_and_rerun(replicas, clean_runs, tmp_path, point):
-    arch = replicas["medium"]
-    ds = tmp_path / "ds"
-    delay = random.Random(f"extract-{point}").uniform(0.3, 1.5)
-    kill_after(["extract", "--archives", arch, "--out", ds], delay)
+    arch, ds = replicas["medium"], tmp_path / "ds"
+    k = _threshold("extract", point, clean_runs["train_files"])
+    killed = kill_when(["extract", "--archives", arch, "--out", ds, "--workers", "2"],
+                       lambda: count_files(ds / "train") >= k)
     run_cli("extract", "--archives", arch, "--out", ds)
     assert tree_digest(ds) == clean_runs["extract"]
-    assert tmp_files(ds) == []
-    assert check_dataset(ds)[0] == []
+    assert no_tmp_files(ds) and check_dataset(ds)[0] == []
+    assert killed, "the run finished before the kill: aim earlier"
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("point", range(KILLS))
 def test_valtree_killed_and_rerun(replicas, clean_runs, tmp_path, point):
-    arch = replicas["medium"]
-    ds = tmp_path / "ds"
+    arch, ds = replicas["medium"], tmp_path / "ds"
     extract(arch, ds, workers=1)
-    delay = random.Random(f"valtree-{point}").uniform(0.2, 0.9)
-    kill_after(["valtree", ds, "--archives", arch], delay)
+    total = count_files(ds / "val")
+    k = _threshold("valtree", point, total)
+    killed = kill_when(["valtree", ds, "--archives", arch],
+                       lambda: total - len(list((ds / "val").glob("*.JPEG"))) >= k)
     run_cli("valtree", ds, "--archives", arch)
     assert tree_digest(ds) == clean_runs["valtree"]
-    assert check_dataset(ds)[0] == []
+    assert no_tmp_files(ds) and check_dataset(ds)[0] == []
+    assert killed or k > total - 3  # tiny remaining windows may finish first
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", range(KILLS))
+def test_flatten_killed_and_rerun(replicas, clean_runs, tmp_path, point):
+    arch, ds = replicas["medium"], tmp_path / "ds"
+    extract(arch, ds, workers=1)
+    valtree(ds, arch)
+    k = _threshold("flatten", point, clean_runs["train_files"])
+    kill_when(["flatten", ds], lambda: count_files(ds / "train_flatten") >= k)
+    run_cli("flatten", ds)
+    assert tree_digest(ds) == clean_runs["flatten"]
+    assert no_tmp_files(ds) and check_dataset(ds)[0] == []
 
 
 def test_second_run_refused_while_one_is_active(small_replica, tmp_path):

@@ -6,12 +6,17 @@ number of workers; callers that need order sort by task key.
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
+import sys
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any, TypeVar
 
+from imagenet_prep.fsutil import close_inherited_locks
+
+_PR_SET_PDEATHSIG = 1
 T = TypeVar("T")
 R = TypeVar("R")
 
@@ -20,9 +25,20 @@ def default_workers() -> int:
     return max(1, len(os.sched_getaffinity(0)))
 
 
-def _ignore_sigint() -> None:
-    """Workers leave Ctrl-C to the main process, which stops cleanly and reports once."""
+def _init_worker(parent: int) -> None:
+    """Prepare a pool worker.
+
+    Ctrl-C is left to the main process, which stops cleanly and reports once.  A
+    worker dies with its parent (a killed run must not leave orphans writing into
+    the dataset while the rerun starts), and it drops the inherited dataset lock.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(1)
+    close_inherited_locks()
 
 
 def run_tasks(
@@ -35,7 +51,9 @@ def run_tasks(
             yield fn(t)
         return
     window = window or workers * 2
-    pool = ProcessPoolExecutor(max_workers=workers, initializer=_ignore_sigint)
+    pool = ProcessPoolExecutor(
+        max_workers=workers, initializer=_init_worker, initargs=(os.getpid(),)
+    )
     pending: set[Future[Any]] = set()
     try:
         for t in tasks:

@@ -19,6 +19,7 @@ from imagenet_prep.errors import LockedError, PrepError
 
 TMP_SUFFIX = ".ipart"
 STATE_DIR = ".imagenet-prep"
+_held_locks: set[int] = set()  # lock fds of this process, closed in forked workers
 
 
 def tmp_path(final: Path) -> Path:
@@ -107,6 +108,16 @@ def dataset_lock(dataset: Path) -> Iterator[None]:
             ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, str(os.getpid()).encode(), 0)
+        _held_locks.add(fd)
         yield
     finally:
+        _held_locks.discard(fd)
         os.close(fd)
+
+
+def close_inherited_locks() -> None:
+    """In a forked worker: drop the parent's lock fds, so only the parent holds the lock."""
+    for fd in list(_held_locks):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _held_locks.clear()

@@ -11,7 +11,15 @@ import re
 from pathlib import Path
 
 from imagenet_prep.cli.common import add_workers
-from imagenet_prep.replica import DEFAULT_SIZE, REPLICA_JSON, make_replica
+from imagenet_prep.replica import (
+    DEFAULT_CLASSES,
+    DEFAULT_SIZE,
+    DEFAULT_TEST,
+    DEFAULT_TRAIN_PER_CLASS,
+    DEFAULT_VAL_PER_CLASS,
+    REPLICA_JSON,
+    make_replica,
+)
 
 HELP = "write a synthetic replica of the six ILSVRC2012 archives (for trying and testing)"
 
@@ -26,15 +34,16 @@ def _size(text: str) -> tuple[int, int]:
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True, metavar="DIR",
                    help="folder to write the archives, MD5SUMS, SIZES and replica.json into")
-    p.add_argument("--classes", type=int, default=10, metavar="N",
-                   help="number of classes: the first N of the 1000 sorted WNIDs (default 10)")
-    p.add_argument("--train-per-class", type=int, default=40, metavar="K",
+    p.add_argument("--classes", type=int, default=DEFAULT_CLASSES, metavar="N",
+                   help="number of classes: the first N of the 1000 sorted WNIDs "
+                        "(default %(default)s)")
+    p.add_argument("--train-per-class", type=int, default=DEFAULT_TRAIN_PER_CLASS, metavar="K",
                    help="average training images per class; each class varies by up to "
-                        "30%% (default 40)")
-    p.add_argument("--val-per-class", type=int, default=5, metavar="V",
-                   help="validation images per class, exactly (default 5)")
-    p.add_argument("--test", type=int, default=20, metavar="T",
-                   help="number of test images (default 20)")
+                        "30%% (default %(default)s)")
+    p.add_argument("--val-per-class", type=int, default=DEFAULT_VAL_PER_CLASS, metavar="V",
+                   help="validation images per class, exactly (default %(default)s)")
+    p.add_argument("--test", type=int, default=DEFAULT_TEST, metavar="T",
+                   help="number of test images (default %(default)s)")
     p.add_argument("--size", type=_size, default=DEFAULT_SIZE, metavar="WxH",
                    help="typical image size; some images are portrait or narrower "
                         "(default 500x375, the most common ImageNet size)")

@@ -1,0 +1,142 @@
+"""`bbox`: DATASET/imagenet_2012_bounding_boxes.csv, the reference's lines, sorted.
+
+Reads `DATASET/bbox_train/WNID/*.xml` when extracted, else streams
+ILSVRC2012_bbox_train_v2.tar.gz once (no extraction).  XMLs are parsed in
+batches on the process pool; the lines are sorted (byte order, as `LC_ALL=C
+sort`) and written atomically.  The record `.imagenet-prep/bbox.json` holds the
+CSV's size and SHA-256, so a rerun with the CSV intact does nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from imagenet_prep import metadata, records
+from imagenet_prep.archives import BBOX_TRAIN, find_archive
+from imagenet_prep.boxes import BoxCounts, is_box_xml_path, parse_batch
+from imagenet_prep.errors import PrepError
+from imagenet_prep.execute import run_tasks
+from imagenet_prep.fsutil import write_atomic
+from imagenet_prep.labels import iter_gz_members
+from imagenet_prep.progress import bar
+
+CSV_NAME = "imagenet_2012_bounding_boxes.csv"
+BATCH = 2000  # XMLs per pool task
+RECORD = "bbox"
+
+Item = tuple[str, bytes | None, str]  # (WNID/NAME.xml, bytes or None to read in the worker, where)
+
+
+def csv_path(dataset: Path) -> Path:
+    return dataset / CSV_NAME
+
+
+def _folder_items(folder: Path) -> list[Item]:
+    """The reference's glob `<dir>/*/*.xml`, sorted; the files are read by the workers."""
+    items = []
+    for d in sorted(os.scandir(folder), key=lambda e: e.name):
+        if d.name.startswith(".") or not d.is_dir():
+            continue
+        for f in sorted(os.scandir(d.path), key=lambda e: e.name):
+            rel = f"{d.name}/{f.name}"
+            if is_box_xml_path(rel) and f.is_file():
+                items.append((rel, None, f.path))
+    return items
+
+
+def _archive_items(archive: Path) -> Iterator[Item]:
+    """The XMLs that extracting the archive would put where the glob finds them."""
+    for name, data in iter_gz_members(archive):
+        if is_box_xml_path(name):
+            yield name, data, f"{archive}:{name}"
+
+
+def _batches(items: Iterator[Item] | list[Item], challenge: frozenset[str]
+             ) -> Iterator[tuple[list[Item], frozenset[str]]]:
+    batch: list[Item] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= BATCH:
+            yield batch, challenge
+            batch = []
+    if batch:
+        yield batch, challenge
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def csv_is_complete(dataset: Path) -> bool:
+    """True when the CSV is the one a finished `bbox` run wrote (size and SHA-256 match)."""
+    rec = records.load(dataset, RECORD)
+    path = csv_path(dataset)
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        return False
+    return rec is not None and rec.get("bytes") == size and rec.get("sha256") == _sha256(path)
+
+
+def write_bbox_csv(
+    dataset: Path, *, archives: Path | None = None, workers: int | None = None,
+) -> dict[str, Any]:
+    """Write the box CSV; returns the summary (the reference's counters, source, size)."""
+    dataset = Path(dataset)
+    if csv_is_complete(dataset):
+        rec = records.load(dataset, RECORD)
+        assert rec is not None
+        return {**rec, "skipped": True, "seconds": 0.0}
+    t0 = time.monotonic()
+    folder = dataset / "bbox_train"
+    items: Iterator[Item] | list[Item]
+    if folder.is_dir():
+        source = str(folder)
+        items = _folder_items(folder)
+        total: int | None = len(items)
+    elif archives is not None and (archive := find_archive(archives, "bbox_train")):
+        source = str(archive)
+        items = _archive_items(archive)
+        total = None
+    else:
+        where = f" or {archives / BBOX_TRAIN}" if archives is not None else ""
+        raise PrepError(f"no box XMLs: neither {folder}{where} exists")
+    challenge = frozenset(metadata.wnids())
+    lines: list[str] = []
+    counts = BoxCounts()
+    with bar(total, "bbox", unit="xml") as pb:
+        for more, c in run_tasks(parse_batch, _batches(items, challenge), workers):
+            lines += more
+            counts.add(c)
+            pb.update(c.files)
+    if counts.files == 0:
+        raise PrepError(f"{source}: no XML files found (expected WNID/*.xml)")
+    lines.sort()
+    out = csv_path(dataset)
+    write_atomic(out, "".join(lines))
+    summary = {
+        "source": source, "csv": str(out), "xml_files": counts.files,
+        "files_skipped": counts.files_skipped, "boxes_skipped": counts.boxes_skipped,
+        "boxes_written": counts.boxes_written, "images": counts.files_written,
+        "bytes": out.stat().st_size, "sha256": _sha256(out),
+    }
+    records.save(dataset, RECORD, summary)
+    log = sys.stderr
+    print(f"Identified {counts.files} XML files in {source}", file=log)
+    print(f"Identified {len(challenge)} synset IDs", file=log)
+    print(f"Finished processing {counts.files} XML files.", file=log)
+    print(f"Skipped {counts.files_skipped} XML files not in ImageNet Challenge.", file=log)
+    print(f"Skipped {counts.boxes_skipped} bounding boxes not in ImageNet Challenge.", file=log)
+    print(f"Wrote {counts.boxes_written} bounding boxes from {counts.files_written} "
+          "annotated images.", file=log)
+    return {**summary, "skipped": False, "seconds": time.monotonic() - t0}

@@ -1,0 +1,626 @@
+"""`tfrecord`: the reference's TFRecord shards, straight from the archives or from folders.
+
+The catalog of each split (sorted) is permuted by a seeded hash of each file name
+(platform-independent, like TFDS's ordering) and cut into shards whose sizes
+differ by at most one.  One pool task per shard, a pure function of its images,
+their boxes and its output name, so the bytes do not depend on `--workers` or on
+the route (archives or folders give the same catalog).  A shard is written under
+a temporary name and renamed; the state record `.imagenet-prep/tfrecord.json`
+holds the options and what each finished shard contains, so a rerun writes only
+the missing shards and refuses other options.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import sys
+import time
+import warnings
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from imagenet_prep import metadata, records
+from imagenet_prep.archives import TRAIN, VAL, find_archive
+from imagenet_prep.boxes import parse_csv
+from imagenet_prep.catalog import (
+    Catalog,
+    flat_from_archive,
+    grouped_from_folder,
+    train_from_archive,
+)
+from imagenet_prep.errors import BadImageError, PrepError
+from imagenet_prep.execute import run_tasks
+from imagenet_prep.fsutil import atomic_file, ensure_dir, is_tmp_name, write_atomic
+from imagenet_prep.images import jpeg_for_record
+from imagenet_prep.progress import bar
+from imagenet_prep.sinks.bbox_csv import csv_is_complete, csv_path, write_bbox_csv
+from imagenet_prep.tfrecord_format import (
+    RecordError,
+    bytes_feature,
+    decode_example,
+    encode_example,
+    float_feature,
+    frame,
+    int64_feature,
+    iter_records,
+    record_spans,
+)
+
+STATE = "tfrecord"
+REPORT = "tfrecord-report"
+SPLITS = ("train", "val")
+ON_BAD = ("fail", "skip")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a split's shards and DALI indexes go, and their name prefix."""
+
+    folder: str
+    prefix: str
+    idx_folder: str
+
+
+LAYOUT = {
+    "train": Layout("tfrecord_train", "train", "tfrecord_train_idx"),
+    "val": Layout("tfrecord_val", "validation", "tfrecord_val_idx"),
+}
+IDX_SUFFIX = ".idx"
+
+
+def shard_name(split: str, k: int, shards: int) -> str:
+    """`train-00000-of-01024`, `validation-00127-of-00128` (the reference's `%s-%.5d-of-%.5d`)."""
+    return f"{LAYOUT[split].prefix}-{k:05d}-of-{shards:05d}"
+
+
+def shuffle_order(names: list[str], seed: int) -> np.ndarray:
+    """A seeded permutation of range(len(names)): sort by keyed BLAKE2b of each name.
+
+    Independent of platform, Python version and listing order; ties (never seen
+    with 64 bits) keep catalog order.
+    """
+    key = str(seed).encode()
+    digests = b"".join(hashlib.blake2b(n.encode(), digest_size=8, key=key).digest()
+                       for n in names)
+    hashes = np.frombuffer(digests, dtype=">u8")
+    return np.argsort(hashes, kind="stable")
+
+
+def shard_bounds(n: int, shards: int) -> list[tuple[int, int]]:
+    """Shard k holds [k*n//shards, (k+1)*n//shards): sizes differ by at most one."""
+    return [(k * n // shards, (k + 1) * n // shards) for k in range(shards)]
+
+
+# --- one shard (runs in a worker) -----------------------------------------------------
+
+@dataclass(frozen=True)
+class ShardTask:
+    """Everything one shard needs: its images in record order and their boxes."""
+
+    split: str
+    name: str
+    path: Path
+    idx_path: Path | None
+    catalog: Catalog
+    box_counts: np.ndarray | None  # boxes per record (train), None for val
+    boxes: np.ndarray | None  # (sum of box_counts, 4) float32, in record order
+    on_bad_image: str
+
+
+def _where(cat: Catalog, i: int) -> str:
+    """Name an image for messages: the archive member, or the file."""
+    if cat.archive is None:
+        return str(cat.path(i))
+    if cat.split == "train":
+        return f"{cat.archive}:{cat.wnid(i)}.tar:{cat.names[i]}"
+    return f"{cat.archive}:{cat.names[i]}"
+
+
+_STATIC = {
+    "image/colorspace": bytes_feature([b"RGB"]),
+    "image/channels": int64_feature([3]),
+    "image/format": bytes_feature([b"JPEG"]),
+}
+_EMPTY_BOXES = {
+    **{f"image/object/bbox/{k}": float_feature([]) for k in ("xmin", "ymin", "xmax", "ymax")},
+    "image/object/bbox/label": int64_feature([]),
+}
+
+
+@cache
+def _class_features(label: int) -> dict[str, bytes]:
+    """Label, synset and text features of a class (1..1000), encoded once per process."""
+    wnid = metadata.wnids()[label - 1]
+    return {
+        "image/class/label": int64_feature([label]),
+        "image/class/synset": bytes_feature([wnid.encode()]),
+        "image/class/text": bytes_feature([metadata.imagenet_metadata()[wnid].encode()]),
+    }
+
+
+def example_bytes(image: bytes, height: int, width: int, name: str, label: int,
+                  boxes: np.ndarray) -> bytes:
+    """The reference's 15-key Example; `label` is 1..1000, `boxes` an (n, 4) float32 array."""
+    if len(boxes):
+        box_features = {
+            f"image/object/bbox/{k}": float_feature(boxes[:, j].tolist())
+            for j, k in enumerate(("xmin", "ymin", "xmax", "ymax"))
+        }
+        box_features["image/object/bbox/label"] = int64_feature([label] * len(boxes))
+    else:
+        box_features = _EMPTY_BOXES
+    return encode_example({
+        **_STATIC, **_class_features(label), **box_features,
+        "image/encoded": bytes_feature([image]),
+        "image/height": int64_feature([height]),
+        "image/width": int64_feature([width]),
+        "image/filename": bytes_feature([name.encode()]),
+    })
+
+
+_NO_BOXES = np.zeros((0, 4), dtype=np.float32)
+
+
+def write_shard(task: ShardTask) -> dict[str, Any]:
+    """Write one shard (and its DALI index); returns what it holds."""
+    cat = task.catalog
+    starts = None if task.box_counts is None else np.concatenate(
+        ([0], np.cumsum(task.box_counts)))
+    converted: list[list[str]] = []
+    skipped: list[list[str]] = []
+    spans: list[tuple[int, int]] = []
+    offset = 0
+    # fsync before the rename: once the state lists a shard, its bytes are on disk
+    with cat.open() as src, atomic_file(task.path, fsync=True) as f:
+        for i in range(len(cat)):
+            data = src.read(i)
+            try:
+                image, height, width, reason = jpeg_for_record(data, _where(cat, i))
+            except BadImageError as e:
+                if task.on_bad_image == "fail":
+                    raise
+                skipped.append([cat.names[i], str(e)])
+                continue
+            if reason is not None:
+                converted.append([cat.names[i], reason])
+            boxes = _NO_BOXES if starts is None or task.boxes is None else \
+                task.boxes[starts[i]:starts[i + 1]]
+            rec = frame(example_bytes(image, height, width, cat.names[i],
+                                      int(cat.labels[i]) + 1, boxes))
+            f.write(rec)
+            spans.append((offset, len(rec)))
+            offset += len(rec)
+    if task.idx_path is not None:
+        write_atomic(task.idx_path, idx_text(spans), fsync=False)
+    return {
+        "split": task.split, "name": task.name, "records": len(spans), "bytes": offset,
+        "input_bytes": cat.total_bytes(), "converted": converted, "skipped": skipped,
+    }
+
+
+def idx_text(spans: list[tuple[int, int]]) -> str:
+    """DALI's index: one `offset size` line per record (as its tfrecord2idx writes)."""
+    return "".join(f"{o} {n}\n" for o, n in spans)
+
+
+# --- planning (main process) ----------------------------------------------------------
+
+def _catalog(split: str, dataset: Path, archives: Path | None, from_folders: bool,
+             labels: str) -> Catalog | None:
+    """The split's catalog, or None when its source is absent."""
+    if from_folders:
+        root = dataset / split
+        return grouped_from_folder(split, root) if root.is_dir() else None
+    assert archives is not None
+    archive = find_archive(archives, split)
+    if archive is None:
+        return None
+    if split == "train":
+        return train_from_archive(archive)
+    from imagenet_prep.labels import val_labels
+
+    names = flat_from_archive(split, archive, None).names
+    wnids = val_labels(names, archives=archives, dataset=dataset, source=labels)
+    return flat_from_archive(split, archive, wnids)
+
+
+def _digest(cat: Catalog) -> str:
+    h = hashlib.sha256()
+    for name, lab in zip(cat.names, cat.labels.tolist(), strict=True):
+        h.update(f"{name}\t{lab}\n".encode())
+    return h.hexdigest()
+
+
+def _load_boxes(dataset: Path, archives: Path | None, workers: int | None
+                ) -> tuple[dict[str, list[tuple[float, float, float, float]]], str | None]:
+    """name -> boxes in CSV order, and the CSV's SHA-256 (None: no boxes available)."""
+    path = csv_path(dataset)
+    if not csv_is_complete(dataset):
+        have_xml = (dataset / "bbox_train").is_dir() or (
+            archives is not None and find_archive(archives, "bbox_train") is not None)
+        if have_xml:
+            write_bbox_csv(dataset, archives=archives, workers=workers)
+        elif not path.is_file():
+            print(f"tfrecord: no {path.name} and no box XMLs: train records get empty box lists",
+                  file=sys.stderr)
+            return {}, None
+    data = path.read_bytes()
+    out: dict[str, list[tuple[float, float, float, float]]] = {}
+    for name, box in parse_csv(data.decode("ascii", errors="replace"), str(path)):
+        out.setdefault(name, []).append(box)
+    return out, hashlib.sha256(data).hexdigest()
+
+
+def _box_arrays(cat: Catalog, by_name: dict[str, list]
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(boxes per catalog image, where each image's boxes start, all boxes as float32 (n, 4)).
+
+    Compact arrays (~25 MB for ImageNet) instead of a dict of lists; float32 is what
+    the Example stores, rounded from the CSV's decimal through a double as the reference.
+    """
+    counts = np.fromiter((len(by_name.get(n, ())) for n in cat.names), dtype=np.int32,
+                         count=len(cat))
+    starts = np.concatenate(([0], np.cumsum(counts, dtype=np.int64)))
+    flat = [b for n in cat.names for b in by_name.get(n, ())]
+    boxes = np.asarray(flat, dtype=np.float64).astype(np.float32).reshape(-1, 4)
+    return counts, starts, boxes
+
+
+def _options(train_shards: int, val_shards: int, seed: int) -> dict:
+    """What fixes the bytes of every shard.  `on_bad_image` is not among them: a shard
+    finished without skipping is the same under both choices, and one that skipped
+    images is redone under `fail` (which then stops on the bad image)."""
+    return {"train_shards": train_shards, "val_shards": val_shards, "seed": seed}
+
+
+def _start_over(dataset: Path) -> str:
+    folders = ", ".join(str(dataset / f) for lay in LAYOUT.values()
+                        for f in (lay.folder, lay.idx_folder))
+    return (f"to start over, delete {folders} and "
+            f"{records.record_path(dataset, STATE)}")
+
+
+def _check_state(dataset: Path, state: dict | None, options: dict, splits: dict[str, dict]
+                 ) -> dict:
+    """The state to continue from; refuse a rerun whose options or inputs differ."""
+    if state is None:
+        for lay in LAYOUT.values():
+            d = dataset / lay.folder
+            if d.is_dir() and any(not is_tmp_name(e) for e in os.listdir(d)):
+                raise PrepError(f"{d}: holds files that no tfrecord run recorded; "
+                                + _start_over(dataset))
+        return {"options": options, "splits": splits, "shards": {}}
+    old = state.get("options", {})
+    if old != options:
+        was = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in sorted(old.items()))
+        raise PrepError(
+            f"{dataset}: the TFRecords were started with other options ({was}); rerun with "
+            f"those, or {_start_over(dataset)}")
+    for split, info in splits.items():
+        before = state["splits"].get(split)
+        if before is not None and before != info:
+            raise PrepError(
+                f"{dataset / LAYOUT[split].folder}: written from other {split} images or boxes "
+                f"({before['images']} images before, {info['images']} now); "
+                + _start_over(dataset))
+        state["splits"][split] = info
+    return state
+
+
+def _finished(path: Path, split: str, entry: dict | None) -> bool:
+    """A shard is finished when its final file has the size its state entry records.
+
+    A shard renamed into place after the last state save is simply written again
+    (same bytes), so the state never has to be saved after every shard.
+    """
+    if entry is None or entry.get("split") != split:
+        return False
+    try:
+        return path.stat().st_size == entry["bytes"]
+    except FileNotFoundError:
+        return False
+
+
+def write_tfrecords(
+    dataset: Path, *, archives: Path | None = None, from_folders: bool = False,
+    train_shards: int = 1024, val_shards: int = 128, seed: int = 0, workers: int | None = None,
+    dali_index: bool = False, on_bad_image: str = "fail", splits: tuple[str, ...] = SPLITS,
+    labels: str = "auto",
+) -> dict[str, Any]:
+    """Write the shards that are missing; returns the run report (also saved as JSON)."""
+    dataset = Path(dataset)
+    if on_bad_image not in ON_BAD:
+        raise PrepError(f"on_bad_image must be one of {', '.join(ON_BAD)}, not {on_bad_image!r}")
+    if train_shards < 1 or val_shards < 1:
+        raise PrepError("shard counts must be at least 1")
+    if not from_folders and archives is None:
+        raise PrepError("tfrecord needs --archives DIR, or --from-folders to read DATASET/train "
+                        "and DATASET/val")
+    unknown = [s for s in splits if s not in LAYOUT]
+    if unknown:
+        raise PrepError(f"unknown split {unknown[0]!r}; choose from {', '.join(LAYOUT)}")
+    t0 = time.monotonic()
+    ensure_dir(dataset)
+    shards_of = {"train": train_shards, "val": val_shards}
+    cats: dict[str, Catalog] = {}
+    for split in ("val", "train"):
+        if split in splits:
+            cat = _catalog(split, dataset, archives, from_folders, labels)
+            if cat is not None:
+                cats[split] = cat
+    if not cats:
+        where = (f"{dataset}/train, {dataset}/val" if from_folders else
+                 f"{archives}/{TRAIN}, {archives}/{VAL}")
+        raise PrepError(f"nothing to convert: none of {where} exists")
+    by_name, boxes_sha = ({}, None)
+    if "train" in cats:
+        by_name, boxes_sha = _load_boxes(dataset, archives, workers)
+    split_info = {s: {"images": len(c), "digest": _digest(c),
+                      "boxes_sha256": boxes_sha if s == "train" else None}
+                  for s, c in cats.items()}
+    options = _options(train_shards, val_shards, seed)
+    state = _check_state(dataset, records.load(dataset, STATE), options, split_info)
+    records.save(dataset, STATE, state)  # before any shard exists: a rerun can always compare
+
+    plans: dict[str, tuple[np.ndarray, list[tuple[int, int]]]] = {}
+    box_arrays: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    for split, cat in cats.items():
+        lay = LAYOUT[split]
+        _remove_stale_tmp(ensure_dir(dataset / lay.folder))
+        if dali_index:
+            _remove_stale_tmp(ensure_dir(dataset / lay.idx_folder))
+        plans[split] = (shuffle_order(cat.names, seed), shard_bounds(len(cat), shards_of[split]))
+        if split == "train":
+            box_arrays[split] = _box_arrays(cat, by_name)
+    by_name.clear()
+
+    def make_task(split: str, k: int) -> ShardTask:
+        """Built lazily, a pool window at a time: only a few shards' catalogs exist at once."""
+        cat, (order, bounds), lay = cats[split], plans[split], LAYOUT[split]
+        name = shard_name(split, k, shards_of[split])
+        idx = order[bounds[k][0]:bounds[k][1]]
+        counts = boxes = None
+        if split in box_arrays:
+            all_counts, starts, all_boxes = box_arrays[split]
+            counts = all_counts[idx]
+            pieces = [all_boxes[starts[i]:starts[i + 1]] for i in idx]
+            boxes = np.concatenate(pieces) if pieces else _NO_BOXES
+        return ShardTask(
+            split=split, name=name, path=dataset / lay.folder / name,
+            idx_path=dataset / lay.idx_folder / (name + IDX_SUFFIX) if dali_index else None,
+            catalog=cat.subset(idx), box_counts=counts, boxes=boxes, on_bad_image=on_bad_image,
+        )
+
+    todo: list[tuple[str, int]] = []
+    for split in cats:
+        for k in range(shards_of[split]):
+            name = shard_name(split, k, shards_of[split])
+            path = dataset / LAYOUT[split].folder / name
+            entry = state["shards"].get(name)
+            if _finished(path, split, entry) and not (
+                    on_bad_image == "fail" and entry and entry["skipped"]):
+                if dali_index:
+                    _ensure_idx(dataset, split, name, path)
+            else:
+                todo.append((split, k))
+
+    images = sum(b - a for s, k in todo for a, b in [plans[s][1][k]])
+    run = {"shards_written": len(todo), "images": 0, "input_bytes": 0, "output_bytes": 0}
+    t_write = last_save = time.monotonic()
+    with bar(images, "tfrecord") as pb:
+        for res in run_tasks(write_shard, (make_task(s, k) for s, k in todo), workers):
+            state["shards"][res["name"]] = res
+            run["input_bytes"] += res["input_bytes"]
+            run["output_bytes"] += res["bytes"]
+            run["images"] += res["records"] + len(res["skipped"])
+            pb.update(res["records"] + len(res["skipped"]))
+            if time.monotonic() - last_save > 2.0:
+                records.save(dataset, STATE, state)
+                last_save = time.monotonic()
+    records.save(dataset, STATE, state)
+    end = time.monotonic()
+    seconds = end - t0
+    run.update(
+        seconds=round(seconds, 3), index_seconds=round(t_write - t0, 3),
+        write_seconds=round(end - t_write, 3),
+        images_per_s=round(run["images"] / seconds, 1) if seconds else 0.0,
+        mb_per_s=round(run["input_bytes"] / 1e6 / seconds, 1) if seconds else 0.0,
+    )
+    report = _report(dataset, state, cats, shards_of, run, dali_index, from_folders)
+    records.save(dataset, REPORT, report)
+    return report
+
+
+def _remove_stale_tmp(folder: Path) -> None:
+    """Temporary files of a killed run: each run holds the dataset lock, so none is live."""
+    for name in os.listdir(folder):
+        if is_tmp_name(name):
+            (folder / name).unlink(missing_ok=True)
+
+
+def _ensure_idx(dataset: Path, split: str, name: str, shard: Path) -> None:
+    """A finished shard without its index (an earlier run had no --dali-index, or was killed
+    between the two renames): derive the index from the shard's record headers."""
+    idx = dataset / LAYOUT[split].idx_folder / (name + IDX_SUFFIX)
+    if not idx.is_file():
+        write_atomic(idx, idx_text(record_spans(shard)), fsync=False)
+
+
+def _report(dataset: Path, state: dict, cats: dict[str, Catalog], shards_of: dict[str, int],
+            run: dict[str, Any], dali_index: bool, from_folders: bool) -> dict[str, Any]:
+    """Per split totals from the state (this run's shards and earlier ones), conversions,
+    left-out images, and this run's figures."""
+    splits: dict[str, Any] = {}
+    converted: list[dict[str, str]] = []
+    skipped: list[dict[str, str]] = []
+    for split in cats:
+        entries = [state["shards"][shard_name(split, k, shards_of[split])]
+                   for k in range(shards_of[split])]
+        splits[split] = {
+            "folder": str(dataset / LAYOUT[split].folder), "shards": shards_of[split],
+            "records": sum(e["records"] for e in entries),
+            "bytes": sum(e["bytes"] for e in entries),
+            "images": len(cats[split]),
+        }
+        for e in entries:
+            converted += [{"split": split, "name": n, "reason": r} for n, r in e["converted"]]
+            skipped += [{"split": split, "name": n, "error": r} for n, r in e["skipped"]]
+    converted.sort(key=lambda d: (d["split"], d["name"]))
+    skipped.sort(key=lambda d: (d["split"], d["name"]))
+    return {
+        "dataset": str(dataset), "source": "folders" if from_folders else "archives",
+        "options": state["options"], "dali_index": dali_index, "splits": splits,
+        "converted": converted, "skipped": skipped, "run": run,
+    }
+
+
+# --- check ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _CheckTask:
+    path: Path
+    idx_path: Path | None
+    decode_first: bool
+
+
+def _check_shard(task: _CheckTask) -> tuple[int, list[str]]:
+    """(records, problems) of one shard: CRCs, labels, and optionally one decoded image."""
+    problems: list[str] = []
+    known = metadata.wnids()
+    n = 0
+    spans = []
+    try:
+        for offset, data in iter_records(task.path):
+            spans.append((offset, len(data) + 16))
+            where = f"{task.path}: record {n} (byte {offset})"
+            n += 1
+            try:
+                ex = decode_example(data)
+                label = ex["image/class/label"][0]
+                synset = ex["image/class/synset"][0].decode()
+                height, width = ex["image/height"][0], ex["image/width"][0]
+            except (KeyError, IndexError, ValueError, UnicodeDecodeError) as e:
+                problems.append(f"{where}: not a reference Example ({e})")
+                continue
+            if not 1 <= label <= 1000:
+                problems.append(f"{where}: label {label} outside 1..1000")
+            elif known[label - 1] != synset:
+                problems.append(f"{where}: label {label} but synset {synset}")
+            if height <= 0 or width <= 0:
+                problems.append(f"{where}: size {width}x{height}")
+            if task.decode_first and n == 1:
+                problems += _decode_check(where, ex["image/encoded"][0], width, height)
+    except RecordError as e:
+        problems.append(str(e))
+    if task.idx_path is not None:
+        try:
+            if task.idx_path.read_text() != idx_text(spans):
+                problems.append(f"{task.idx_path}: does not match {task.path.name}")
+        except FileNotFoundError:
+            problems.append(f"{task.idx_path}: missing")
+    return n, problems
+
+
+def _decode_check(where: str, image: bytes, width: int, height: int) -> list[str]:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            im = Image.open(io.BytesIO(image))
+            im.load()
+    except Exception as e:
+        return [f"{where}: image does not decode ({e})"]
+    if im.format != "JPEG" and im.format != "MPO":
+        return [f"{where}: image is {im.format}, not JPEG"]
+    if im.size != (width, height):
+        return [f"{where}: image is {im.size[0]}x{im.size[1]}, record says {width}x{height}"]
+    return []
+
+
+def _scan_split(dataset: Path, split: str) -> tuple[dict[int, Path], set[int], list[str]]:
+    """(shard index -> path, totals seen, problems) from the names in a split's folder."""
+    folder = dataset / LAYOUT[split].folder
+    pattern = re.compile(rf"{LAYOUT[split].prefix}-(\d{{5}})-of-(\d{{5}})")
+    shards: dict[int, Path] = {}
+    totals: set[int] = set()
+    problems = []
+    for entry in sorted(os.listdir(folder)):
+        if is_tmp_name(entry):
+            problems.append(f"{folder / entry}: leftover temporary file")
+        elif m := pattern.fullmatch(entry):
+            shards[int(m.group(1))] = folder / entry
+            totals.add(int(m.group(2)))
+        else:
+            problems.append(f"{folder / entry}: not a {LAYOUT[split].prefix} shard")
+    return shards, totals, problems
+
+
+def check_tfrecords(
+    dataset: Path, expected_counts: dict[str, int] | None = None, sample: int = 20,
+    workers: int | None = None,
+) -> list[str]:
+    """Problems with the TFRecord shards (empty when all is well).
+
+    Every record's CRCs, the shard set, records per shard (differing by at most one),
+    the total against `expected_counts` (else the state record), labels 1..1000 matching
+    the synset, and a decoded sample of images.
+    """
+    dataset = Path(dataset)
+    state = records.load(dataset, STATE) or {}
+    problems: list[str] = []
+    for split, lay in LAYOUT.items():
+        folder = dataset / lay.folder
+        expected = (expected_counts or {}).get(split)
+        if not folder.is_dir():
+            if expected:
+                problems.append(f"{folder}: missing (expected {expected} records)")
+            continue
+        shards, totals, found = _scan_split(dataset, split)
+        problems += found
+        if not shards:
+            problems.append(f"{folder}: no shards")
+            continue
+        if len(totals) > 1:
+            problems.append(f"{folder}: shards of different totals {sorted(totals)}")
+        total = max(totals)
+        missing = [k for k in range(total) if k not in shards]
+        if missing:
+            problems.append(f"{folder}: {len(missing)} of {total} shards missing, first "
+                            f"{shard_name(split, missing[0], total)}")
+        idx_dir = dataset / lay.idx_folder
+        step = max(1, len(shards) // max(1, sample)) if sample else 0
+        tasks = [
+            _CheckTask(path, idx_dir / (path.name + IDX_SUFFIX) if idx_dir.is_dir() else None,
+                       bool(step) and j % step == 0 and j // step < sample)
+            for j, (_, path) in enumerate(sorted(shards.items()))
+        ]
+        counts = []
+        for n, more in run_tasks(_check_shard, tasks, workers):
+            counts.append(n)
+            problems += more
+        skipped = sum(len(e["skipped"]) for e in state.get("shards", {}).values()
+                      if e.get("split") == split)
+        if counts and max(counts) - min(counts) > 1 + skipped:
+            problems.append(f"{folder}: shard sizes range from {min(counts)} to {max(counts)} "
+                            "records; they should differ by at most one")
+        if expected is None and split in state.get("splits", {}):
+            expected = state["splits"][split]["images"] - skipped
+        if expected is not None and sum(counts) != expected:
+            problems.append(f"{folder}: {sum(counts)} records, expected {expected}")
+    return problems
+
+
+def iter_split_records(dataset: Path, split: str) -> Iterator[dict[str, list]]:
+    """Decoded Examples of a split, shard by shard (for tests and inspection)."""
+    shards, _, _ = _scan_split(dataset, split)
+    for _, path in sorted(shards.items()):
+        for _, data in iter_records(path):
+            yield decode_example(data)

@@ -1,0 +1,588 @@
+"""TFRecord shards: TensorFlow reads every record; bytes independent of workers and route;
+conversions by content; resume; refusal of other options; check.
+
+The inputs are small archives built here: a train tar of per-class tars with real
+WNIDs (including a CMYK, a YCCK, a PNG named .JPEG, a grayscale JPEG, an RGBA PNG
+and a gzip-wrapped JPEG), a val tar with its label XMLs, and a box tar.gz.  The
+expected labels, texts and boxes are computed here from the bundled data files
+and the rules of formats.md §5.6/§7.2, not by the code under test.
+"""
+
+from __future__ import annotations
+
+import collections
+import gzip
+import io
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from importlib.resources import files as resource_files
+from pathlib import Path
+
+import numpy as np
+import pytest
+from expected import devkit_truth, seed_extraction
+from PIL import Image
+from tarutil import add_file, tar_bytes, write_tar
+from test_boxes import reference_run
+
+from imagenet_prep import metadata, records
+from imagenet_prep.cli import main
+from imagenet_prep.errors import BadImageError, PrepError
+from imagenet_prep.images import jpeg_for_record
+from imagenet_prep.sinks.tfrecord import check_tfrecords, write_tfrecords
+from imagenet_prep.tfrecord_format import decode_example, iter_records
+
+DATA = resource_files("imagenet_prep.metadata").joinpath("data")
+SORTED_WNIDS = sorted(DATA.joinpath("synsets.txt").read_text().split())
+TEXTS = dict(line.split("\t", 1) for line in
+             DATA.joinpath("imagenet_metadata.txt").read_text().splitlines())
+CLASSES = [SORTED_WNIDS[0], SORTED_WNIDS[1], SORTED_WNIDS[999]]
+SPECIAL_TRAIN = {  # (class index, number) -> kind
+    (0, 3): "cmyk", (0, 4): "ycck", (1, 2): "png", (1, 5): "gray", (2, 1): "rgba-png",
+    (2, 4): "gzip",
+}
+EXPECTED_REASON = {"cmyk": "cmyk", "ycck": "ycck", "png": "png", "rgba-png": "png",
+                   "gzip": "gzip"}
+
+
+# --- inputs ----------------------------------------------------------------------------
+
+def _image(kind: str, seed: int) -> bytes:
+    rng = np.random.default_rng(seed)
+    w, h = int(rng.integers(40, 90)), int(rng.integers(30, 70))
+    yy, xx = np.mgrid[0:h, 0:w]
+    arr = np.stack([(xx * 255 // w), (yy * 255 // h), rng.integers(0, 255, (h, w))], -1)
+    im = Image.fromarray(arr.astype(np.uint8), "RGB")
+    out = io.BytesIO()
+    if kind in ("cmyk", "ycck"):
+        im.convert("CMYK").save(out, "JPEG", quality=90)
+        data = out.getvalue()
+        if kind == "ycck":  # Adobe APP14 transform byte 0 -> 2: the same data read as YCCK
+            i = data.index(b"Adobe") + 11
+            data = data[:i] + b"\x02" + data[i + 1:]
+        return data
+    if kind == "png":
+        im.save(out, "PNG")
+    elif kind == "rgba-png":
+        im.putalpha(128)
+        im.save(out, "PNG")
+    elif kind == "gray":
+        im.convert("L").save(out, "JPEG", quality=90)
+    elif kind == "gzip":
+        im.save(out, "JPEG", quality=90)
+        return gzip.compress(out.getvalue(), mtime=0)
+    else:
+        im.save(out, "JPEG", quality=int(rng.integers(70, 96)))
+    return out.getvalue()
+
+
+def _xml(folder: str, stem: str, size: tuple[int, int], objects) -> bytes:
+    objs = "".join(f"<object><name>{n}</name><bndbox><xmin>{a}</xmin><ymin>{b}</ymin>"
+                   f"<xmax>{c}</xmax><ymax>{d}</ymax></bndbox></object>"
+                   for n, (a, b, c, d) in objects)
+    return (f"<annotation><folder>{folder}</folder><filename>{stem}</filename><size>"
+            f"<width>{size[0]}</width><height>{size[1]}</height></size>{objs}"
+            "</annotation>").encode()
+
+
+def build_inputs(root: Path, per_class: int = 7, val_images: int = 8,
+                 bad: str | None = None) -> dict:
+    """Write the archives into root; returns the truth: name -> (wnid, bytes, kind)."""
+    root.mkdir(parents=True, exist_ok=True)
+    truth: dict[str, tuple[str, bytes, str]] = {}
+    inner = {}
+    for c, wnid in enumerate(CLASSES):
+        members = {}
+        for n in range(1, per_class + 1):
+            kind = SPECIAL_TRAIN.get((c, n), "rgb")
+            name = f"{wnid}_{n}.JPEG"
+            members[name] = data = _image(kind, seed=c * 1000 + n)
+            truth[name] = (wnid, data, kind)
+        if bad is not None and c == 1:
+            members[bad] = b"this is not an image"
+        inner[f"{wnid}.tar"] = tar_bytes(members)
+    write_tar(root / "ILSVRC2012_img_train.tar", inner)
+    val, val_xml = {}, {}
+    for i in range(1, val_images + 1):
+        wnid = CLASSES[(i * 7) % 3]
+        name = f"ILSVRC2012_val_{i:08d}.JPEG"
+        kind = "cmyk" if i == 5 else "rgb"
+        val[name] = data = _image(kind, seed=50_000 + i)
+        truth[name] = (wnid, data, kind)
+        val_xml[f"val/{name[:-5]}.xml"] = _xml("val", name[:-5], (100, 100),
+                                               [(wnid, (1, 2, 50, 60))])
+    write_tar(root / "ILSVRC2012_img_val.tar", dict(sorted(val.items(), reverse=True)))
+    _write_gz(root / "ILSVRC2012_bbox_val_v3.tgz", val_xml)
+    _write_gz(root / "ILSVRC2012_bbox_train_v2.tar.gz", box_xmls())
+    return truth
+
+
+def box_xmls() -> dict[str, bytes]:
+    a, b, c = CLASSES
+    return {
+        f"{a}/{a}_1.xml": _xml(a, f"{a}_1", (500, 375), [(a, (10, 20, 300, 200)),
+                                                         (a, (400, 300, 100, 30))]),
+        f"{a}/{a}_3.xml": _xml(a, "%s", (64, 48), [(a, (-5, 0, 70, 47))]),
+        f"{b}/{b}_2.xml": _xml(b, f"{b}_2", (333, 500), [("Scottish_deerhound", (1, 2, 3, 4)),
+                                                         (b, ("12.7", 30, 200, 499))]),
+        f"{b}/{b}_4.xml": _xml(b, f"{b}_4", (333, 500), [(a, (1, 2, 30, 40))]),  # rejected
+        f"{c}/{c}_6.xml": _xml(c, f"{c}_6", (100, 100), [(c, (10, 10, 10, 20)),  # degenerate
+                                                         (c, (5, 5, 95, 95))]),
+        f"{c}/{c}_99.xml": _xml(c, f"{c}_99", (100, 100), [(c, (5, 5, 95, 95))]),  # no image
+    }
+
+
+def expected_boxes() -> dict[str, list[tuple[float, float, float, float]]]:
+    """The CSV rules (formats.md §7.2) applied by hand to box_xmls(), in sorted-line order."""
+    a, b, c = CLASSES
+    lines = sorted([
+        f"{a}_1.JPEG,{10 / 500:.4f},{20 / 375:.4f},{300 / 500:.4f},{200 / 375:.4f}",
+        f"{a}_1.JPEG,{100 / 500:.4f},{30 / 375:.4f},{400 / 500:.4f},{300 / 375:.4f}",
+        f"{a}_3.JPEG,0.0000,0.0000,1.0000,{47 / 48:.4f}",
+        f"{b}_2.JPEG,{1 / 333:.4f},{2 / 500:.4f},{3 / 333:.4f},{4 / 500:.4f}",
+        f"{b}_2.JPEG,{12 / 333:.4f},{30 / 500:.4f},{200 / 333:.4f},{499 / 500:.4f}",
+        f"{c}_6.JPEG,0.0500,0.0500,0.9500,0.9500",
+        f"{c}_99.JPEG,0.0500,0.0500,0.9500,0.9500",
+    ])
+    out: dict[str, list] = {}
+    for line in lines:
+        name, *vals = line.split(",")
+        out.setdefault(name, []).append(tuple(float(v) for v in vals))
+    return out
+
+
+def _write_gz(path: Path, members: dict[str, bytes]) -> None:
+    with tarfile.open(path, "w:gz") as tf:
+        for name, data in members.items():
+            add_file(tf, name, data)
+
+
+def folders_from(truth: dict, ds: Path, archives: Path) -> Path:
+    """DATASET/train/WNID/*, DATASET/val/WNID/* and bbox_train/ with the same bytes."""
+    for name, (wnid, data, _) in truth.items():
+        split = "val" if name.startswith("ILSVRC2012_val_") else "train"
+        (ds / split / wnid).mkdir(parents=True, exist_ok=True)
+        (ds / split / wnid / name).write_bytes(data)
+    with tarfile.open(archives / "ILSVRC2012_bbox_train_v2.tar.gz") as tf:
+        tf.extractall(ds / "bbox_train", filter="data")
+    return ds
+
+
+def shard_bytes(ds: Path) -> dict[str, bytes]:
+    out = {}
+    for folder in ("tfrecord_train", "tfrecord_val", "tfrecord_train_idx", "tfrecord_val_idx"):
+        if (ds / folder).is_dir():
+            for p in sorted((ds / folder).iterdir()):
+                out[f"{folder}/{p.name}"] = p.read_bytes()
+    return out
+
+
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory) -> tuple[Path, dict]:
+    root = tmp_path_factory.mktemp("archives")
+    return root, build_inputs(root)
+
+
+@pytest.fixture(scope="module")
+def written(inputs, tmp_path_factory) -> tuple[Path, dict]:
+    """One run from the archives with 2 workers and DALI indexes."""
+    archives, _ = inputs
+    ds = tmp_path_factory.mktemp("ds")
+    report = write_tfrecords(ds, archives=archives, train_shards=5, val_shards=3, seed=3,
+                             workers=2, dali_index=True)
+    return ds, report
+
+
+# --- tests -----------------------------------------------------------------------------
+
+def read_with_tensorflow(ds: Path, shards: dict[str, int]) -> dict[str, list[dict]]:
+    """split -> every record, parsed by TensorFlow with the reference's feature spec."""
+    tf = pytest.importorskip("tensorflow")
+    spec = {
+        **{k: tf.io.FixedLenFeature([], tf.string) for k in (
+            "image/encoded", "image/format", "image/colorspace", "image/filename",
+            "image/class/synset", "image/class/text")},
+        **{k: tf.io.FixedLenFeature([], tf.int64) for k in (
+            "image/channels", "image/class/label", "image/height", "image/width")},
+        **{f"image/object/bbox/{k}": tf.io.VarLenFeature(tf.float32)
+           for k in ("xmin", "ymin", "xmax", "ymax")},
+        "image/object/bbox/label": tf.io.VarLenFeature(tf.int64),
+    }
+    out: dict[str, list[dict]] = {}
+    for split, prefix in (("train", "train"), ("val", "validation")):
+        n = shards[split]
+        paths = sorted(str(p) for p in (ds / f"tfrecord_{split}").iterdir())
+        assert [Path(p).name for p in paths] == [f"{prefix}-{k:05d}-of-{n:05d}"
+                                                 for k in range(n)]
+        out[split] = []
+        for raw in tf.data.TFRecordDataset(paths):
+            ex = tf.io.parse_single_example(raw, spec)
+            rec = {k: v.numpy() for k, v in ex.items() if not isinstance(v, tf.SparseTensor)}
+            rec.update({k: tf.sparse.to_dense(v).numpy().tolist() for k, v in ex.items()
+                        if isinstance(v, tf.SparseTensor)})
+            rec["decoded_shape"] = tuple(tf.io.decode_jpeg(ex["image/encoded"], channels=3).shape)
+            out[split].append(rec)
+    return out
+
+
+def assert_records(parsed: dict[str, list[dict]], truth: dict[str, tuple[str, bytes, str]],
+                   boxes: dict[str, list[tuple[float, ...]]]) -> None:
+    """Every record against the truth: name -> (WNID, original bytes, kind)."""
+    seen = set()
+    for split, recs in parsed.items():
+        for rec in recs:
+            name = rec["image/filename"].decode()
+            wnid, original, kind = truth[name]
+            seen.add(name)
+            label = SORTED_WNIDS.index(wnid) + 1
+            assert rec["image/class/label"] == label
+            assert rec["image/class/synset"].decode() == wnid
+            assert rec["image/class/text"].decode() == TEXTS[wnid]
+            assert (rec["image/format"], rec["image/colorspace"], rec["image/channels"]) == \
+                (b"JPEG", b"RGB", 3)
+            h, w = rec["image/height"], rec["image/width"]
+            assert rec["decoded_shape"] == (h, w, 3)
+            ref = Image.open(io.BytesIO(gzip.decompress(original) if kind == "gzip"
+                                        else original))
+            assert (w, h) == ref.size
+            encoded = rec["image/encoded"]
+            if kind in ("rgb", "gray"):
+                assert encoded == original  # kept byte for byte
+            else:
+                assert encoded != original and Image.open(io.BytesIO(encoded)).mode == "RGB"
+            want = boxes.get(name, []) if split == "train" else []
+            got = list(zip(*(rec[f"image/object/bbox/{k}"]
+                             for k in ("xmin", "ymin", "xmax", "ymax")), strict=True))
+            assert got == [tuple(float(np.float32(v)) for v in b) for b in want]
+            assert rec["image/object/bbox/label"] == [label] * len(want)
+    assert seen == set(truth)
+
+
+def test_tensorflow_reads_every_record(inputs, written):
+    _, truth = inputs
+    ds, _ = written
+    assert_records(read_with_tensorflow(ds, {"train": 5, "val": 3}), truth, expected_boxes())
+
+
+def test_conversions_are_reported_by_content(inputs, written):
+    _, truth = inputs
+    _, report = written
+    got = {(c["name"], c["reason"]) for c in report["converted"]}
+    want = {(n, EXPECTED_REASON[k]) for n, (_, _, k) in truth.items() if k in EXPECTED_REASON}
+    want.add(("ILSVRC2012_val_00000005.JPEG", "cmyk"))
+    assert got == want
+    assert report["skipped"] == []
+    assert report["splits"]["train"]["records"] == 21
+    assert report["splits"]["val"]["records"] == 8
+    saved = records.load(written[0], "tfrecord-report")
+    assert saved["converted"] == report["converted"]
+
+
+def test_shard_sizes_and_order(inputs, written):
+    ds, _ = written
+    for folder, n in (("tfrecord_train", 21), ("tfrecord_val", 8)):
+        counts = [sum(1 for _ in iter_records(p)) for p in sorted((ds / folder).iterdir())]
+        assert sum(counts) == n and max(counts) - min(counts) <= 1
+    train = [decode_example(d)["image/filename"][0] for p in sorted(
+        (ds / "tfrecord_train").iterdir()) for _, d in iter_records(p)]
+    assert train != sorted(train)  # shuffled
+
+
+def test_dali_index_lines(written):
+    ds, _ = written
+    for split in ("train", "val"):
+        idx_files = sorted((ds / f"tfrecord_{split}_idx").iterdir())
+        shards = sorted((ds / f"tfrecord_{split}").iterdir())
+        assert [p.name for p in idx_files] == [p.name + ".idx" for p in shards]
+        for shard, idx in zip(shards, idx_files, strict=True):
+            data, pos, lines = shard.read_bytes(), 0, []
+            while pos < len(data):  # walk the framing as DALI's tfrecord2idx does
+                length = int.from_bytes(data[pos:pos + 8], "little")
+                lines.append(f"{pos} {length + 16}\n")
+                pos += length + 16
+            assert idx.read_text() == "".join(lines)
+
+
+def test_identical_bytes_for_workers_and_routes(inputs, written, tmp_path):
+    archives, truth = inputs
+    ds, _ = written
+    reference = shard_bytes(ds)
+    one = tmp_path / "one"
+    write_tfrecords(one, archives=archives, train_shards=5, val_shards=3, seed=3, workers=1,
+                    dali_index=True)
+    assert shard_bytes(one) == reference
+    folders = folders_from(truth, tmp_path / "folders", archives)
+    rep = write_tfrecords(folders, from_folders=True, train_shards=5, val_shards=3, seed=3,
+                          workers=2, dali_index=True)
+    assert shard_bytes(folders) == reference
+    assert rep["source"] == "folders"
+    assert (folders / "imagenet_2012_bounding_boxes.csv").read_bytes() == \
+        (ds / "imagenet_2012_bounding_boxes.csv").read_bytes()
+
+
+def test_seed_changes_order_only(inputs, written, tmp_path):
+    archives, _ = inputs
+    ds, _ = written
+    other = tmp_path / "other"
+    write_tfrecords(other, archives=archives, train_shards=5, val_shards=3, seed=4, workers=2)
+
+    def records_of(root: Path) -> list[bytes]:
+        return [d for p in sorted((root / "tfrecord_train").iterdir()) for _, d in
+                iter_records(p)]
+    assert records_of(other) != records_of(ds)
+    assert sorted(records_of(other)) == sorted(records_of(ds))
+
+
+def test_rerun_writes_only_missing_shards(inputs, written, tmp_path):
+    archives, _ = inputs
+    ds = tmp_path / "ds"
+    shutil.copytree(written[0], ds)
+    reference = shard_bytes(written[0])
+    train = ds / "tfrecord_train"
+    (train / "train-00001-of-00005").unlink()
+    (ds / "tfrecord_val_idx" / "validation-00002-of-00003.idx").unlink()
+    (train / ".train-00003-of-00005.ipart").write_bytes(b"half a shard")  # a killed run's
+    state = records.load(ds, "tfrecord")
+    del state["shards"]["train-00004-of-00005"]  # renamed after the last state save
+    records.save(ds, "tfrecord", state)
+    before = {p.name: p.stat().st_mtime_ns for p in train.iterdir()}
+    time.sleep(0.01)
+    report = write_tfrecords(ds, archives=archives, train_shards=5, val_shards=3, seed=3,
+                             workers=2, dali_index=True)
+    assert report["run"]["shards_written"] == 2
+    after = {p.name: p.stat().st_mtime_ns for p in train.iterdir()}
+    changed = {n for n in after if before.get(n) != after[n]}
+    assert changed == {"train-00001-of-00005", "train-00004-of-00005"}
+    assert shard_bytes(ds) == reference
+    assert report["converted"] == written[1]["converted"]
+    assert check_tfrecords(ds, {"train": 21, "val": 8}) == []
+
+
+def test_other_options_are_refused(inputs, written, tmp_path):
+    archives, _ = inputs
+    ds = tmp_path / "ds"
+    shutil.copytree(written[0], ds)
+    with pytest.raises(PrepError, match=r"other options \(.*--seed 3.*\).*to start over"):
+        write_tfrecords(ds, archives=archives, train_shards=5, val_shards=3, seed=9, workers=1)
+    with pytest.raises(PrepError, match="other options"):
+        write_tfrecords(ds, archives=archives, train_shards=6, val_shards=3, seed=3, workers=1)
+    (ds / ".imagenet-prep" / "tfrecord.json").unlink()
+    with pytest.raises(PrepError, match="no tfrecord run recorded"):
+        write_tfrecords(ds, archives=archives, train_shards=5, val_shards=3, seed=3, workers=1)
+
+
+def test_bad_image_fails_or_is_skipped(tmp_path):
+    archives = tmp_path / "archives"
+    truth = build_inputs(archives, per_class=3, val_images=3, bad=f"{CLASSES[1]}_bad.JPEG")
+    with pytest.raises(BadImageError, match=re.escape(
+            f"ILSVRC2012_img_train.tar:{CLASSES[1]}.tar:{CLASSES[1]}_bad.JPEG: not a readable")):
+        write_tfrecords(tmp_path / "a", archives=archives, train_shards=2, val_shards=1,
+                        workers=1)
+    assert not list((tmp_path / "a" / "tfrecord_train").glob(".*"))
+    ds = tmp_path / "b"
+    report = write_tfrecords(ds, archives=archives, train_shards=2, val_shards=1, workers=2,
+                             on_bad_image="skip")
+    assert [s["name"] for s in report["skipped"]] == [f"{CLASSES[1]}_bad.JPEG"]
+    assert report["splits"]["train"]["records"] == len(truth) - 3
+    assert check_tfrecords(ds, None) == []
+    again = write_tfrecords(ds, archives=archives, train_shards=2, val_shards=1, workers=1,
+                            on_bad_image="skip")
+    assert again["run"]["shards_written"] == 0 and len(again["skipped"]) == 1
+    with pytest.raises(BadImageError, match="_bad.JPEG"):  # fail redoes the shard that skipped
+        write_tfrecords(ds, archives=archives, train_shards=2, val_shards=1, workers=1)
+
+
+def test_check_finds_damage(written, tmp_path):
+    ds = tmp_path / "ds"
+    shutil.copytree(written[0], ds)
+    assert check_tfrecords(ds, {"train": 21, "val": 8}) == []
+    assert any("expected 22" in p for p in check_tfrecords(ds, {"train": 22, "val": 8}))
+    shard = ds / "tfrecord_train" / "train-00002-of-00005"
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0x40
+    shard.write_bytes(bytes(data))
+    (ds / "tfrecord_val" / "validation-00001-of-00003").unlink()
+    (ds / "tfrecord_val" / ".validation-00001-of-00003.ipart").write_bytes(b"")
+    problems = "\n".join(check_tfrecords(ds, None))
+    assert "train-00002-of-00005: data CRC mismatch" in problems
+    assert "1 of 3 shards missing, first validation-00001-of-00003" in problems
+    assert "leftover temporary file" in problems
+
+
+def test_cli_summary_and_json(inputs, tmp_path, capsys):
+    archives, _ = inputs
+    ds = tmp_path / "ds"
+    argv = ["tfrecord", str(ds), "--archives", str(archives), "--train-shards", "4",
+            "--val-shards", "2", "--workers", "2"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert re.search(r"wrote 6 shards: 29 images, .* images/s, .* MB/s", out)
+    assert "converted to RGB JPEG: 6 (cmyk 2, gzip 1, png 2, ycck 1)" in out
+    assert main([*argv, "--json"]) == 0
+    assert '"shards_written": 0' in capsys.readouterr().out
+    assert main([*argv[:-2], "--seed", "1"]) == 1
+    assert "other options" in capsys.readouterr().err
+
+
+def _kill_when(ds: Path, args: list[str], shards_done: int) -> int:
+    """Start the CLI, SIGKILL it once `shards_done` train shards exist; returns how many did."""
+    proc = subprocess.Popen([sys.executable, "-m", "imagenet_prep", *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    folder = ds / "tfrecord_train"
+    deadline = time.monotonic() + 60
+    done = 0
+    while proc.poll() is None and time.monotonic() < deadline:
+        done = sum(1 for n in os.listdir(folder) if n.startswith("train")) \
+            if folder.is_dir() else 0
+        if done >= shards_done:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.001)
+    assert proc.wait() == -signal.SIGKILL, "the run ended before it could be killed"
+    return done
+
+
+@pytest.mark.parametrize("shards_done, workers", [(1, 1), (7, 2), (3, 2)])
+def test_killed_run_then_rerun_is_identical(tmp_path, shards_done, workers):
+    archives = tmp_path / "archives"
+    build_inputs(archives, per_class=60, val_images=12)
+    clean = tmp_path / "clean"
+    args = ["--archives", str(archives), "--train-shards", "30", "--val-shards", "4"]
+    assert main(["tfrecord", str(clean), *args, "--workers", "1"]) == 0
+    ds = tmp_path / "ds"
+    killed = _kill_when(ds, ["tfrecord", str(ds), *args, "--workers", str(workers)],
+                        shards_done)
+    assert shards_done <= killed < 30
+    assert main(["tfrecord", str(ds), *args, "--workers", str(workers)]) == 0
+    assert shard_bytes(ds) == shard_bytes(clean)
+    assert check_tfrecords(ds, None) == []
+
+
+# --- images: decided by content ---------------------------------------------------------
+
+def test_image_decisions_by_content():
+    rgb = _image("rgb", 1)
+    assert jpeg_for_record(rgb, "x")[3] is None and jpeg_for_record(rgb, "x")[0] is rgb
+    gray = _image("gray", 2)
+    assert jpeg_for_record(gray, "x")[0] is gray
+    im = Image.open(io.BytesIO(rgb))
+    mpo = io.BytesIO()
+    im.save(mpo, "MPO", save_all=True, append_images=[im.rotate(90)])
+    assert Image.open(io.BytesIO(mpo.getvalue())).format == "MPO"
+    assert jpeg_for_record(mpo.getvalue(), "x")[3] is None  # a JPEG with an MPF marker: kept
+    deep = io.BytesIO()
+    Image.fromarray((np.arange(1200).reshape(30, 40) * 50).astype(np.uint16)).save(deep, "PNG")
+    out, h, w, reason = jpeg_for_record(deep.getvalue(), "x")
+    conv = Image.open(io.BytesIO(out))
+    assert (reason, conv.format, conv.mode, (w, h)) == ("png", "JPEG", "RGB", (40, 30))
+    assert conv.getpixel((39, 29))[0] == (1199 * 50) >> 8  # 16 bits scaled, not clipped
+    for kind, reason in (("cmyk", "cmyk"), ("ycck", "ycck"), ("png", "png"),
+                         ("rgba-png", "png"), ("gzip", "gzip")):
+        out, h, w, got = jpeg_for_record(_image(kind, 3), "x")
+        assert got == reason
+        assert Image.open(io.BytesIO(out)).mode == "RGB"
+    for data in (b"", b"GIF89a garbage", b"\xff\xd8\xff\xe0 cut", b"\x1f\x8b\x08 cut gzip"):
+        with pytest.raises(BadImageError, match=r"^where\.JPEG: "):
+            jpeg_for_record(data, "where.JPEG")
+
+
+def test_content_detection_finds_the_known_special_files(tmp_path):
+    """The bundled list of TensorFlow's 23 special files, as a cross-check only: files with
+    those names and that content are exactly what the conversion report lists."""
+    special = metadata.special_images()
+    assert sorted(collections.Counter(special.values()).items()) == [("cmyk", 22), ("png", 1)]
+    inner: dict[str, dict[str, bytes]] = {}
+    for k, (name, kind) in enumerate(sorted(special.items())):
+        wnid = name.split("_")[0]
+        inner.setdefault(f"{wnid}.tar", {})[name] = _image(kind, k)
+        inner[f"{wnid}.tar"][f"{wnid}_99999.JPEG"] = _image("rgb", 100 + k)
+    write_tar(tmp_path / "ILSVRC2012_img_train.tar", {n: tar_bytes(m) for n, m in inner.items()})
+    report = write_tfrecords(tmp_path / "ds", archives=tmp_path, train_shards=3, workers=2,
+                             splits=("train",))
+    assert {c["name"]: c["reason"] for c in report["converted"]} == special
+    assert report["splits"]["train"]["records"] == 46
+
+
+# --- on the replica --------------------------------------------------------------------
+
+def replica_truth(arch: Path) -> dict[str, tuple[str, bytes, str]]:
+    """name -> (WNID, bytes, kind) from tarfile, the devkit and replica.json's quirk lists."""
+    quirks = json.loads((arch / "replica.json").read_text())["quirks"]
+    kind_of = {n: k for k in ("cmyk", "ycck", "png") for n in quirks.get(k, [])}
+    kind_of.update({n: "gray" for n in quirks.get("grayscale", [])})
+    val = devkit_truth(arch)
+    truth = {}
+    for rel, data in seed_extraction(arch).items():
+        parts = rel.split("/")
+        if parts[0] == "train":
+            truth[parts[2]] = (parts[1], data, kind_of.get(parts[2], "rgb"))
+        elif parts[0] == "val":
+            truth[parts[1]] = (val[parts[1]], data, kind_of.get(parts[1], "rgb"))
+    return truth
+
+
+def replica_box_lines(arch: Path) -> list[str]:
+    """The reference's lines for the replica's train XMLs, sorted (formats.md §7.2)."""
+    with tarfile.open(arch / "ILSVRC2012_bbox_train_v2.tar.gz") as tf:
+        files = {m.name: tf.extractfile(m).read() for m in tf if m.isfile()}
+    lines, _ = reference_run(files, set(SORTED_WNIDS))
+    return sorted(lines)
+
+
+def boxes_of(lines: list[str]) -> dict[str, list[tuple[float, ...]]]:
+    out: dict[str, list] = {}
+    for line in lines:
+        name, *vals = line.strip().split(",")
+        out.setdefault(name, []).append(tuple(float(v) for v in vals))
+    return out
+
+
+@pytest.fixture(scope="module")
+def replica_shards(replicas, tmp_path_factory) -> tuple[Path, Path, dict]:
+    arch = replicas["small"]
+    ds = tmp_path_factory.mktemp("replica-ds")
+    report = write_tfrecords(ds, archives=arch, train_shards=4, val_shards=2, workers=2,
+                             dali_index=True)
+    return arch, ds, report
+
+
+def test_replica_box_csv_has_every_quirk(replica_shards):
+    arch, ds, _ = replica_shards
+    quirks = json.loads((arch / "replica.json").read_text())["quirks"]
+    assert {k for k in quirks if k.startswith("bbox_")} >= {
+        "bbox_beyond_image", "bbox_min_gt_max", "bbox_float", "bbox_other_wnid",
+        "bbox_human_word", "bbox_filename_%s", "bbox_multi_object"}
+    assert (ds / "imagenet_2012_bounding_boxes.csv").read_text() == \
+        "".join(replica_box_lines(arch))
+
+
+def test_replica_tensorflow_reads_every_record(replica_shards):
+    arch, ds, report = replica_shards
+    truth = replica_truth(arch)
+    parsed = read_with_tensorflow(ds, {"train": 4, "val": 2})
+    assert_records(parsed, truth, boxes_of(replica_box_lines(arch)))
+    assert {(c["name"], c["reason"]) for c in report["converted"]} == {
+        (n, k) for n, (_, _, k) in truth.items() if k in ("cmyk", "ycck", "png")}
+    gray = [n for n, (_, _, k) in truth.items() if k == "gray"]
+    assert gray and all(Image.open(io.BytesIO(truth[n][1])).mode == "L" for n in gray)
+    assert check_tfrecords(ds, {"train": sum(1 for n in truth if not n.startswith("ILSVRC")),
+                                "val": sum(1 for n in truth if n.startswith("ILSVRC"))}) == []
+
+
+def test_replica_identical_for_workers_and_routes(replica_shards, tmp_path):
+    arch, ds, _ = replica_shards
+    reference = shard_bytes(ds)
+    one = tmp_path / "one"
+    write_tfrecords(one, archives=arch, train_shards=4, val_shards=2, workers=1, dali_index=True)
+    assert shard_bytes(one) == reference
+    folders = folders_from(replica_truth(arch), tmp_path / "folders", arch)
+    write_tfrecords(folders, from_folders=True, train_shards=4, val_shards=2, workers=2,
+                    dali_index=True)
+    assert shard_bytes(folders) == reference

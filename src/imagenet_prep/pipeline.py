@@ -129,6 +129,7 @@ def prepare(
             result = write_tfrecords(
                 dataset, archives=archives, train_shards=train_shards, val_shards=val_shards,
                 seed=seed, workers=workers, dali_index=dali_index, on_bad_image=on_bad_image,
+                labels=labels,
             )
         seconds = time.monotonic() - t0
         report["stages"][stage] = {"seconds": round(seconds, 3), "result": result}

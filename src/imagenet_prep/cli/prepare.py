@@ -51,10 +51,17 @@ def _summary_lines(report: dict) -> list[str]:
         elif stage == "synsets":
             detail = f"{r['classes']} classes ({r['source']})"
         elif stage == "verify":
-            detail = ", ".join(f"{k} {v}" for k, v in r.items() if v != "MISSING")
-        elif isinstance(r, dict):
-            detail = ", ".join(f"{k}={v}" for k, v in r.items()
-                               if isinstance(v, int | float | str))[:160]
+            statuses = list(r.values())
+            detail = ", ".join(f"{statuses.count(v)} {v}" for v in sorted(set(statuses)))
+        elif stage == "bbox":
+            detail = (f"{r['boxes_written']} boxes from {r['images']} images "
+                      f"({r['files_skipped']} files, {r['boxes_skipped']} boxes skipped)")
+        elif stage == "tfrecord":
+            run = r["run"]
+            detail = ", ".join(f"{k}: {v['records']} records in {v['shards']} shards"
+                               for k, v in r["splits"].items())
+            detail += (f"; {run['images_per_s']:.0f} img/s, {run['mb_per_s']:.0f} MB/s, "
+                       f"{len(r['converted'])} converted to RGB JPEG")
         lines.append(f"  {stage:<9} {s['seconds']:7.1f} s  {detail}")
     return lines
 

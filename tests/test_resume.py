@@ -23,6 +23,7 @@ from imagenet_prep.sinks.tree import extract
 from imagenet_prep.sinks.valtree import valtree
 
 KILLS = 5
+TF_SHARDS = ("--train-shards", "40", "--val-shards", "8")
 
 
 def count_files(folder: Path) -> int:
@@ -58,8 +59,18 @@ def clean_runs(replicas, tmp_path_factory):
         run_cli("extract", "--archives", arch, "--out", ds)
         run_cli("valtree", ds, "--archives", arch)
     run_cli("flatten", fl)
+    bb = base / "bbox"
+    t0 = time.monotonic()
+    run_cli("bbox", bb, "--archives", arch)
+    bbox_seconds = time.monotonic() - t0
+    tf = base / "tfrecord"
+    run_cli("tfrecord", tf, "--archives", arch, *TF_SHARDS)
+    al = base / "all"
+    run_cli("prepare", "--archives", arch, "--out", al, "--only", "all", *TF_SHARDS)
     return {"extract": tree_digest(ex), "valtree": tree_digest(vt), "flatten": tree_digest(fl),
-            "train_files": count_files(ex / "train")}
+            "train_files": count_files(ex / "train"), "bbox": tree_digest(bb),
+            "bbox_seconds": bbox_seconds, "tfrecord": tree_digest(tf), "all": tree_digest(al),
+            "all_files": len(tree_digest(al))}
 
 
 def _threshold(stage: str, point: int, total: int) -> int:
@@ -105,6 +116,45 @@ def test_flatten_killed_and_rerun(replicas, clean_runs, tmp_path, point):
     run_cli("flatten", ds)
     assert tree_digest(ds) == clean_runs["flatten"]
     assert no_tmp_files(ds) and check_dataset(ds)[0] == []
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", range(KILLS))
+def test_bbox_killed_and_rerun(replicas, clean_runs, tmp_path, point):
+    """One CSV written at the end: the kill lands at a seeded moment of a clean run's length."""
+    arch, ds = replicas["medium"], tmp_path / "ds"
+    delay = random.Random(f"bbox-{point}").uniform(0.0, clean_runs["bbox_seconds"])
+    start = time.monotonic()
+    kill_when(["bbox", ds, "--archives", arch], lambda: time.monotonic() - start >= delay)
+    run_cli("bbox", ds, "--archives", arch)
+    assert tree_digest(ds) == clean_runs["bbox"]
+    assert no_tmp_files(ds)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", range(KILLS))
+def test_tfrecord_killed_and_rerun(replicas, clean_runs, tmp_path, point):
+    arch, ds = replicas["medium"], tmp_path / "ds"
+    k = _threshold("tfrecord", point, 40)
+    killed = kill_when(["tfrecord", ds, "--archives", arch, *TF_SHARDS, "--workers", "2"],
+                       lambda: count_files(ds / "tfrecord_train") >= k)
+    run_cli("tfrecord", ds, "--archives", arch, *TF_SHARDS)
+    assert tree_digest(ds) == clean_runs["tfrecord"]
+    assert no_tmp_files(ds) and check_dataset(ds)[0] == []
+    assert killed
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("point", range(KILLS))
+def test_prepare_all_killed_and_rerun(replicas, clean_runs, tmp_path, point):
+    arch, ds = replicas["medium"], tmp_path / "ds"
+    k = _threshold("all", point, clean_runs["all_files"])
+    args = ["prepare", "--archives", arch, "--out", ds, "--only", "all", *TF_SHARDS]
+    killed = kill_when(args, lambda: count_files(ds) >= k)
+    run_cli(*args)
+    assert tree_digest(ds) == clean_runs["all"]
+    assert no_tmp_files(ds) and check_dataset(ds)[0] == []
+    assert killed
 
 
 def test_second_run_refused_while_one_is_active(small_replica, tmp_path):

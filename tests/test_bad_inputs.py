@@ -27,10 +27,10 @@ TRAIN = "ILSVRC2012_img_train.tar"
 
 def one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
     assert proc.returncode == 1, (proc.returncode, proc.stderr)
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("imagenet-prep: error: "), proc.stderr
+    errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("imagenet-prep: error: ")]
+    assert len(errors) == 1 and proc.stderr.strip().endswith(errors[0]), proc.stderr
     for n in needles:
-        assert n in lines[0], (n, lines[0])
+        assert n in errors[0], (n, errors[0])
 
 
 def assert_only_complete_files(ds: Path, truth: dict[str, bytes]) -> None:
@@ -234,3 +234,22 @@ def test_ctrl_c_stops_cleanly(replicas, tmp_path):
     assert "interrupted; run the same command again to resume" in err
     assert_only_complete_files(ds, seed_extraction(arch))
     shutil.rmtree(ds)
+
+
+@pytest.mark.parametrize("policy", ["fail", "skip"])
+def test_corrupt_jpeg_member(archives_copy, tmp_path, policy):
+    path = archives_copy / VAL
+    victim = sorted(iter_members(path), key=lambda m: m.name)[2]
+    with open(path, "r+b") as f:
+        f.seek(victim.offset)
+        f.write(b"this is not an image" + b"\0" * (victim.size - 20))
+    ds = tmp_path / "ds"
+    proc = run_cli("tfrecord", ds, "--archives", archives_copy, "--train-shards", "2",
+                   "--val-shards", "2", "--on-bad-image", policy, check=False)
+    if policy == "fail":
+        one_line_error(proc, victim.name)
+        assert not list(ds.rglob("*.ipart"))
+        return
+    assert proc.returncode == 0, proc.stderr
+    check = run_cli("check", ds)
+    assert f"val/{victim.name}" in check.stdout and "skipped bad image" in check.stdout

@@ -129,10 +129,12 @@ def check_dataset(dataset: Path) -> tuple[list[str], dict]:
         return [f"{dataset}: not a folder"], {}
     problems = check_tmp_files(dataset) + check_splits(dataset) + check_flat(dataset)
     problems += check_synsets(dataset)
-    checked = {"layout": True}
+    checked: dict = {"layout": True}
     if (dataset / "tfrecord_train").is_dir() or (dataset / "tfrecord_val").is_dir():
         from imagenet_prep.sinks.tfrecord import check_tfrecords
 
         problems += check_tfrecords(dataset, None)
         checked["tfrecord"] = True
+        report = records.load(dataset, "tfrecord-report") or {}
+        checked["skipped_images"] = report.get("skipped", [])
     return problems, checked

@@ -18,7 +18,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     problems, checked = check_dataset(args.dataset)
-    lines = [f"problem: {p}" for p in problems[:50]]
+    lines = [f"skipped bad image (--on-bad-image skip): {s['split']}/{s['name']}: {s['error']}"
+             for s in checked.get("skipped_images", [])]
+    lines += [f"problem: {p}" for p in problems[:50]]
     if len(problems) > 50:
         lines.append(f"... and {len(problems) - 50} more")
     lines.append(f"{args.dataset}: " + ("OK" if not problems else f"{len(problems)} problems"))

@@ -32,9 +32,10 @@ def _snapshot(root: Path) -> set[str]:
     return {str(p.relative_to(root)) for p in root.rglob("*")}
 
 
+@pytest.mark.parametrize("command", ["extract", "tfrecord"])
 @pytest.mark.parametrize("where", ["inner", "outer"])
 @pytest.mark.parametrize("kind", ["dotdot", "absolute", "symlink", "hardlink"])
-def test_unsafe_train_archive_refused(tmp_path, kind, where):
+def test_unsafe_train_archive_refused(tmp_path, kind, where, command):
     arch = tmp_path / "archives"
     arch.mkdir()
     if where == "inner":
@@ -52,7 +53,10 @@ def test_unsafe_train_archive_refused(tmp_path, kind, where):
     (arch / "ILSVRC2012_img_train.tar").write_bytes(outer)
     before = _snapshot(tmp_path)
     ds = tmp_path / "work" / "ds"
-    proc = run_cli("extract", "--archives", arch, "--out", ds, check=False)
+    if command == "extract":
+        proc = run_cli("extract", "--archives", arch, "--out", ds, check=False)
+    else:
+        proc = run_cli("tfrecord", ds, "--archives", arch, "--splits", "train", check=False)
     assert proc.returncode == 1, proc.stderr
     assert "refused" in proc.stderr or "not a regular" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
@@ -72,4 +76,27 @@ def test_unsafe_box_archive_refused(tmp_path):
     (arch / "ILSVRC2012_bbox_val_v3.tgz").write_bytes(gzip.compress(data, mtime=0))
     proc = run_cli("extract", "--archives", arch, "--out", tmp_path / "ds", check=False)
     assert proc.returncode == 1 and "../evil.xml" in proc.stderr
+    assert not (tmp_path / "evil.xml").exists()
+
+
+@pytest.mark.parametrize("kind", ["dotdot", "symlink"])
+def test_unsafe_box_archive_refused_by_bbox(tmp_path, kind):
+    import gzip
+
+    arch = tmp_path / "archives"
+    arch.mkdir()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tf:
+        add_file(tf, f"{WNID}/{WNID}_1.xml", b"<annotation/>")
+        if kind == "dotdot":
+            add_file(tf, "../../evil.xml", b"<annotation/>")
+        else:
+            info = tarfile.TarInfo(f"{WNID}/{WNID}_2.xml")
+            info.type, info.linkname = tarfile.SYMTYPE, "/etc/passwd"
+            tf.addfile(info)
+    (arch / "ILSVRC2012_bbox_train_v2.tar.gz").write_bytes(gzip.compress(buf.getvalue(), mtime=0))
+    before = _snapshot(tmp_path)
+    proc = run_cli("bbox", tmp_path / "work" / "ds", "--archives", arch, check=False)
+    assert proc.returncode == 1 and "ILSVRC2012_bbox_train_v2.tar.gz" in proc.stderr
+    assert all(c.startswith("work") for c in _snapshot(tmp_path) - before)
     assert not (tmp_path / "evil.xml").exists()

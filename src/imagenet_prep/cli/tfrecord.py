@@ -6,7 +6,7 @@ import argparse
 from collections import Counter
 from pathlib import Path
 
-from imagenet_prep.cli.common import add_archives, add_json, add_workers, emit
+from imagenet_prep.cli.common import add_archives, add_json, add_workers, emit, split_list
 from imagenet_prep.fsutil import dataset_lock, ensure_dir
 from imagenet_prep.labels import SOURCES
 from imagenet_prep.sinks.tfrecord import ON_BAD, write_tfrecords
@@ -21,6 +21,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_archives(src)
     src.add_argument("--from-folders", action="store_true",
                      help="read DATASET/train/WNID/ and DATASET/val/WNID/ instead of archives")
+    p.add_argument("--splits", type=split_list, default=("train", "val"),
+                   help="comma-separated, from train,val (default: both)")
     p.add_argument("--train-shards", type=int, default=1024, metavar="N")
     p.add_argument("--val-shards", type=int, default=128, metavar="N")
     p.add_argument("--seed", type=int, default=0, help="shuffle seed (default 0)")
@@ -69,7 +71,7 @@ def run(args: argparse.Namespace) -> int:
             args.dataset, archives=args.archives, from_folders=args.from_folders,
             train_shards=args.train_shards, val_shards=args.val_shards, seed=args.seed,
             workers=args.workers, dali_index=args.dali_index, on_bad_image=args.on_bad_image,
-            labels=args.labels,
+            labels=args.labels, splits=args.splits,
         )
     emit(report, args.json, summary_lines(report))
     return 0

@@ -104,12 +104,54 @@ def jpeg_for_record(data: bytes, where: str) -> tuple[bytes, int, int, str | Non
     if data[:2] == b"\x1f\x8b":
         data = _gunzip(data, where)
         reason_prefix = "gzip+"
+    frame = jpeg_frame(data)
+    if frame is not None and frame[2] in (1, 3) and frame[0] > 0 and frame[1] > 0:
+        # grayscale or YCbCr/RGB JPEG: what Pillow would call mode L or RGB, kept as is
+        return data, frame[1], frame[0], (reason_prefix.rstrip("+") or None)
     info = probe(data, where)
     reason = conversion_reason(info)
     if reason is None:
         return data, info.height, info.width, (reason_prefix.rstrip("+") or None)
     out = to_rgb_jpeg(data, where)
     return out, info.height, info.width, reason_prefix + reason
+
+
+_SOF = frozenset((0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF))
+
+
+def jpeg_frame(data: bytes) -> tuple[int, int, int] | None:
+    """(width, height, components) from a JPEG's start-of-frame marker, else None.
+
+    Walking the marker segments costs a few microseconds against ~100 for Pillow's
+    open, and this runs once per image.  Anything unusual returns None and is left
+    to Pillow.
+    """
+    if data[:2] != b"\xff\xd8":
+        return None
+    pos, end = 2, len(data)
+    while pos + 4 <= end:
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # markers without a length
+            pos += 2
+            continue
+        if marker == 0xDA or marker == 0xD9:  # scan or end before any frame header
+            return None
+        length = int.from_bytes(data[pos + 2:pos + 4], "big")
+        if marker in _SOF:
+            if length < 8 or pos + 10 > end:
+                return None
+            height = int.from_bytes(data[pos + 5:pos + 7], "big")
+            width = int.from_bytes(data[pos + 7:pos + 9], "big")
+            return width, height, data[pos + 9]
+        if length < 2:
+            return None
+        pos += 2 + length
+    return None
 
 
 def _why(e: Exception) -> str:

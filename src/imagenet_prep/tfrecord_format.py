@@ -83,9 +83,17 @@ def int64_feature(values: Sequence[int]) -> bytes:
 _KEYS: dict[str, bytes] = {}
 
 
-def encode_example(features: Mapping[str, bytes]) -> bytes:
-    """Serialise an Example from key -> encoded Feature (made by the *_feature helpers).
+def bytes_feature_parts(value: bytes) -> tuple[bytes, bytes]:
+    """bytes_feature([value]) as (head, value), so a large value is never copied."""
+    head = _varint(len(value))
+    return b"".join((b"\x0a", _varint(1 + len(head) + len(value)), b"\x0a", head)), value
 
+
+def encode_example_parts(features: Mapping[str, bytes | tuple[bytes, ...]]) -> list[bytes]:
+    """An Example as a list of byte strings whose concatenation is the serialised message.
+
+    A feature may be given as parts (see bytes_feature_parts): the image bytes then
+    go to the file by one writev, without being copied into a joined record.
     Keys are written in sorted order, so equal features give equal bytes.
     """
     parts: list[bytes] = []
@@ -94,26 +102,43 @@ def encode_example(features: Mapping[str, bytes]) -> bytes:
         if kf is None:
             kf = _KEYS[key] = _field(1, key.encode())
         value = features[key]
-        vlen = _varint(len(value))
-        parts += (b"\x0a", _varint(len(kf) + 1 + len(vlen) + len(value)), kf, b"\x12", vlen,
-                  value)
+        pieces = value if isinstance(value, tuple) else (value,)
+        size = sum(map(len, pieces))
+        vlen = _varint(size)
+        parts += (b"\x0a", _varint(len(kf) + 1 + len(vlen) + size), kf, b"\x12", vlen, *pieces)
     total = sum(map(len, parts))
-    return b"".join((b"\x0a", _varint(total), *parts))
+    return [b"\x0a", _varint(total), *parts]
+
+
+def encode_example(features: Mapping[str, bytes | tuple[bytes, ...]]) -> bytes:
+    """Serialise an Example from key -> encoded Feature (made by the *_feature helpers)."""
+    return b"".join(encode_example_parts(features))
 
 
 # --- framing ---------------------------------------------------------------------------
 
 def masked_crc(data: bytes) -> int:
     """TFRecord's masked CRC32C: rotate right by 15 bits, add a constant."""
-    crc = google_crc32c.value(data)
+    return _mask(google_crc32c.value(data))
+
+
+def _mask(crc: int) -> int:
     return ((((crc >> 15) | (crc << 17)) & _U32) + _MASK_DELTA) & _U32
+
+
+def frame_parts(parts: Sequence[bytes]) -> list[bytes]:
+    """One TFRecord (header, data, footer) as parts, the data CRC computed across them."""
+    length = struct.pack("<Q", sum(map(len, parts)))
+    crc = 0
+    for part in parts:
+        crc = google_crc32c.extend(crc, part)
+    return [length + struct.pack("<I", masked_crc(length)), *parts,
+            struct.pack("<I", _mask(crc))]
 
 
 def frame(data: bytes) -> bytes:
     """One complete TFRecord: header, data, footer."""
-    length = struct.pack("<Q", len(data))
-    return (length + struct.pack("<I", masked_crc(length)) + data
-            + struct.pack("<I", masked_crc(data)))
+    return b"".join(frame_parts([data]))
 
 
 def iter_records(path: Path, *, verify: bool = True) -> Iterator[tuple[int, bytes]]:

@@ -46,10 +46,11 @@ from imagenet_prep.sinks.bbox_csv import csv_is_complete, csv_path, write_bbox_c
 from imagenet_prep.tfrecord_format import (
     RecordError,
     bytes_feature,
+    bytes_feature_parts,
     decode_example,
-    encode_example,
+    encode_example_parts,
     float_feature,
-    frame,
+    frame_parts,
     int64_feature,
     iter_records,
     record_spans,
@@ -147,8 +148,8 @@ def _class_features(label: int) -> dict[str, bytes]:
     }
 
 
-def example_bytes(image: bytes, height: int, width: int, name: str, label: int,
-                  boxes: np.ndarray) -> bytes:
+def example_parts(image: bytes, height: int, width: int, name: str, label: int,
+                  boxes: np.ndarray) -> list[bytes]:
     """The reference's 15-key Example; `label` is 1..1000, `boxes` an (n, 4) float32 array."""
     if len(boxes):
         box_features = {
@@ -158,9 +159,9 @@ def example_bytes(image: bytes, height: int, width: int, name: str, label: int,
         box_features["image/object/bbox/label"] = int64_feature([label] * len(boxes))
     else:
         box_features = _EMPTY_BOXES
-    return encode_example({
+    return encode_example_parts({
         **_STATIC, **_class_features(label), **box_features,
-        "image/encoded": bytes_feature([image]),
+        "image/encoded": bytes_feature_parts(image),
         "image/height": int64_feature([height]),
         "image/width": int64_feature([width]),
         "image/filename": bytes_feature([name.encode()]),
@@ -168,6 +169,15 @@ def example_bytes(image: bytes, height: int, width: int, name: str, label: int,
 
 
 _NO_BOXES = np.zeros((0, 4), dtype=np.float32)
+
+
+def _write_all(fd: int, parts: list[bytes], size: int) -> None:
+    """One writev for the record; finish a (rare) short write with plain writes."""
+    done = os.writev(fd, parts)
+    if done < size:
+        rest = memoryview(b"".join(parts))[done:]
+        while rest:
+            rest = rest[os.write(fd, rest):]
 
 
 def write_shard(task: ShardTask) -> dict[str, Any]:
@@ -181,6 +191,7 @@ def write_shard(task: ShardTask) -> dict[str, Any]:
     offset = 0
     # fsync before the rename: once the state lists a shard, its bytes are on disk
     with cat.open() as src, atomic_file(task.path, fsync=True) as f:
+        fd = f.fileno()  # records go straight to the file with writev, never via f's buffer
         for i in range(len(cat)):
             data = src.read(i)
             try:
@@ -194,11 +205,12 @@ def write_shard(task: ShardTask) -> dict[str, Any]:
                 converted.append([cat.names[i], reason])
             boxes = _NO_BOXES if starts is None or task.boxes is None else \
                 task.boxes[starts[i]:starts[i + 1]]
-            rec = frame(example_bytes(image, height, width, cat.names[i],
-                                      int(cat.labels[i]) + 1, boxes))
-            f.write(rec)
-            spans.append((offset, len(rec)))
-            offset += len(rec)
+            parts = frame_parts(example_parts(image, height, width, cat.names[i],
+                                              int(cat.labels[i]) + 1, boxes))
+            size = sum(map(len, parts))
+            _write_all(fd, parts, size)
+            spans.append((offset, size))
+            offset += size
     if task.idx_path is not None:
         write_atomic(task.idx_path, idx_text(spans), fsync=False)
     return {

@@ -87,6 +87,33 @@ def _check_kind(archive: Path | str, info: tarfile.TarInfo) -> bool:
     raise UnsafeArchiveError(f"{archive}: member {info.name!r} is a {kind}; refused")
 
 
+_FAST_TYPES = (b"0", b"\x00", b"5")  # plain file, old-style plain file, directory
+_ENCODING = "utf-8"
+
+
+def _plain_header(buf: bytes) -> tuple[str, int, bool] | None:
+    """(name, size, is_dir) of an ordinary ustar/GNU header, or None for anything else.
+
+    Parsing the 512 bytes here costs a few microseconds against ~30 for tarfile;
+    every header that is not a plain file or directory with a valid checksum (long
+    names, pax records, links, devices, damage) goes to tarfile instead.
+    """
+    magic = buf[257:263]
+    if buf[156:157] not in _FAST_TYPES or magic not in (b"ustar\x00", b"ustar ") or buf[124] & 0x80:
+        return None
+    try:
+        chksum = int(buf[148:156].split(b"\x00", 1)[0].strip() or b"0", 8)
+        size = int(buf[124:136].split(b"\x00", 1)[0].strip() or b"0", 8)
+    except ValueError:
+        return None
+    if chksum != sum(buf) - sum(buf[148:156]) + 256:
+        return None
+    name = buf[:100].split(b"\x00", 1)[0]
+    if magic == b"ustar\x00" and buf[345] != 0:  # POSIX ustar: prefix + "/" + name
+        name = buf[345:500].split(b"\x00", 1)[0] + b"/" + name
+    return name.decode(_ENCODING, "surrogateescape"), size, buf[156:157] == b"5"
+
+
 def iter_members(
     archive: Path | str, *, fd: int | None = None, start: int = 0, length: int | None = None,
     label: str | None = None,
@@ -118,27 +145,45 @@ def iter_members(
         except tarfile.TarError as e:
             raise CorruptArchiveError(f"{label}: not a readable tar archive ({e})") from None
         seen: set[str] = set()
+        pos = 0  # offset of the next header, relative to `start`
         while True:
-            try:
-                info = tf.next()
-            except tarfile.TarError as e:
-                raise CorruptArchiveError(f"{label}: corrupt tar header ({e})") from None
-            if info is None:
-                break
-            tf.members.clear()  # keep memory flat: we yield, we do not collect
-            name = safe_member_name(label, info.name)
-            if not _check_kind(label, info):
-                continue
-            if info.offset_data + info.size > length:
+            buf = os.pread(fd, BLOCK, start + pos) if pos + BLOCK <= length else b""
+            plain = _plain_header(buf) if len(buf) == BLOCK else None
+            if plain is not None:
+                raw_name, size, is_dir = plain
+                data_at = pos + BLOCK
+                pos = data_at + -(-size // BLOCK) * BLOCK
+                name = safe_member_name(label, raw_name)
+                if is_dir:
+                    continue
+            else:
+                if buf and buf.count(0) == BLOCK:  # end-of-archive marker
+                    break
+                tf.firstmember = None
+                tf.offset = pos
+                window.seek(pos)
+                try:
+                    info = tf.next()
+                except tarfile.TarError as e:
+                    raise CorruptArchiveError(f"{label}: corrupt tar header ({e})") from None
+                if info is None:
+                    break
+                tf.members.clear()  # keep memory flat: we yield, we do not collect
+                pos = tf.offset
+                name = safe_member_name(label, info.name)
+                if not _check_kind(label, info):
+                    continue
+                data_at, size = info.offset_data, info.size
+            if data_at + size > length:
                 raise CorruptArchiveError(
-                    f"{label}: truncated: member {name!r} needs {info.offset_data + info.size} "
+                    f"{label}: truncated: member {name!r} needs {data_at + size} "
                     f"bytes, the archive has {length}"
                 )
             if name in seen:
                 raise CorruptArchiveError(f"{label}: duplicate member name {name!r}")
             seen.add(name)
-            yield Member(name, start + info.offset_data, info.size)
-        _check_end(label, fd, start, tf.offset, length)
+            yield Member(name, start + data_at, size)
+        _check_end(label, fd, start, pos, length)
     finally:
         if own:
             os.close(fd)

@@ -172,6 +172,13 @@ def flat_from_archive(split: str, archive: Path, labels: Sequence[str] | None) -
     return _make(split, rows, archive=Path(archive))
 
 
+def with_labels(cat: Catalog, labels: Sequence[str]) -> Catalog:
+    """The same images labelled with `labels` (one WNID per image, in catalog order)."""
+    where = str(cat.archive or cat.root)
+    cat.labels = np.asarray(_pair_labels(cat.split, cat.names, labels, where), dtype=np.int16)
+    return cat
+
+
 def _pair_labels(
     split: str, names: list[str], labels: Sequence[str] | None, where: str,
 ) -> list[int]:

@@ -36,6 +36,7 @@ from imagenet_prep.catalog import (
     flat_from_archive,
     grouped_from_folder,
     train_from_archive,
+    with_labels,
 )
 from imagenet_prep.errors import BadImageError, PrepError
 from imagenet_prep.execute import run_tasks
@@ -240,9 +241,9 @@ def _catalog(split: str, dataset: Path, archives: Path | None, from_folders: boo
         return train_from_archive(archive)
     from imagenet_prep.labels import val_labels
 
-    names = flat_from_archive(split, archive, None).names
-    wnids = val_labels(names, archives=archives, dataset=dataset, source=labels)
-    return flat_from_archive(split, archive, wnids)
+    cat = flat_from_archive(split, archive, None)
+    return with_labels(cat, val_labels(cat.names, archives=archives, dataset=dataset,
+                                       source=labels))
 
 
 def _digest(cat: Catalog) -> str:

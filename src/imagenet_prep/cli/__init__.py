@@ -1,6 +1,7 @@
 """Command-line entry point: one module per command under imagenet_prep.cli.
 
-Each command module defines HELP (one line), add_arguments(parser) and run(args) -> int.
+Each command module defines HELP (a short line for --help), DESCRIPTION (its own
+--help), add_arguments(parser) and run(args) -> int.
 Library errors (PrepError) become a one-line message and a non-zero exit; Ctrl-C
 exits 130 with a note that a rerun resumes.
 """
@@ -31,7 +32,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in COMMANDS:
         module = importlib.import_module(f"imagenet_prep.cli.{name}")
-        p = sub.add_parser(name, help=module.HELP, description=module.HELP)
+        p = sub.add_parser(name, help=module.HELP,
+                           description=getattr(module, "DESCRIPTION", module.HELP))
         module.add_arguments(p)
         p.set_defaults(run=module.run)
     return parser

@@ -9,7 +9,9 @@ from imagenet_prep.cli.common import add_archives, add_json, add_workers, emit
 from imagenet_prep.fsutil import dataset_lock, ensure_dir
 from imagenet_prep.sinks.bbox_csv import CSV_NAME, write_bbox_csv
 
-HELP = f"write {CSV_NAME} from the training box XMLs (as TensorFlow's process_bounding_boxes.py)"
+HELP = "write the bounding-box CSV by the reference's rules"
+DESCRIPTION = (f"write {CSV_NAME} from the training box XMLs "
+               "(as TensorFlow's process_bounding_boxes.py)")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

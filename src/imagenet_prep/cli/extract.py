@@ -9,7 +9,8 @@ from imagenet_prep.cli.common import add_archives, add_json, add_workers, emit, 
 from imagenet_prep.fsutil import dataset_lock, ensure_dir
 from imagenet_prep.sinks.tree import SPLITS, extract
 
-HELP = "extract train/val/test images and box XMLs in one pass (no inner tars on disk)"
+HELP = "extract images and box XMLs in one pass"
+DESCRIPTION = "extract train/val/test images and box XMLs in one pass (no inner tars on disk)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -21,7 +21,8 @@ from imagenet_prep.replica import (
     make_replica,
 )
 
-HELP = "write a synthetic replica of the six ILSVRC2012 archives (for trying and testing)"
+HELP = "write a synthetic replica of the six ILSVRC2012 archives"
+DESCRIPTION = "write a synthetic replica of the six ILSVRC2012 archives (for trying and testing)"
 
 
 def _size(text: str) -> tuple[int, int]:

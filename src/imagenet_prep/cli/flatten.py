@@ -9,7 +9,8 @@ from imagenet_prep.cli.common import add_json, emit, split_list
 from imagenet_prep.fsutil import dataset_lock
 from imagenet_prep.sinks.flat import MODES, flatten
 
-HELP = "make train_flatten/ and val_flatten/ (hard links by default)"
+HELP = "make train_flatten/ and val_flatten/ (hard links)"
+DESCRIPTION = "make train_flatten/ and val_flatten/ (hard links by default)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -12,7 +12,8 @@ from imagenet_prep.labels import SOURCES
 from imagenet_prep.pipeline import TARGETS, prepare
 from imagenet_prep.sinks.flat import MODES
 
-HELP = "run the whole preparation (disk plan, verify, extract, ..., tfrecord); reruns resume"
+HELP = "run every stage in order after a disk plan; reruns resume"
+DESCRIPTION = "run the whole preparation (disk plan, verify, extract, ..., tfrecord); reruns resume"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

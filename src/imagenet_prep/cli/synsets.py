@@ -9,7 +9,8 @@ from imagenet_prep.cli.common import add_archives, add_json, emit
 from imagenet_prep.fsutil import dataset_lock
 from imagenet_prep.sinks.synsets import write_synsets
 
-HELP = "write synsets.txt (WNID description per class, devkit words when present)"
+HELP = "write synsets.txt"
+DESCRIPTION = "write synsets.txt (WNID description per class, devkit words when present)"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

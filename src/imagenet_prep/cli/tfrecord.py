@@ -11,8 +11,10 @@ from imagenet_prep.fsutil import dataset_lock, ensure_dir
 from imagenet_prep.labels import SOURCES
 from imagenet_prep.sinks.tfrecord import ON_BAD, write_tfrecords
 
-HELP = ("write tfrecord_train/train-NNNNN-of-01024 and tfrecord_val/validation-NNNNN-of-00128 "
-        "straight from the archives (or from extracted folders)")
+HELP = "write TFRecord shards in the reference schema"
+DESCRIPTION = ("write tfrecord_train/train-NNNNN-of-01024 and "
+               "tfrecord_val/validation-NNNNN-of-00128 straight from the archives "
+               "(or from extracted folders)")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

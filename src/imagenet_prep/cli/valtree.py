@@ -10,7 +10,8 @@ from imagenet_prep.fsutil import dataset_lock
 from imagenet_prep.labels import SOURCES
 from imagenet_prep.sinks.valtree import valtree
 
-HELP = "move val/*.JPEG into val/WNID/ using cross-checked validation labels"
+HELP = "group validation images into class folders"
+DESCRIPTION = "move val/*.JPEG into val/WNID/ using cross-checked validation labels"
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

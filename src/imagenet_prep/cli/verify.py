@@ -8,8 +8,9 @@ from dataclasses import asdict
 from imagenet_prep.archives import verify_archives, verify_passed
 from imagenet_prep.cli.common import add_archives, add_json, emit, split_list
 
-HELP = ("check archive sizes and MD5s against the official values (or the folder's MD5SUMS); "
-        "exit 1 on any mismatch")
+HELP = "check the archives' sizes and MD5s"
+DESCRIPTION = ("check archive sizes and MD5s against the official values (or the folder's "
+               "MD5SUMS); exit 1 on any mismatch")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

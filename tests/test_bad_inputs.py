@@ -212,7 +212,13 @@ def test_inputs_never_modified(archives_copy, tmp_path):
     ds = tmp_path / "ds"
     for args in (["extract", "--archives", archives_copy, "--out", ds],
                  ["valtree", ds, "--archives", archives_copy],
-                 ["flatten", ds], ["synsets", ds, "--archives", archives_copy]):
+                 ["flatten", ds], ["synsets", ds, "--archives", archives_copy],
+                 ["bbox", tmp_path / "tf", "--archives", archives_copy],
+                 ["tfrecord", tmp_path / "tf", "--archives", archives_copy, "--train-shards", "2",
+                  "--val-shards", "2"],
+                 ["verify", "--archives", archives_copy],
+                 ["prepare", "--archives", archives_copy, "--out", tmp_path / "all",
+                  "--train-shards", "2", "--val-shards", "2", "--verify", "full"]):
         run_cli(*args)
         assert _md5s(archives_copy) == before, args
     assert sorted(os.listdir(archives_copy)) == sorted(before)

@@ -465,3 +465,11 @@ def test_cli(tmp_path, capsys):
     assert "--classes" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["fake", "--out", str(out), "--size", "big"])
+
+
+def test_meta_mat_integers_fit_real_scale():
+    """The root node of a full-size replica counts 1.28 M training images (found at scale)."""
+    from imagenet_prep.replica import _uint
+
+    assert _uint(255).dtype == np.uint8 and _uint(1000).dtype == np.uint16
+    assert int(_uint(1_285_044)) == 1_285_044

@@ -552,7 +552,10 @@ def _xml(ann: _Annotation) -> bytes:
 
 def _uint(value: int) -> np.ndarray:
     """A MATLAB-saved integer: the smallest unsigned type, as scipy reads the real file."""
-    return np.array(value, dtype=np.uint8 if value < 256 else np.uint16)
+    for dtype in (np.uint8, np.uint16, np.uint32):
+        if value <= np.iinfo(dtype).max:
+            return np.array(value, dtype=dtype)
+    raise ValueError(f"{value} does not fit a MATLAB uint32")
 
 
 # Internal nodes of the replica's hierarchy.  The root is the real meta.mat's ID 1001

@@ -18,7 +18,7 @@ import numpy as np
 from imagenet_prep import metadata
 from imagenet_prep.errors import CorruptArchiveError, PrepError
 from imagenet_prep.fsutil import is_tmp_name
-from imagenet_prep.tarindex import ArchiveReader, iter_members, iter_nested
+from imagenet_prep.tarindex import ArchiveReader, Member, iter_members, iter_nested
 
 SPLITS = ("train", "val", "test")
 
@@ -137,23 +137,39 @@ def _flat_name(archive: str, name: str) -> str:
     return name
 
 
-def train_from_archive(archive: Path) -> Catalog:
-    """Index ILSVRC2012_img_train.tar (a tar of per-class tars) by headers only."""
-    rows: list[tuple[str, int, int, int]] = []
-    classes = 0
+def iter_classes(archive: Path) -> Iterator[tuple[str, tuple[Member, ...]]]:
+    """(WNID, its images) for each class tar of ILSVRC2012_img_train.tar, layout checked."""
     for inner, members in iter_nested(archive):
+        where = f"{archive}:{inner.name}"
         if not inner.name.endswith(".tar") or "/" in inner.name:
             raise CorruptArchiveError(
                 f"{archive}: unexpected member {inner.name!r}: expected only WNID.tar files"
             )
         wnid = inner.name[:-4]
-        label = _label_of(wnid, f"{archive}:{inner.name}")
-        before = len(rows)
-        for m in members:
-            rows.append((_flat_name(f"{archive}:{inner.name}", m.name), label, m.offset, m.size))
-        if len(rows) == before:
-            raise CorruptArchiveError(f"{archive}:{inner.name}: class archive holds no images")
-        classes += 1
+        _label_of(wnid, where)
+        images = tuple(members)
+        for m in images:
+            _flat_name(where, m.name)
+        if not images:
+            raise CorruptArchiveError(f"{where}: class archive holds no images")
+        yield wnid, images
+
+
+def flat_members(archive: Path) -> list[Member]:
+    """The images of a flat archive (val or test), sorted by name, layout checked."""
+    members = sorted(iter_members(archive), key=lambda m: m.name)
+    for m in members:
+        _flat_name(str(archive), m.name)
+    if not members:
+        raise CorruptArchiveError(f"{archive}: holds no images")
+    return members
+
+
+def train_from_archive(archive: Path) -> Catalog:
+    """Index ILSVRC2012_img_train.tar (a tar of per-class tars) by headers only."""
+    wnid_index = metadata.wnid_to_index()
+    rows = [(m.name, wnid_index[wnid], m.offset, m.size)
+            for wnid, images in iter_classes(archive) for m in images]
     if not rows:
         raise CorruptArchiveError(f"{archive}: holds no class archives")
     rows.sort(key=lambda r: (r[1], r[0]))
@@ -162,13 +178,9 @@ def train_from_archive(archive: Path) -> Catalog:
 
 def flat_from_archive(split: str, archive: Path, labels: Sequence[str] | None) -> Catalog:
     """Index a flat image archive (val or test); pair sorted names with `labels` when given."""
-    members = sorted(
-        ((_flat_name(str(archive), m.name), m.offset, m.size) for m in iter_members(archive)),
-    )
-    if not members:
-        raise CorruptArchiveError(f"{archive}: holds no images")
-    labs = _pair_labels(split, [m[0] for m in members], labels, str(archive))
-    rows = [(n, lab, off, size) for (n, off, size), lab in zip(members, labs, strict=True)]
+    members = flat_members(archive)
+    labs = _pair_labels(split, [m.name for m in members], labels, str(archive))
+    rows = [(m.name, lab, m.offset, m.size) for m, lab in zip(members, labs, strict=True)]
     return _make(split, rows, archive=Path(archive))
 
 

@@ -15,13 +15,13 @@ from pathlib import Path
 
 from imagenet_prep import records
 from imagenet_prep.archives import find_archive
-from imagenet_prep.catalog import _label_of
+from imagenet_prep.catalog import flat_members, iter_classes
 from imagenet_prep.errors import CorruptArchiveError, PrepError
 from imagenet_prep.execute import run_tasks
 from imagenet_prep.fsutil import atomic_file, ensure_dir, os_error
 from imagenet_prep.labels import iter_gz_members
 from imagenet_prep.progress import bar
-from imagenet_prep.tarindex import ArchiveReader, Member, iter_members, iter_nested
+from imagenet_prep.tarindex import ArchiveReader, Member
 
 SPLITS = ("train", "val", "test", "bbox_train", "bbox_val")
 CHUNK = 500  # images per task for flat archives
@@ -78,29 +78,11 @@ def copy_members(task: CopyTask) -> tuple[str, int, int, int]:
 
 
 def _train_tasks(archive: Path, out: Path) -> list[CopyTask]:
-    tasks = []
-    for inner, members in iter_nested(archive):
-        if not inner.name.endswith(".tar") or "/" in inner.name:
-            raise CorruptArchiveError(f"{archive}: unexpected member {inner.name!r}")
-        wnid = inner.name[:-4]
-        _label_of(wnid, f"{archive}:{inner.name}")
-        ms = tuple(members)
-        for m in ms:
-            if "/" in m.name:
-                raise CorruptArchiveError(f"{archive}:{inner.name}: unexpected member {m.name!r}")
-        if not ms:
-            raise CorruptArchiveError(f"{archive}:{inner.name}: class archive holds no images")
-        tasks.append(CopyTask(archive, out / wnid, ms, wnid))
-    return tasks
+    return [CopyTask(archive, out / wnid, images, wnid) for wnid, images in iter_classes(archive)]
 
 
 def _flat_tasks(archive: Path, folder: Path) -> list[CopyTask]:
-    ms = sorted(iter_members(archive), key=lambda m: m.name)
-    for m in ms:
-        if "/" in m.name:
-            raise CorruptArchiveError(f"{archive}: unexpected member {m.name!r}")
-    if not ms:
-        raise CorruptArchiveError(f"{archive}: holds no images")
+    ms = flat_members(archive)
     return [
         CopyTask(archive, folder, tuple(ms[i:i + CHUNK]), f"{i}") for i in range(0, len(ms), CHUNK)
     ]

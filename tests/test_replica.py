@@ -473,3 +473,16 @@ def test_meta_mat_integers_fit_real_scale():
 
     assert _uint(255).dtype == np.uint8 and _uint(1000).dtype == np.uint16
     assert int(_uint(1_285_044)) == 1_285_044
+
+
+def test_meta_mat_header_has_no_clock_time(tmp_path):
+    """scipy stamps the current time into a MAT file; two runs a second apart differed."""
+    from scipy.io import loadmat
+
+    from imagenet_prep.replica import MAT_HEADER
+
+    make_replica(tmp_path, classes=2, train_per_class=2, val_per_class=1, test=0, size=(16, 12))
+    with tarfile.open(tmp_path / "ILSVRC2012_devkit_t12.tar.gz") as tf:
+        meta = tf.extractfile("ILSVRC2012_devkit_t12/data/meta.mat").read()
+    assert meta[:116] == MAT_HEADER.ljust(116, b" ")
+    assert len(loadmat(io.BytesIO(meta), squeeze_me=True)["synsets"]) >= 2

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +19,6 @@ from imagenet_prep import metadata
 from imagenet_prep.errors import CorruptArchiveError, PrepError
 from imagenet_prep.fsutil import is_tmp_name
 from imagenet_prep.tarindex import ArchiveReader, Member, iter_members, iter_nested
-
-SPLITS = ("train", "val", "test")
 
 
 @dataclass
@@ -38,8 +36,6 @@ class Catalog:
     offsets: np.ndarray | None = None
     archive: Path | None = None
     root: Path | None = None
-    grouped: bool = True  # folder layout: root/WNID/name (True) or root/name
-    extra: dict = field(default_factory=dict)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -51,15 +47,7 @@ class Catalog:
     def path(self, i: int) -> Path:
         assert self.root is not None
         wnid = self.wnid(i)
-        if self.grouped and wnid is not None:
-            return self.root / wnid / self.names[i]
-        return self.root / self.names[i]
-
-    def class_counts(self) -> dict[str, int]:
-        """WNID -> number of images (empty for the unlabelled test split)."""
-        labels, counts = np.unique(self.labels[self.labels >= 0], return_counts=True)
-        w = metadata.wnids()
-        return {w[int(lab)]: int(c) for lab, c in zip(labels, counts, strict=True)}
+        return self.root / wnid / self.names[i] if wnid else self.root / self.names[i]
 
     def total_bytes(self) -> int:
         return int(self.sizes.sum())
@@ -73,7 +61,7 @@ class Catalog:
         return Catalog(
             split=self.split, names=[self.names[i] for i in idx], labels=self.labels[idx],
             sizes=self.sizes[idx], offsets=None if self.offsets is None else self.offsets[idx],
-            archive=self.archive, root=self.root, grouped=self.grouped,
+            archive=self.archive, root=self.root,
         )
 
 
@@ -226,14 +214,4 @@ def grouped_from_folder(split: str, root: Path) -> Catalog:
     if not rows:
         raise PrepError(f"{root}: no class folders with images (expected {root}/WNID/*.JPEG)")
     rows.sort(key=lambda r: (r[1], r[0]))
-    return _make(split, rows, root=root, grouped=True)
-
-
-def flat_from_folder(split: str, root: Path, labels: Sequence[str] | None = None) -> Catalog:
-    """Index a flat folder of images (test/, or val/ before grouping)."""
-    if not root.is_dir():
-        raise PrepError(f"{root}: folder not found")
-    files = sorted(_scan_files(root))
-    labs = _pair_labels(split, [f[0] for f in files], labels, str(root))
-    rows = [(n, lab, -1, size) for (n, size), lab in zip(files, labs, strict=True)]
-    return _make(split, rows, root=root, grouped=False)
+    return _make(split, rows, root=root)

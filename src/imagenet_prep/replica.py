@@ -58,6 +58,7 @@ ARCHIVES = (TRAIN, VAL, TEST, BBOX_TRAIN, BBOX_VAL, DEVKIT)
 REPLICA_JSON = "replica.json"
 DEVKIT_DIR = "ILSVRC2012_devkit_t12"
 
+MAT_HEADER = b"MATLAB 5.0 MAT-file, Platform: GLNXA64, Created on: Thu Jun 14 02:27:01 2012"
 DEFAULT_SIZE = (500, 375)  # the most common ImageNet size
 DEFAULT_CLASSES, DEFAULT_TRAIN_PER_CLASS, DEFAULT_VAL_PER_CLASS, DEFAULT_TEST = 10, 40, 5, 20
 MTIME = 1_335_830_400  # 2012-05-01 00:00 UTC, for every tar member
@@ -597,7 +598,10 @@ def _meta_mat(plan: _Plan) -> bytes:
         )
     buf = io.BytesIO()
     savemat(buf, {"synsets": synsets}, format="5", oned_as="row")
-    return buf.getvalue()
+    # scipy writes the current time into the 116-byte text header; the real file's
+    # fixed text keeps the devkit archive byte-identical from run to run
+    data = buf.getvalue()
+    return MAT_HEADER.ljust(116, b" ") + data[116:]
 
 
 _README = """\

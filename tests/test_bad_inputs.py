@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import hashlib
 import io
@@ -155,37 +156,27 @@ def test_val_count_differs_from_labels(archives_copy, tmp_path):
     assert len(list((ds / "val").glob("*.JPEG"))) == len(files)  # nothing moved
 
 
-def _mount_tmpfs(where: Path, opts: str) -> None:
+@contextlib.contextmanager
+def tmpfs(where: Path, opts: str):
+    """A small tmpfs mounted at `where` for the test, or a visible skip where not permitted."""
     where.mkdir(parents=True, exist_ok=True)
     proc = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(where)],
                           capture_output=True, text=True)
     if proc.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here ({proc.stderr.strip() or 'not permitted'})")
-
-
-def _umount(where: Path) -> None:
-    subprocess.run(["umount", str(where)], capture_output=True)
-
-
-def test_read_only_output_folder(small_replica, tmp_path):
-    ds = tmp_path / "ro"
-    _mount_tmpfs(ds, "ro,size=1m")
     try:
-        proc = run_cli("extract", "--archives", small_replica, "--out", ds, check=False)
-        one_line_error(proc, "read-only file system")
+        yield where
     finally:
-        _umount(ds)
+        subprocess.run(["umount", str(where)], capture_output=True)
 
 
-def test_full_disk(small_replica, tmp_path):
-    ds = tmp_path / "full"
-    _mount_tmpfs(ds, "size=256k")
-    try:
+@pytest.mark.parametrize(("opts", "message"), [("ro,size=1m", "read-only file system"),
+                                               ("size=256k", "no space left on device")])
+def test_read_only_or_full_output_folder(small_replica, tmp_path, opts, message):
+    with tmpfs(tmp_path / "ds", opts) as ds:
         proc = run_cli("extract", "--archives", small_replica, "--out", ds, check=False)
-        one_line_error(proc, "no space left on device")
+        one_line_error(proc, message)
         assert_only_complete_files(ds, seed_extraction(small_replica))
-    finally:
-        _umount(ds)
 
 
 def test_unrelated_files_in_dataset_are_kept(small_replica, tmp_path):

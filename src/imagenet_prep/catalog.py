@@ -200,17 +200,20 @@ def _scan_files(folder: Path) -> Iterator[tuple[str, int]]:
                 yield e.name, e.stat(follow_symlinks=False).st_size
 
 
+def class_dirs(root: Path) -> list[str]:
+    """The sorted WNID-named folders of a class tree; other entries are the user's own."""
+    known = metadata.wnid_to_index()
+    with os.scandir(root) as it:
+        return sorted(e.name for e in it if e.is_dir(follow_symlinks=False) and e.name in known)
+
+
 def grouped_from_folder(split: str, root: Path) -> Catalog:
     """Index a class tree root/WNID/*.JPEG (train/ or a grouped val/)."""
     if not root.is_dir():
         raise PrepError(f"{root}: folder not found")
-    rows = []
-    for entry in sorted(os.scandir(root), key=lambda e: e.name):
-        if not entry.is_dir(follow_symlinks=False) or entry.name.startswith("."):
-            continue
-        label = _label_of(entry.name, str(root / entry.name))
-        for name, size in _scan_files(Path(entry.path)):
-            rows.append((name, label, -1, size))
+    index = metadata.wnid_to_index()
+    rows = [(name, index[wnid], -1, size)
+            for wnid in class_dirs(root) for name, size in _scan_files(root / wnid)]
     if not rows:
         raise PrepError(f"{root}: no class folders with images (expected {root}/WNID/*.JPEG)")
     rows.sort(key=lambda r: (r[1], r[0]))

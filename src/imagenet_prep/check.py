@@ -10,6 +10,7 @@ import os
 from pathlib import Path
 
 from imagenet_prep import metadata, records
+from imagenet_prep.catalog import class_dirs
 from imagenet_prep.fsutil import STATE_DIR, is_tmp_name
 from imagenet_prep.sinks.flat import FLAT_DIR, flat_name, iter_tree
 
@@ -116,8 +117,7 @@ def check_synsets(dataset: Path) -> list[str]:
         problems.append(f"{path}: {unknown[0]} is not an ILSVRC2012 class")
     train = dataset / "train"
     if train.is_dir():
-        known = metadata.wnid_to_index()
-        present = sorted(e.name for e in os.scandir(train) if e.is_dir() and e.name in known)
+        present = class_dirs(train)
         if present != wnids:
             problems.append(f"{path}: lists {len(wnids)} classes, train/ has {len(present)}")
     return problems

@@ -9,38 +9,16 @@ which only describes the real 50,000 images.
 from __future__ import annotations
 
 import io
-import tarfile
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from imagenet_prep import metadata
 from imagenet_prep.archives import BBOX_VAL, DEVKIT
 from imagenet_prep.errors import CorruptArchiveError, LabelError
-from imagenet_prep.tarindex import safe_member_name
+from imagenet_prep.tarindex import iter_gz_members
 
 SOURCES = ("auto", "devkit", "bbox", "bundled")
-
-
-def iter_gz_members(archive: Path) -> Iterator[tuple[str, bytes]]:
-    """Stream (safe name, bytes) of the regular files of a .tar.gz; refuse links and devices."""
-    try:
-        with tarfile.open(archive, mode="r|gz") as tf:
-            for info in tf:
-                name = safe_member_name(archive, info.name)
-                if info.isdir():
-                    continue
-                if not info.isreg():
-                    raise CorruptArchiveError(
-                        f"{archive}: member {info.name!r} is not a regular file; refused"
-                    )
-                f = tf.extractfile(info)
-                assert f is not None
-                yield name, f.read()
-    except FileNotFoundError:
-        raise CorruptArchiveError(f"{archive}: archive not found") from None
-    except (tarfile.TarError, EOFError, OSError) as e:
-        raise CorruptArchiveError(f"{archive}: not a readable .tar.gz ({e})") from None
 
 
 def read_devkit(archive: Path) -> tuple[dict[int, tuple[str, str]], list[int]]:

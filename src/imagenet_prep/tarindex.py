@@ -224,6 +224,27 @@ def iter_nested(archive: Path | str) -> Iterator[tuple[Member, Iterator[Member]]
         os.close(fd)
 
 
+def iter_gz_members(archive: Path) -> Iterator[tuple[str, bytes]]:
+    """Stream (safe name, bytes) of the regular files of a small .tar.gz (box XMLs, devkit).
+
+    A gzip stream cannot be indexed, so it is read once, in order; members are
+    checked as in `iter_members`.
+    """
+    try:
+        with tarfile.open(archive, mode="r|gz") as tf:
+            for info in tf:
+                name = safe_member_name(archive, info.name)
+                if not _check_kind(archive, info):
+                    continue
+                f = tf.extractfile(info)
+                assert f is not None
+                yield name, f.read()
+    except FileNotFoundError:
+        raise CorruptArchiveError(f"{archive}: archive not found") from None
+    except (tarfile.TarError, EOFError, OSError) as e:
+        raise CorruptArchiveError(f"{archive}: not a readable .tar.gz ({e})") from None
+
+
 class ArchiveReader:
     """Positioned reads from one archive file; safe to share across threads, one per process."""
 

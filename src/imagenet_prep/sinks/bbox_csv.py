@@ -23,8 +23,8 @@ from imagenet_prep.boxes import BoxCounts, is_box_xml_path, parse_batch
 from imagenet_prep.errors import PrepError
 from imagenet_prep.execute import run_tasks
 from imagenet_prep.fsutil import write_atomic
-from imagenet_prep.labels import iter_gz_members
 from imagenet_prep.progress import bar
+from imagenet_prep.tarindex import iter_gz_members
 
 CSV_NAME = "imagenet_2012_bounding_boxes.csv"
 BATCH = 2000  # XMLs per pool task

@@ -12,9 +12,9 @@ import shutil
 import sys
 from pathlib import Path
 
+from imagenet_prep.catalog import class_dirs
 from imagenet_prep.errors import PrepError
 from imagenet_prep.fsutil import atomic_file, ensure_dir, is_tmp_name, os_error, tmp_path
-from imagenet_prep.metadata import wnid_to_index
 from imagenet_prep.progress import bar
 
 MODES = ("hardlink", "symlink", "copy")
@@ -29,8 +29,7 @@ def flat_name(split: str, wnid: str, name: str) -> str:
 
 def iter_tree(root: Path):
     """(wnid, name) of every image in a class tree, sorted."""
-    known = wnid_to_index()
-    for wnid in sorted(e.name for e in os.scandir(root) if e.is_dir() and e.name in known):
+    for wnid in class_dirs(root):
         names = sorted(
             e.name for e in os.scandir(root / wnid)
             if e.is_file(follow_symlinks=False) and not is_tmp_name(e.name)

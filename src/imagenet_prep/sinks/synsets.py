@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from imagenet_prep import metadata, records
 from imagenet_prep.archives import DEVKIT
+from imagenet_prep.catalog import class_dirs
 from imagenet_prep.errors import PrepError
 from imagenet_prep.fsutil import write_atomic
 from imagenet_prep.labels import read_devkit
@@ -14,10 +14,9 @@ from imagenet_prep.labels import read_devkit
 
 def classes_present(dataset: Path) -> list[str]:
     """WNIDs with a train folder, else those the extraction record lists."""
-    known = metadata.wnid_to_index()
     train = dataset / "train"
     if train.is_dir():
-        found = sorted(e.name for e in os.scandir(train) if e.is_dir() and e.name in known)
+        found = class_dirs(train)
         if found:
             return found
     rec = records.load(dataset, "extract-train")

@@ -19,7 +19,6 @@ import re
 import sys
 import time
 import warnings
-from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -629,11 +628,3 @@ def check_tfrecords(
         if expected is not None and sum(counts) != expected:
             problems.append(f"{folder}: {sum(counts)} records, expected {expected}")
     return problems
-
-
-def iter_split_records(dataset: Path, split: str) -> Iterator[dict[str, list]]:
-    """Decoded Examples of a split, shard by shard (for tests and inspection)."""
-    shards, _, _ = _scan_split(dataset, split)
-    for _, path in sorted(shards.items()):
-        for _, data in iter_records(path):
-            yield decode_example(data)

@@ -19,9 +19,8 @@ from imagenet_prep.catalog import flat_members, iter_classes
 from imagenet_prep.errors import CorruptArchiveError, PrepError
 from imagenet_prep.execute import run_tasks
 from imagenet_prep.fsutil import atomic_file, ensure_dir, os_error
-from imagenet_prep.labels import iter_gz_members
 from imagenet_prep.progress import bar
-from imagenet_prep.tarindex import ArchiveReader, Member
+from imagenet_prep.tarindex import ArchiveReader, Member, iter_gz_members
 
 SPLITS = ("train", "val", "test", "bbox_train", "bbox_val")
 CHUNK = 500  # images per task for flat archives

@@ -17,8 +17,8 @@ from imagenet_prep import __version__
 from imagenet_prep.errors import PrepError
 
 COMMANDS = (
-    "prepare", "fake", "verify", "extract", "valtree", "flatten", "synsets",
-    "bbox", "tfrecord", "check",
+    "prepare", "fake", "download", "verify", "extract", "valtree", "flatten", "synsets",
+    "bbox", "tfrecord", "wds", "check", "report",
 )
 
 

@@ -196,6 +196,27 @@ def shard_boxes(arrays: BoxArrays, idx: np.ndarray) -> tuple[np.ndarray, np.ndar
     return all_counts[idx], (np.concatenate(pieces) if pieces else NO_BOXES)
 
 
+# --- helpers for the shard writers ----------------------------------------------------
+
+def image_where(cat: Catalog, i: int) -> str:
+    """Name an image for messages: the archive member, or the file."""
+    if cat.archive is None:
+        return str(cat.path(i))
+    if cat.split == "train":
+        return f"{cat.archive}:{cat.wnid(i)}.tar:{cat.names[i]}"
+    return f"{cat.archive}:{cat.names[i]}"
+
+
+def write_parts(fd: int, parts: list[bytes], size: int) -> None:
+    """One writev for a record or sample (no copies of the image bytes); finish a (rare)
+    short write with plain writes."""
+    done = os.writev(fd, parts)
+    if done < size:
+        rest = memoryview(b"".join(parts))[done:]
+        while rest:
+            rest = rest[os.write(fd, rest):]
+
+
 # --- state: resume and refusal ---------------------------------------------------------
 
 def check_state(

@@ -38,12 +38,14 @@ from imagenet_prep.plan import (
     catalog_digest,
     check_state,
     finished,
+    image_where,
     load_boxes,
     remove_stale_tmp,
     shard_bounds,
     shard_boxes,
     shuffle_order,
     split_catalog,
+    write_parts,
 )
 from imagenet_prep.progress import bar
 from imagenet_prep.tfrecord_format import (
@@ -102,15 +104,6 @@ class ShardTask:
     on_bad_image: str
 
 
-def _where(cat: Catalog, i: int) -> str:
-    """Name an image for messages: the archive member, or the file."""
-    if cat.archive is None:
-        return str(cat.path(i))
-    if cat.split == "train":
-        return f"{cat.archive}:{cat.wnid(i)}.tar:{cat.names[i]}"
-    return f"{cat.archive}:{cat.names[i]}"
-
-
 _STATIC = {
     "image/colorspace": bytes_feature([b"RGB"]),
     "image/channels": int64_feature([3]),
@@ -156,15 +149,6 @@ def example_parts(image: bytes, height: int, width: int, name: str, label: int,
 _NO_BOXES = NO_BOXES
 
 
-def _write_all(fd: int, parts: list[bytes], size: int) -> None:
-    """One writev for the record; finish a (rare) short write with plain writes."""
-    done = os.writev(fd, parts)
-    if done < size:
-        rest = memoryview(b"".join(parts))[done:]
-        while rest:
-            rest = rest[os.write(fd, rest):]
-
-
 def write_shard(task: ShardTask) -> dict[str, Any]:
     """Write one shard (and its DALI index); returns what it holds."""
     cat = task.catalog
@@ -180,7 +164,7 @@ def write_shard(task: ShardTask) -> dict[str, Any]:
         for i in range(len(cat)):
             data = src.read(i)
             try:
-                image, height, width, reason = jpeg_for_record(data, _where(cat, i))
+                image, height, width, reason = jpeg_for_record(data, image_where(cat, i))
             except BadImageError as e:
                 if task.on_bad_image == "fail":
                     raise
@@ -193,7 +177,7 @@ def write_shard(task: ShardTask) -> dict[str, Any]:
             parts = frame_parts(example_parts(image, height, width, cat.names[i],
                                               int(cat.labels[i]) + 1, boxes))
             size = sum(map(len, parts))
-            _write_all(fd, parts, size)
+            write_parts(fd, parts, size)
             spans.append((offset, size))
             offset += size
     if task.idx_path is not None:

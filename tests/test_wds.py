@@ -67,12 +67,9 @@ def hash_order(names, seed: int = 0) -> list[str]:
         n.encode(), digest_size=8, key=str(seed).encode()).digest())
 
 
-def test_files_of(arch: Path) -> dict[str, bytes]:
+def files_of_test_split(arch: Path) -> dict[str, bytes]:
     return {rel.split("/", 1)[1]: data for rel, data in seed_extraction(arch).items()
             if rel.startswith("test/")}
-
-
-test_files_of.__test__ = False  # a helper, not a test
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +88,7 @@ def test_every_sample_matches_the_replica(replica_wds):
     arch, out, report = replica_wds
     truth = replica_truth(arch)
     boxes = boxes_of(replica_box_lines(arch))
-    tests = test_files_of(arch)
+    tests = files_of_test_split(arch)
     seen = {}
     for split in ("train", "val", "test"):
         samples = read_samples(out, split)
@@ -188,7 +185,7 @@ def test_identical_for_workers_and_routes(replica_wds, tmp_path):
     assert shard_files(one) == reference
     ds = folders_from(replica_truth(arch), tmp_path / "folders", arch)
     (ds / "test").mkdir()
-    for name, data in test_files_of(arch).items():
+    for name, data in files_of_test_split(arch).items():
         (ds / "test" / name).write_bytes(data)
     rep = write_wds(ds / "wds", dataset=ds, from_folders=True, shard_samples=10, workers=2,
                     splits=("train", "val", "test"))

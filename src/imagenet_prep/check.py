@@ -137,4 +137,11 @@ def check_dataset(dataset: Path) -> tuple[list[str], dict]:
         checked["tfrecord"] = True
         report = records.load(dataset, "tfrecord-report") or {}
         checked["skipped_images"] = report.get("skipped", [])
+    wds_dirs = [d for d in (dataset / "wds", dataset) if records.load(d, "wds") is not None]
+    if wds_dirs or (dataset / "wds").is_dir():  # DATASET/wds, or a shard folder on its own
+        from imagenet_prep.sinks.wds import check_wds
+
+        for folder in wds_dirs or [dataset / "wds"]:
+            problems += check_wds(folder)
+        checked["wds"] = True
     return problems, checked

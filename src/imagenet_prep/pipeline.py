@@ -53,7 +53,7 @@ def disk_plan(archives: Path, dataset: Path, stages: tuple[str, ...], flatten_mo
                 _archive_bytes(archives, s) for s in ("train", "val"))
         elif stage == "bbox":
             plan[stage] = _archive_bytes(archives, "bbox_train") // 8
-        elif stage == "tfrecord":
+        elif stage in ("tfrecord", "wds"):
             plan[stage] = sum(_archive_bytes(archives, s) for s in ("train", "val"))
         else:
             plan[stage] = 0
@@ -68,16 +68,20 @@ def prepare(
     archives: Path, dataset: Path, *, only: str = "pytorch", force: bool = False,
     workers: int | None = None, flatten_mode: str = "hardlink", labels: str = "auto",
     train_shards: int = 1024, val_shards: int = 128, seed: int = 0, dali_index: bool = False,
-    on_bad_image: str = "fail", verify: str = "quick", log=print,
+    on_bad_image: str = "fail", verify: str = "quick", log=print, wds: bool = False,
+    wds_shard_size: int | None = None, wds_shard_samples: int | None = None,
 ) -> dict[str, Any]:
-    """Run the stages of `only`; returns a report with per-stage figures."""
+    """Run the stages of `only` (then WebDataset shards with `wds`); returns a report with
+    per-stage figures."""
     from imagenet_prep.archives import verify_archives
     from imagenet_prep.sinks.flat import flatten
     from imagenet_prep.sinks.synsets import write_synsets
     from imagenet_prep.sinks.tree import extract
     from imagenet_prep.sinks.valtree import valtree
 
-    stages = TARGETS[only]
+    stages = TARGETS[only] + (("wds",) if wds else ())
+    if wds_shard_size is not None and wds_shard_samples is not None:
+        raise PrepError("give --wds-shard-size or --wds-shard-samples, not both")
     if not any(find_archive(archives, r) for r in ROLES):
         raise PrepError(f"{archives}: none of the ILSVRC2012 archives is here")
     plan = disk_plan(archives, dataset, stages, flatten_mode)
@@ -123,6 +127,14 @@ def prepare(
             if not find_archive(archives, "bbox_train") and not (dataset / "bbox_train").is_dir():
                 continue
             result = write_bbox_csv(dataset, archives=archives, workers=workers)
+        elif stage == "wds":
+            from imagenet_prep.sinks.wds import write_wds
+
+            result = write_wds(
+                dataset / "wds", dataset=dataset, archives=archives, shard_size=wds_shard_size,
+                shard_samples=wds_shard_samples, seed=seed, workers=workers,
+                on_bad_image=on_bad_image, labels=labels,
+            )
         else:
             from imagenet_prep.sinks.tfrecord import write_tfrecords
 

@@ -10,6 +10,7 @@ from imagenet_prep.cli.common import add_archives, add_json, add_workers, emit
 from imagenet_prep.fsutil import dataset_lock, ensure_dir
 from imagenet_prep.labels import SOURCES
 from imagenet_prep.pipeline import TARGETS, prepare
+from imagenet_prep.plan import parse_size
 from imagenet_prep.sinks.flat import MODES
 
 HELP = "run every stage in order after a disk plan; reruns resume"
@@ -31,6 +32,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="TFRecord shuffle seed")
     p.add_argument("--dali-index", action="store_true")
     p.add_argument("--on-bad-image", choices=("fail", "skip"), default="fail")
+    p.add_argument("--wds", action="store_true",
+                   help="also write WebDataset shards to DATASET/wds (after --only's stages)")
+    p.add_argument("--wds-shard-size", default=None, metavar="SIZE",
+                   help="WebDataset shard size, e.g. 500MB, 1GB (default 1GB)")
+    p.add_argument("--wds-shard-samples", type=int, default=None, metavar="N",
+                   help="WebDataset samples per shard instead of a size")
     add_workers(p)
     add_json(p)
 
@@ -63,6 +70,10 @@ def _summary_lines(report: dict) -> list[str]:
                                for k, v in r["splits"].items())
             detail += (f"; {run['images_per_s']:.0f} img/s, {run['mb_per_s']:.0f} MB/s, "
                        f"{len(r['converted'])} converted to RGB JPEG")
+        elif stage == "wds":
+            detail = ", ".join(f"{k}: {v['samples']} samples in {v['shards']} shards"
+                               for k, v in r["splits"].items())
+            detail += f"; {r['run']['images_per_s']:.0f} img/s, {r['run']['mb_per_s']:.0f} MB/s"
         lines.append(f"  {stage:<9} {s['seconds']:7.1f} s  {detail}")
     return lines
 
@@ -75,7 +86,9 @@ def run(args: argparse.Namespace) -> int:
             args.archives, args.out, only=args.only, force=args.force, workers=args.workers,
             flatten_mode=args.flatten_mode, labels=args.labels, train_shards=args.train_shards,
             val_shards=args.val_shards, seed=args.seed, dali_index=args.dali_index,
-            on_bad_image=args.on_bad_image, verify=args.verify, log=log,
+            on_bad_image=args.on_bad_image, verify=args.verify, log=log, wds=args.wds,
+            wds_shard_size=parse_size(args.wds_shard_size) if args.wds_shard_size else None,
+            wds_shard_samples=args.wds_shard_samples,
         )
     emit(report, args.json, _summary_lines(report))
     return 0

@@ -12,11 +12,9 @@ the missing shards and refuses other options.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import re
-import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -28,21 +26,28 @@ import numpy as np
 from PIL import Image
 
 from imagenet_prep import metadata, records
-from imagenet_prep.archives import TRAIN, VAL, find_archive
-from imagenet_prep.boxes import parse_csv
-from imagenet_prep.catalog import (
-    Catalog,
-    flat_from_archive,
-    grouped_from_folder,
-    train_from_archive,
-    with_labels,
-)
+from imagenet_prep.archives import TRAIN, VAL
+from imagenet_prep.catalog import Catalog
 from imagenet_prep.errors import BadImageError, PrepError
 from imagenet_prep.execute import run_tasks
 from imagenet_prep.fsutil import atomic_file, ensure_dir, is_tmp_name, write_atomic
 from imagenet_prep.images import jpeg_for_record
+from imagenet_prep.plan import (
+    NO_BOXES,
+    box_arrays,
+    catalog_digest,
+    check_state,
+    finished,
+    image_where,
+    load_boxes,
+    remove_stale_tmp,
+    shard_bounds,
+    shard_boxes,
+    shuffle_order,
+    split_catalog,
+    write_parts,
+)
 from imagenet_prep.progress import bar
-from imagenet_prep.sinks.bbox_csv import csv_is_complete, csv_path, write_bbox_csv
 from imagenet_prep.tfrecord_format import (
     RecordError,
     bytes_feature,
@@ -83,24 +88,6 @@ def shard_name(split: str, k: int, shards: int) -> str:
     return f"{LAYOUT[split].prefix}-{k:05d}-of-{shards:05d}"
 
 
-def shuffle_order(names: list[str], seed: int) -> np.ndarray:
-    """A seeded permutation of range(len(names)): sort by keyed BLAKE2b of each name.
-
-    Independent of platform, Python version and listing order; ties (never seen
-    with 64 bits) keep catalog order.
-    """
-    key = str(seed).encode()
-    digests = b"".join(hashlib.blake2b(n.encode(), digest_size=8, key=key).digest()
-                       for n in names)
-    hashes = np.frombuffer(digests, dtype=">u8")
-    return np.argsort(hashes, kind="stable")
-
-
-def shard_bounds(n: int, shards: int) -> list[tuple[int, int]]:
-    """Shard k holds [k*n//shards, (k+1)*n//shards): sizes differ by at most one."""
-    return [(k * n // shards, (k + 1) * n // shards) for k in range(shards)]
-
-
 # --- one shard (runs in a worker) -----------------------------------------------------
 
 @dataclass(frozen=True)
@@ -115,15 +102,6 @@ class ShardTask:
     box_counts: np.ndarray | None  # boxes per record (train), None for val
     boxes: np.ndarray | None  # (sum of box_counts, 4) float32, in record order
     on_bad_image: str
-
-
-def _where(cat: Catalog, i: int) -> str:
-    """Name an image for messages: the archive member, or the file."""
-    if cat.archive is None:
-        return str(cat.path(i))
-    if cat.split == "train":
-        return f"{cat.archive}:{cat.wnid(i)}.tar:{cat.names[i]}"
-    return f"{cat.archive}:{cat.names[i]}"
 
 
 _STATIC = {
@@ -168,16 +146,7 @@ def example_parts(image: bytes, height: int, width: int, name: str, label: int,
     })
 
 
-_NO_BOXES = np.zeros((0, 4), dtype=np.float32)
-
-
-def _write_all(fd: int, parts: list[bytes], size: int) -> None:
-    """One writev for the record; finish a (rare) short write with plain writes."""
-    done = os.writev(fd, parts)
-    if done < size:
-        rest = memoryview(b"".join(parts))[done:]
-        while rest:
-            rest = rest[os.write(fd, rest):]
+_NO_BOXES = NO_BOXES
 
 
 def write_shard(task: ShardTask) -> dict[str, Any]:
@@ -195,7 +164,7 @@ def write_shard(task: ShardTask) -> dict[str, Any]:
         for i in range(len(cat)):
             data = src.read(i)
             try:
-                image, height, width, reason = jpeg_for_record(data, _where(cat, i))
+                image, height, width, reason = jpeg_for_record(data, image_where(cat, i))
             except BadImageError as e:
                 if task.on_bad_image == "fail":
                     raise
@@ -208,7 +177,7 @@ def write_shard(task: ShardTask) -> dict[str, Any]:
             parts = frame_parts(example_parts(image, height, width, cat.names[i],
                                               int(cat.labels[i]) + 1, boxes))
             size = sum(map(len, parts))
-            _write_all(fd, parts, size)
+            write_parts(fd, parts, size)
             spans.append((offset, size))
             offset += size
     if task.idx_path is not None:
@@ -226,67 +195,6 @@ def idx_text(spans: list[tuple[int, int]]) -> str:
 
 # --- planning (main process) ----------------------------------------------------------
 
-def _catalog(split: str, dataset: Path, archives: Path | None, from_folders: bool,
-             labels: str) -> Catalog | None:
-    """The split's catalog, or None when its source is absent."""
-    if from_folders:
-        root = dataset / split
-        return grouped_from_folder(split, root) if root.is_dir() else None
-    assert archives is not None
-    archive = find_archive(archives, split)
-    if archive is None:
-        return None
-    if split == "train":
-        return train_from_archive(archive)
-    from imagenet_prep.labels import val_labels
-
-    cat = flat_from_archive(split, archive, None)
-    return with_labels(cat, val_labels(cat.names, archives=archives, dataset=dataset,
-                                       source=labels))
-
-
-def _digest(cat: Catalog) -> str:
-    h = hashlib.sha256()
-    for name, lab in zip(cat.names, cat.labels.tolist(), strict=True):
-        h.update(f"{name}\t{lab}\n".encode())
-    return h.hexdigest()
-
-
-def _load_boxes(dataset: Path, archives: Path | None, workers: int | None
-                ) -> tuple[dict[str, list[tuple[float, float, float, float]]], str | None]:
-    """name -> boxes in CSV order, and the CSV's SHA-256 (None: no boxes available)."""
-    path = csv_path(dataset)
-    if not csv_is_complete(dataset):
-        have_xml = (dataset / "bbox_train").is_dir() or (
-            archives is not None and find_archive(archives, "bbox_train") is not None)
-        if have_xml:
-            write_bbox_csv(dataset, archives=archives, workers=workers)
-        elif not path.is_file():
-            print(f"tfrecord: no {path.name} and no box XMLs: train records get empty box lists",
-                  file=sys.stderr)
-            return {}, None
-    data = path.read_bytes()
-    out: dict[str, list[tuple[float, float, float, float]]] = {}
-    for name, box in parse_csv(data.decode("ascii", errors="replace"), str(path)):
-        out.setdefault(name, []).append(box)
-    return out, hashlib.sha256(data).hexdigest()
-
-
-def _box_arrays(cat: Catalog, by_name: dict[str, list]
-                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(boxes per catalog image, where each image's boxes start, all boxes as float32 (n, 4)).
-
-    Compact arrays (~25 MB for ImageNet) instead of a dict of lists; float32 is what
-    the Example stores, rounded from the CSV's decimal through a double as the reference.
-    """
-    counts = np.fromiter((len(by_name.get(n, ())) for n in cat.names), dtype=np.int32,
-                         count=len(cat))
-    starts = np.concatenate(([0], np.cumsum(counts, dtype=np.int64)))
-    flat = [b for n in cat.names for b in by_name.get(n, ())]
-    boxes = np.asarray(flat, dtype=np.float64).astype(np.float32).reshape(-1, 4)
-    return counts, starts, boxes
-
-
 def _options(train_shards: int, val_shards: int, seed: int) -> dict:
     """What fixes the bytes of every shard.  `on_bad_image` is not among them: a shard
     finished without skipping is the same under both choices, and one that skipped
@@ -299,47 +207,6 @@ def _start_over(dataset: Path) -> str:
                         for f in (lay.folder, lay.idx_folder))
     return (f"to start over, delete {folders} and "
             f"{records.record_path(dataset, STATE)}")
-
-
-def _check_state(dataset: Path, state: dict | None, options: dict, splits: dict[str, dict]
-                 ) -> dict:
-    """The state to continue from; refuse a rerun whose options or inputs differ."""
-    if state is None:
-        for lay in LAYOUT.values():
-            d = dataset / lay.folder
-            if d.is_dir() and any(not is_tmp_name(e) for e in os.listdir(d)):
-                raise PrepError(f"{d}: holds files that no tfrecord run recorded; "
-                                + _start_over(dataset))
-        return {"options": options, "splits": splits, "shards": {}}
-    old = state.get("options", {})
-    if old != options:
-        was = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in sorted(old.items()))
-        raise PrepError(
-            f"{dataset}: the TFRecords were started with other options ({was}); rerun with "
-            f"those, or {_start_over(dataset)}")
-    for split, info in splits.items():
-        before = state["splits"].get(split)
-        if before is not None and before != info:
-            raise PrepError(
-                f"{dataset / LAYOUT[split].folder}: written from other {split} images or boxes "
-                f"({before['images']} images before, {info['images']} now); "
-                + _start_over(dataset))
-        state["splits"][split] = info
-    return state
-
-
-def _finished(path: Path, split: str, entry: dict | None) -> bool:
-    """A shard is finished when its final file has the size its state entry records.
-
-    A shard renamed into place after the last state save is simply written again
-    (same bytes), so the state never has to be saved after every shard.
-    """
-    if entry is None or entry.get("split") != split:
-        return False
-    try:
-        return path.stat().st_size == entry["bytes"]
-    except FileNotFoundError:
-        return False
 
 
 def write_tfrecords(
@@ -366,7 +233,7 @@ def write_tfrecords(
     cats: dict[str, Catalog] = {}
     for split in ("val", "train"):
         if split in splits:
-            cat = _catalog(split, dataset, archives, from_folders, labels)
+            cat = split_catalog(split, dataset, archives, from_folders, labels)
             if cat is not None:
                 cats[split] = cat
     if not cats:
@@ -375,24 +242,28 @@ def write_tfrecords(
         raise PrepError(f"nothing to convert: none of {where} exists")
     by_name, boxes_sha = ({}, None)
     if "train" in cats:
-        by_name, boxes_sha = _load_boxes(dataset, archives, workers)
-    split_info = {s: {"images": len(c), "digest": _digest(c),
+        by_name, boxes_sha = load_boxes(dataset, archives, workers, STATE)
+    split_info = {s: {"images": len(c), "digest": catalog_digest(c),
                       "boxes_sha256": boxes_sha if s == "train" else None}
                   for s, c in cats.items()}
     options = _options(train_shards, val_shards, seed)
-    state = _check_state(dataset, records.load(dataset, STATE), options, split_info)
+    state = check_state(
+        records.load(dataset, STATE), options, split_info, stage=STATE,
+        what=f"{dataset}: the TFRecords", start_over=_start_over(dataset),
+        folders={s: dataset / LAYOUT[s].folder for s in LAYOUT},
+        is_ours=lambda name: not is_tmp_name(name))
     records.save(dataset, STATE, state)  # before any shard exists: a rerun can always compare
 
     plans: dict[str, tuple[np.ndarray, list[tuple[int, int]]]] = {}
-    box_arrays: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+    boxes_of: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
     for split, cat in cats.items():
         lay = LAYOUT[split]
-        _remove_stale_tmp(ensure_dir(dataset / lay.folder))
+        remove_stale_tmp(ensure_dir(dataset / lay.folder))
         if dali_index:
-            _remove_stale_tmp(ensure_dir(dataset / lay.idx_folder))
+            remove_stale_tmp(ensure_dir(dataset / lay.idx_folder))
         plans[split] = (shuffle_order(cat.names, seed), shard_bounds(len(cat), shards_of[split]))
         if split == "train":
-            box_arrays[split] = _box_arrays(cat, by_name)
+            boxes_of[split] = box_arrays(cat, by_name)
     by_name.clear()
 
     def make_task(split: str, k: int) -> ShardTask:
@@ -401,11 +272,8 @@ def write_tfrecords(
         name = shard_name(split, k, shards_of[split])
         idx = order[bounds[k][0]:bounds[k][1]]
         counts = boxes = None
-        if split in box_arrays:
-            all_counts, starts, all_boxes = box_arrays[split]
-            counts = all_counts[idx]
-            pieces = [all_boxes[starts[i]:starts[i + 1]] for i in idx]
-            boxes = np.concatenate(pieces) if pieces else _NO_BOXES
+        if split in boxes_of:
+            counts, boxes = shard_boxes(boxes_of[split], idx)
         return ShardTask(
             split=split, name=name, path=dataset / lay.folder / name,
             idx_path=dataset / lay.idx_folder / (name + IDX_SUFFIX) if dali_index else None,
@@ -418,7 +286,7 @@ def write_tfrecords(
             name = shard_name(split, k, shards_of[split])
             path = dataset / LAYOUT[split].folder / name
             entry = state["shards"].get(name)
-            if _finished(path, split, entry) and not (
+            if finished(path, split, entry) and not (
                     on_bad_image == "fail" and entry and entry["skipped"]):
                 if dali_index:
                     _ensure_idx(dataset, split, name, path)
@@ -450,13 +318,6 @@ def write_tfrecords(
     report = _report(dataset, state, cats, shards_of, run, dali_index, from_folders)
     records.save(dataset, REPORT, report)
     return report
-
-
-def _remove_stale_tmp(folder: Path) -> None:
-    """Temporary files of a killed run: each run holds the dataset lock, so none is live."""
-    for name in os.listdir(folder):
-        if is_tmp_name(name):
-            (folder / name).unlink(missing_ok=True)
 
 
 def _ensure_idx(dataset: Path, split: str, name: str, shard: Path) -> None:

@@ -1,0 +1,586 @@
+"""`wds`: WebDataset tar shards for streaming PyTorch training, from the same catalog.
+
+Each split's catalog is permuted by the same seeded hash as the TFRecords and cut
+into shards by sample count or by estimated size (input bytes plus tar overhead,
+so the cut is known before anything is written).  A sample is three tar members
+sharing a key (the file name without its extension): `KEY.cls` (label 0..999 as
+text), `KEY.jpg` (the bytes the TFRecord sink would store: kept, or converted to
+RGB JPEG) and `KEY.json` (WNID, file name, size, boxes, label).  Test samples have
+no label: no `.cls`, and `wnid`/`label` are null.
+
+Tar headers are fixed (GNU format, mtime 0, uid/gid 0, no user names, mode 0644),
+so the bytes depend only on the inputs and options.  One pool task per shard;
+each shard streams to a temporary name, is fsynced and renamed.  The state record
+OUT/.imagenet-prep/wds.json holds the options and each finished shard's samples,
+size and CRC32C, so a rerun writes only missing shards, refuses other options, and
+`check` can prove every byte.  Per split, OUT/train.json (validation.json,
+test.json) is the shard index that `wids.ShardListDataset` reads.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+import tarfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import google_crc32c
+import numpy as np
+from PIL import Image
+
+from imagenet_prep import metadata, records
+from imagenet_prep.catalog import Catalog
+from imagenet_prep.errors import BadImageError, PrepError
+from imagenet_prep.execute import run_tasks
+from imagenet_prep.fsutil import atomic_file, ensure_dir, is_tmp_name, write_atomic
+from imagenet_prep.images import jpeg_for_record
+from imagenet_prep.plan import (
+    box_arrays,
+    catalog_digest,
+    check_state,
+    count_bounds,
+    finished,
+    image_where,
+    load_boxes,
+    remove_stale_tmp,
+    shard_boxes,
+    shuffle_order,
+    size_bounds,
+    split_catalog,
+    write_parts,
+)
+from imagenet_prep.progress import bar
+from imagenet_prep.tarindex import iter_members
+
+STATE = "wds"
+REPORT = "wds-report"
+SPLITS = ("train", "val", "test")
+DEFAULT_SPLITS = ("train", "val")
+ON_BAD = ("fail", "skip")
+PREFIX = {"train": "train", "val": "validation", "test": "test"}
+DEFAULT_SHARD_SIZE = 10**9
+INDEX_KIND = "wids-shard-index-v1"
+
+BLOCK = tarfile.BLOCKSIZE
+SAMPLE_OVERHEAD = 5 * BLOCK  # three headers, one block of .cls and one of .json
+_SHARD_RE = re.compile(r"(train|validation|test)-(\d{6})\.tar")
+_INDEX_NAMES = frozenset(f"{p}.json" for p in PREFIX.values())
+
+
+def shard_name(split: str, k: int) -> str:
+    """`train-000000.tar`: the brace pattern train-{000000..000146}.tar names them all."""
+    return f"{PREFIX[split]}-{k:06d}.tar"
+
+
+def index_name(split: str) -> str:
+    return f"{PREFIX[split]}.json"
+
+
+def is_ours(name: str) -> bool:
+    """A file name this sink writes in its folder (shards and indexes)."""
+    return bool(_SHARD_RE.fullmatch(name)) or name in _INDEX_NAMES
+
+
+# --- tar members ----------------------------------------------------------------------
+
+def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size, info.mtime, info.mode = size, 0, 0o644
+    info.uid = info.gid = 0
+    info.uname = info.gname = ""
+    return info
+
+
+def tar_header(name: str, size: int) -> bytes:
+    """tarfile's GNU header for a regular file (fixed owner, mode and time) named `name`.
+
+    tarfile's `tobuf` costs ~40 us; three per sample would cost more than the rest of
+    the sample, so the header is tarfile's own template with the name, size and
+    checksum put in (~2 us).  Names over 100 bytes and sizes from 8 GiB (never
+    images) take tarfile's way; the tests compare both for many names and sizes.
+    """
+    raw = name.encode("utf-8", "surrogateescape")
+    if len(raw) > 100 or size >= 8**11:
+        return _tarinfo(name, size).tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape")
+    size_field = b"%011o\0" % size
+    chksum = _TPL_SUM + sum(raw) + sum(size_field)
+    return b"".join((raw, bytes(100 - len(raw)), _TPL_A, size_field, _TPL_B,
+                     b"%06o\0" % chksum, _TPL_C))
+
+
+_TPL = _tarinfo("x", 0).tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape")
+_TPL_A, _TPL_B, _TPL_C = _TPL[100:124], _TPL[136:148], _TPL[155:]
+# the checksum sums every byte with its own field read as spaces (8 * 32 = 256)
+_TPL_SUM = sum(_TPL) - sum(_TPL[:100]) - sum(_TPL[124:136]) - sum(_TPL[148:156]) + 256
+_PAD = bytes(BLOCK)
+
+
+def member_parts(name: str, data: bytes) -> list[bytes]:
+    """Header, data and padding of one member (the data object itself, not a copy)."""
+    pad = -len(data) % BLOCK
+    return [tar_header(name, len(data)), data, _PAD[:pad]] if pad else \
+        [tar_header(name, len(data)), data]
+
+
+def end_of_archive(offset: int) -> bytes:
+    """Two zero blocks, then zeros to a multiple of 10240 bytes, as tarfile closes a tar."""
+    end = offset + 2 * BLOCK
+    return bytes(2 * BLOCK + (-end % tarfile.RECORDSIZE))
+
+
+# --- samples --------------------------------------------------------------------------
+
+def sample_key(name: str, where: str) -> str:
+    """The file name without its extension; WebDataset splits a member name at its first dot."""
+    key = name.rsplit(".", 1)[0] if "." in name else name
+    if "." in key or not key:
+        raise PrepError(f"{where}: {name!r} cannot be a WebDataset key (a dot before the "
+                        "extension, or no name)")
+    return key
+
+
+def sample_json(name: str, label: int, width: int, height: int, boxes: np.ndarray) -> bytes:
+    """The sample's metadata: sorted keys, no spaces, so the bytes are fixed."""
+    wnid = metadata.wnids()[label] if label >= 0 else None
+    return json.dumps({
+        "boxes": boxes.tolist(), "filename": name, "height": height,
+        "label": label if label >= 0 else None, "width": width, "wnid": wnid,
+    }, sort_keys=True, separators=(",", ":")).encode()
+
+
+def sample_parts(key: str, image: bytes, meta: bytes, label: int) -> list[bytes]:
+    """KEY.cls (when labelled), KEY.jpg, KEY.json: the order webdataset's writer uses."""
+    parts = member_parts(f"{key}.cls", str(label).encode()) if label >= 0 else []
+    return parts + member_parts(f"{key}.jpg", image) + member_parts(f"{key}.json", meta)
+
+
+# --- one shard (runs in a worker) -----------------------------------------------------
+
+_NO_BOXES = np.zeros((0, 4), dtype=np.float64)
+
+
+@dataclass(frozen=True)
+class ShardTask:
+    """Everything one shard needs: its images in sample order and their boxes."""
+
+    split: str
+    name: str
+    path: Path
+    catalog: Catalog
+    box_counts: np.ndarray | None  # boxes per sample (train), None otherwise
+    boxes: np.ndarray | None  # (sum of box_counts, 4) float64, in sample order
+    on_bad_image: str
+
+
+def write_shard(task: ShardTask) -> dict[str, Any]:
+    """Write one shard; returns what it holds (samples, bytes, CRC32C, conversions)."""
+    cat = task.catalog
+    starts = None if task.box_counts is None else np.concatenate(
+        ([0], np.cumsum(task.box_counts)))
+    converted: list[list[str]] = []
+    skipped: list[list[str]] = []
+    keys: set[str] = set()
+    offset = crc = samples = 0
+    # fsync before the rename: once the state lists a shard, its bytes are on disk
+    with cat.open() as src, atomic_file(task.path, fsync=True) as f:
+        fd = f.fileno()  # samples go straight to the file with writev, never via f's buffer
+        for i in range(len(cat)):
+            name, where = cat.names[i], image_where(cat, i)
+            key = sample_key(name, where)
+            if key in keys:
+                raise PrepError(f"{where}: a second image with the key {key!r} in {task.name}")
+            keys.add(key)
+            try:
+                image, height, width, reason = jpeg_for_record(src.read(i), where)
+            except BadImageError as e:
+                if task.on_bad_image == "fail":
+                    raise
+                skipped.append([name, str(e)])
+                continue
+            if reason is not None:
+                converted.append([name, reason])
+            boxes = _NO_BOXES if starts is None or task.boxes is None else \
+                task.boxes[starts[i]:starts[i + 1]]
+            label = int(cat.labels[i])
+            parts = sample_parts(key, image, sample_json(name, label, width, height, boxes),
+                                 label)
+            size = sum(map(len, parts))
+            write_parts(fd, parts, size)
+            for part in parts:
+                crc = google_crc32c.extend(crc, part)
+            offset += size
+            samples += 1
+        tail = end_of_archive(offset)
+        write_parts(fd, [tail], len(tail))
+        crc = google_crc32c.extend(crc, tail)
+        offset += len(tail)
+    return {
+        "split": task.split, "name": task.name, "samples": samples, "bytes": offset,
+        "crc32c": crc, "input_bytes": cat.total_bytes(), "converted": converted,
+        "skipped": skipped,
+    }
+
+
+# --- planning (main process) ----------------------------------------------------------
+
+def plan_bounds(cat: Catalog, order: np.ndarray, shard_size: int | None,
+                shard_samples: int | None) -> list[tuple[int, int]]:
+    """Shard boundaries over the permuted catalog, from input counts and sizes only."""
+    if shard_samples is not None:
+        return count_bounds(len(cat), shard_samples)
+    assert shard_size is not None
+    sizes = cat.sizes[order]
+    costs = (sizes + (-sizes % BLOCK)) + SAMPLE_OVERHEAD
+    return size_bounds(costs, shard_size)
+
+
+def _options(shard_size: int | None, shard_samples: int | None, seed: int) -> dict:
+    """What fixes the bytes of every shard (`on_bad_image` is not, as for the TFRecords)."""
+    cut = {"shard_samples": shard_samples} if shard_samples is not None else \
+        {"shard_size": shard_size}
+    return {"seed": seed, **cut}
+
+
+def index_doc(split: str, entries: list[dict]) -> dict[str, Any]:
+    """The wids shard index: shard URLs relative to the index file, with sample counts."""
+    return {
+        "__kind__": INDEX_KIND, "wids_version": 1, "name": f"imagenet-{PREFIX[split]}",
+        "shardlist": [{"url": e["name"], "nsamples": e["samples"], "filesize": e["bytes"]}
+                      for e in entries],
+    }
+
+
+def index_text(split: str, entries: list[dict]) -> str:
+    return json.dumps(index_doc(split, entries), indent=1, sort_keys=True) + "\n"
+
+
+def write_wds(
+    out: Path, *, dataset: Path | None = None, archives: Path | None = None,
+    from_folders: bool = False, shard_size: int | None = None, shard_samples: int | None = None,
+    seed: int = 0, workers: int | None = None, on_bad_image: str = "fail",
+    splits: tuple[str, ...] = DEFAULT_SPLITS, labels: str = "auto",
+) -> dict[str, Any]:
+    """Write the missing shards into `out` and each split's index; returns the run report.
+
+    `dataset` holds the box CSV (made from its bbox_train/ or the box archive when
+    missing) and, with `from_folders`, the images (train/WNID/, val/WNID/, test/);
+    without it, `out` plays that part.  The state and report live in out/.imagenet-prep.
+    """
+    out = Path(out)
+    if on_bad_image not in ON_BAD:
+        raise PrepError(f"on_bad_image must be one of {', '.join(ON_BAD)}, not {on_bad_image!r}")
+    if shard_size is not None and shard_samples is not None:
+        raise PrepError("give --shard-size or --shard-samples, not both")
+    if shard_samples is None and shard_size is None:
+        shard_size = DEFAULT_SHARD_SIZE
+    if (shard_samples is not None and shard_samples < 1) or (
+            shard_size is not None and shard_size < 1):
+        raise PrepError("the shard size and the samples per shard must be at least 1")
+    if from_folders and dataset is None:
+        raise PrepError("wds --from-folders needs the dataset folder that holds train/ and val/")
+    if not from_folders and archives is None:
+        raise PrepError("wds needs --archives DIR, or --from-folders DATASET")
+    unknown = [s for s in splits if s not in SPLITS]
+    if unknown:
+        raise PrepError(f"unknown split {unknown[0]!r}; choose from {', '.join(SPLITS)}")
+    dataset = Path(dataset) if dataset is not None else out
+    t0 = time.monotonic()
+    ensure_dir(out)
+    cats: dict[str, Catalog] = {}
+    for split in ("val", "train", "test"):
+        if split in splits:
+            cat = split_catalog(split, dataset, archives, from_folders, labels)
+            if cat is not None:
+                cats[split] = cat
+    if not cats:
+        where = ", ".join(str(dataset / s) for s in splits) if from_folders else \
+            f"the {', '.join(splits)} archives in {archives}"
+        raise PrepError(f"nothing to convert: none of {where} exists")
+    by_name, boxes_sha = ({}, None)
+    if "train" in cats:
+        by_name, boxes_sha = load_boxes(dataset, archives, workers, STATE)
+    plans: dict[str, tuple[np.ndarray, list[tuple[int, int]]]] = {}
+    for split, cat in cats.items():
+        order = shuffle_order(cat.names, seed)
+        plans[split] = (order, plan_bounds(cat, order, shard_size, shard_samples))
+    split_info = {s: {"images": len(c), "digest": catalog_digest(c, sizes=True),
+                      "boxes_sha256": boxes_sha if s == "train" else None,
+                      "shards": len(plans[s][1])}
+                  for s, c in cats.items()}
+    options = _options(shard_size, shard_samples, seed)
+    state = check_state(
+        records.load(out, STATE), options, split_info, stage=STATE,
+        what=f"{out}: the WebDataset shards", folders=dict.fromkeys(SPLITS, out),
+        is_ours=is_ours, start_over=f"to start over, delete {out}")
+    records.save(out, STATE, state)  # before any shard exists: a rerun can always compare
+    remove_stale_tmp(out)
+    boxes_of = {"train": box_arrays(cats["train"], by_name, np.float64)} if "train" in cats \
+        else {}
+    by_name.clear()
+
+    def make_task(split: str, k: int) -> ShardTask:
+        """Built lazily, a pool window at a time: only a few shards' catalogs exist at once."""
+        order, bounds = plans[split]
+        idx = order[bounds[k][0]:bounds[k][1]]
+        counts = boxes = None
+        if split in boxes_of:
+            counts, boxes = shard_boxes(boxes_of[split], idx)
+        name = shard_name(split, k)
+        return ShardTask(split=split, name=name, path=out / name, catalog=cats[split].subset(idx),
+                         box_counts=counts, boxes=boxes, on_bad_image=on_bad_image)
+
+    todo: list[tuple[str, int]] = []
+    for split in cats:
+        for k in range(len(plans[split][1])):
+            name = shard_name(split, k)
+            entry = state["shards"].get(name)
+            if not finished(out / name, split, entry) or (
+                    on_bad_image == "fail" and entry and entry["skipped"]):
+                todo.append((split, k))
+
+    images = sum(b - a for s, k in todo for a, b in [plans[s][1][k]])
+    run = {"shards_written": len(todo), "images": 0, "input_bytes": 0, "output_bytes": 0}
+    t_write = last_save = time.monotonic()
+    with bar(images, "wds") as pb:
+        for res in run_tasks(write_shard, (make_task(s, k) for s, k in todo), workers):
+            state["shards"][res["name"]] = res
+            run["input_bytes"] += res["input_bytes"]
+            run["output_bytes"] += res["bytes"]
+            run["images"] += res["samples"] + len(res["skipped"])
+            pb.update(res["samples"] + len(res["skipped"]))
+            if time.monotonic() - last_save > 2.0:
+                records.save(out, STATE, state)
+                last_save = time.monotonic()
+    records.save(out, STATE, state)
+    for split in cats:
+        text = index_text(split, _entries(state, split))
+        path = out / index_name(split)
+        if not path.is_file() or path.read_text() != text:
+            write_atomic(path, text)
+    end = time.monotonic()
+    seconds = end - t0
+    run.update(
+        seconds=round(seconds, 3), index_seconds=round(t_write - t0, 3),
+        write_seconds=round(end - t_write, 3),
+        images_per_s=round(run["images"] / seconds, 1) if seconds else 0.0,
+        mb_per_s=round(run["input_bytes"] / 1e6 / seconds, 1) if seconds else 0.0,
+    )
+    report = _report(out, state, cats, run, from_folders)
+    records.save(out, REPORT, report)
+    return report
+
+
+def _entries(state: dict, split: str) -> list[dict]:
+    """The state entries of a split's planned shards, in shard order."""
+    n = state["splits"][split]["shards"]
+    return [state["shards"][shard_name(split, k)] for k in range(n)]
+
+
+def _report(out: Path, state: dict, cats: dict[str, Catalog], run: dict[str, Any],
+            from_folders: bool) -> dict[str, Any]:
+    """Per split totals from the state (this run's shards and earlier ones), conversions,
+    left-out images, and this run's figures."""
+    splits: dict[str, Any] = {}
+    converted: list[dict[str, str]] = []
+    skipped: list[dict[str, str]] = []
+    for split in cats:
+        entries = _entries(state, split)
+        splits[split] = {
+            "folder": str(out), "index": str(out / index_name(split)), "shards": len(entries),
+            "samples": sum(e["samples"] for e in entries),
+            "bytes": sum(e["bytes"] for e in entries), "images": len(cats[split]),
+        }
+        for e in entries:
+            converted += [{"split": split, "name": n, "reason": r} for n, r in e["converted"]]
+            skipped += [{"split": split, "name": n, "error": r} for n, r in e["skipped"]]
+    converted.sort(key=lambda d: (d["split"], d["name"]))
+    skipped.sort(key=lambda d: (d["split"], d["name"]))
+    return {
+        "folder": str(out), "source": "folders" if from_folders else "archives",
+        "options": state["options"], "splits": splits, "converted": converted,
+        "skipped": skipped, "run": run,
+    }
+
+
+# --- check ----------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class _CheckTask:
+    path: Path
+    split: str
+    entry: dict | None  # the state's record of this shard
+    decode_first: bool
+
+
+def _check_shard(task: _CheckTask) -> tuple[str, int, list[str]]:
+    """(name, samples, problems) of one shard: tar structure, sample members, labels, metadata,
+    the state's size and CRC32C, and optionally the first image decoded."""
+    problems: list[str] = []
+    wnids = metadata.wnids()
+    want_exts = ("json", "jpg") if task.split == "test" else ("cls", "json", "jpg")
+    samples = 0
+    try:
+        members = list(_sample_members(task.path))
+    except PrepError as e:
+        return task.path.name, 0, [str(e)]
+    with open(task.path, "rb") as f:
+        fd = f.fileno()
+        for key, group in members:
+            where = f"{task.path}: sample {samples} ({key})"
+            samples += 1
+            exts = {ext: m for ext, m in group}
+            if sorted(exts) != sorted(want_exts) or len(group) != len(want_exts):
+                problems.append(f"{where}: members {sorted(e for e, _ in group)}, expected "
+                                f"{sorted(want_exts)}")
+                continue
+            try:
+                meta = json.loads(os.pread(fd, exts["json"].size, exts["json"].offset))
+                label, wnid = meta["label"], meta["wnid"]
+                width, height, filename = meta["width"], meta["height"], meta["filename"]
+            except (ValueError, KeyError, TypeError) as e:
+                problems.append(f"{where}: unreadable .json ({e})")
+                continue
+            if sample_key(filename, where) != key:
+                problems.append(f"{where}: .json names {filename!r}")
+            if task.split == "test":
+                if label is not None or wnid is not None:
+                    problems.append(f"{where}: a test sample with a label")
+            else:
+                cls = os.pread(fd, exts["cls"].size, exts["cls"].offset)
+                if not isinstance(label, int) or not 0 <= label < len(wnids):
+                    problems.append(f"{where}: label {label!r} outside 0..999")
+                elif cls != str(label).encode():
+                    problems.append(f"{where}: .cls {cls!r} but .json label {label}")
+                elif wnids[label] != wnid:
+                    problems.append(f"{where}: label {label} but WNID {wnid}")
+            if not (isinstance(width, int) and isinstance(height, int)) or width <= 0 \
+                    or height <= 0:
+                problems.append(f"{where}: size {width}x{height}")
+            elif task.decode_first and samples == 1:
+                jpg = exts["jpg"]
+                problems += _decode_check(where, os.pread(fd, jpg.size, jpg.offset), width,
+                                          height)
+    if task.entry is not None:
+        problems += _check_bytes(task.path, task.entry)
+    return task.path.name, samples, problems
+
+
+def _sample_members(path: Path):
+    """(key, [(ext, member)]) per sample in tar order; member names checked on the way."""
+    key, group = None, []
+    for m in iter_members(path):
+        stem, dot, ext = m.name.partition(".")
+        if not dot or "/" in m.name or not ext:
+            raise PrepError(f"{path}: member {m.name!r} is not KEY.EXT")
+        if stem != key:
+            if group:
+                yield key, group
+            key, group = stem, []
+        group.append((ext, m))
+    if group:
+        yield key, group
+
+
+def _check_bytes(path: Path, entry: dict) -> list[str]:
+    size = path.stat().st_size
+    if size != entry["bytes"]:
+        return [f"{path}: {size} bytes, the state records {entry['bytes']}"]
+    crc = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            crc = google_crc32c.extend(crc, chunk)
+    if crc != entry["crc32c"]:
+        return [f"{path}: CRC32C mismatch: the shard changed after it was written"]
+    return []
+
+
+def _decode_check(where: str, image: bytes, width: int, height: int) -> list[str]:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            im = Image.open(io.BytesIO(image))
+            im.load()
+    except Exception as e:
+        return [f"{where}: image does not decode ({e})"]
+    if im.format not in ("JPEG", "MPO"):
+        return [f"{where}: image is {im.format}, not JPEG"]
+    if im.mode not in ("RGB", "L"):
+        return [f"{where}: image is {im.mode}, not RGB or grayscale"]
+    if im.size != (width, height):
+        return [f"{where}: image is {im.size[0]}x{im.size[1]}, .json says {width}x{height}"]
+    return []
+
+
+def _check_index(folder: Path, split: str, shards: dict[int, Path], counts: dict[str, int]
+                 ) -> list[str]:
+    path = folder / index_name(split)
+    try:
+        doc = json.loads(path.read_text())
+        listed = [(s["url"], s["nsamples"]) for s in doc["shardlist"]]
+        kind = doc.get("__kind__")
+    except FileNotFoundError:
+        return [f"{path}: missing"]
+    except (ValueError, KeyError, TypeError) as e:
+        return [f"{path}: not a shard index ({e})"]
+    problems = [] if kind == INDEX_KIND else [f"{path}: __kind__ is {kind!r}"]
+    want = [(p.name, counts.get(p.name)) for _, p in sorted(shards.items())]
+    if listed != want:
+        problems.append(f"{path}: lists {len(listed)} shards / {sum(n for _, n in listed)} "
+                        f"samples, the folder holds {len(want)} / "
+                        f"{sum(n or 0 for _, n in want)}")
+    return problems
+
+
+def check_wds(folder: Path, sample: int = 20, workers: int | None = None) -> list[str]:
+    """Problems with a folder of WebDataset shards (empty when all is well).
+
+    Every shard's tar structure and samples, the shard set (numbered from 0, no gap),
+    each split's index against the shards, the totals and every shard's size and
+    CRC32C against the state, and a decoded sample of images.
+    """
+    folder = Path(folder)
+    state = records.load(folder, STATE) or {}
+    problems: list[str] = []
+    by_prefix: dict[str, dict[int, Path]] = {p: {} for p in PREFIX.values()}
+    for entry in sorted(os.listdir(folder)):
+        if is_tmp_name(entry):
+            problems.append(f"{folder / entry}: leftover temporary file")
+        elif m := _SHARD_RE.fullmatch(entry):
+            by_prefix[m.group(1)][int(m.group(2))] = folder / entry
+    for split, prefix in PREFIX.items():
+        shards = by_prefix[prefix]
+        recorded = state.get("splits", {}).get(split)
+        if not shards:
+            if recorded is not None or (folder / index_name(split)).exists():
+                problems.append(f"{folder}: no {prefix} shards")
+            continue
+        missing = [k for k in range(max(shards) + 1) if k not in shards]
+        if recorded is not None and recorded.get("shards", len(shards)) > len(shards):
+            missing += list(range(max(shards) + 1, recorded["shards"]))
+        if missing:
+            problems.append(f"{folder}: {len(missing)} {prefix} shards missing, first "
+                            f"{shard_name(split, missing[0])}")
+        step = max(1, len(shards) // max(1, sample)) if sample else 0
+        tasks = [
+            _CheckTask(path, split, state.get("shards", {}).get(path.name),
+                       bool(step) and j % step == 0 and j // step < sample)
+            for j, (_, path) in enumerate(sorted(shards.items()))
+        ]
+        results = {name: (n, more) for name, n, more in run_tasks(_check_shard, tasks, workers)}
+        counts = {name: n for name, (n, _) in results.items()}
+        problems += [p for name in sorted(results) for p in results[name][1]]
+        problems += _check_index(folder, split, shards, counts)
+        if recorded is not None:
+            skipped = sum(len(e["skipped"]) for e in state.get("shards", {}).values()
+                          if e.get("split") == split)
+            expected = recorded["images"] - skipped
+            if sum(counts.values()) != expected:
+                problems.append(f"{folder}: {sum(counts.values())} {prefix} samples, "
+                                f"expected {expected}")
+    return problems

@@ -68,9 +68,10 @@ def prepare(
     archives: Path, dataset: Path, *, only: str = "pytorch", force: bool = False,
     workers: int | None = None, flatten_mode: str = "hardlink", labels: str = "auto",
     train_shards: int = 1024, val_shards: int = 128, seed: int = 0, dali_index: bool = False,
-    on_bad_image: str = "fail", verify: str = "quick", log=print,
+    on_bad_image: str = "fail", verify: str = "quick", write_report: bool = True, log=print,
 ) -> dict[str, Any]:
-    """Run the stages of `only`; returns a report with per-stage figures."""
+    """Run the stages of `only`, then write DATASET/report.html unless `write_report` is
+    false; returns a report with per-stage figures (its timings are saved as a record)."""
     from imagenet_prep.archives import verify_archives
     from imagenet_prep.sinks.flat import flatten
     from imagenet_prep.sinks.synsets import write_synsets
@@ -80,6 +81,10 @@ def prepare(
     stages = TARGETS[only]
     if not any(find_archive(archives, r) for r in ROLES):
         raise PrepError(f"{archives}: none of the ILSVRC2012 archives is here")
+    if write_report:
+        from imagenet_prep.report import check_target, default_path
+
+        check_target(default_path(dataset))  # refuse before hours of work, not after
     plan = disk_plan(archives, dataset, stages, flatten_mode)
     free = shutil.disk_usage(dataset).free
     need = sum(plan.values())
@@ -135,4 +140,13 @@ def prepare(
         report["stages"][stage] = {"seconds": round(seconds, 3), "result": result}
         log(f"{stage:<9} done in {seconds:7.1f} s")
     report["seconds"] = round(time.monotonic() - t_all, 3)
+    runs = (records.load(dataset, "prepare") or {}).get("runs", [])[-9:]  # the report shows them
+    runs.append({"only": only, "seconds": report["seconds"],
+                 "stages": [[s, v["seconds"]] for s, v in report["stages"].items()]})
+    records.save(dataset, "prepare", {"runs": runs})
+    if write_report:
+        from imagenet_prep.report import build_report
+
+        report["report"] = build_report(dataset, workers=workers)
+        log(f"{'report':<9} done in {report['report']['seconds']:7.1f} s")
     return report

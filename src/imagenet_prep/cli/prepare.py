@@ -31,6 +31,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="TFRecord shuffle seed")
     p.add_argument("--dali-index", action="store_true")
     p.add_argument("--on-bad-image", choices=("fail", "skip"), default="fail")
+    p.add_argument("--no-report", action="store_true",
+                   help="do not write DATASET/report.html at the end")
     add_workers(p)
     add_json(p)
 
@@ -64,6 +66,9 @@ def _summary_lines(report: dict) -> list[str]:
             detail += (f"; {run['images_per_s']:.0f} img/s, {run['mb_per_s']:.0f} MB/s, "
                        f"{len(r['converted'])} converted to RGB JPEG")
         lines.append(f"  {stage:<9} {s['seconds']:7.1f} s  {detail}")
+    if rep := report.get("report"):
+        lines.append(f"  {'report':<9} {rep['seconds']:7.1f} s  {rep['path']} "
+                     f"({rep['bytes'] / 1e6:.2f} MB)")
     return lines
 
 
@@ -75,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
             args.archives, args.out, only=args.only, force=args.force, workers=args.workers,
             flatten_mode=args.flatten_mode, labels=args.labels, train_shards=args.train_shards,
             val_shards=args.val_shards, seed=args.seed, dali_index=args.dali_index,
-            on_bad_image=args.on_bad_image, verify=args.verify, log=log,
+            on_bad_image=args.on_bad_image, verify=args.verify,
+            write_report=not args.no_report, log=log,
         )
     emit(report, args.json, _summary_lines(report))
     return 0

@@ -304,3 +304,32 @@ def test_nothing_to_report(tmp_path):
     proc = run_cli("report", tmp_path / "missing", check=False)
     assert proc.returncode == 1 and "not a folder" in proc.stderr
     assert not (tmp_path / "missing").exists()
+
+
+def test_shard_scan_reads_records_of_any_key_order(tmp_path):
+    """Records whose keys are not in our writer's order (TensorFlow's may be) are read whole."""
+    from imagenet_prep.report.shards import ScanTask, peek, scan_shard
+    from imagenet_prep.tfrecord_format import bytes_feature, encode_example, frame, int64_feature
+
+    jpeg = io.BytesIO()
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(jpeg, "JPEG")
+    records = []
+    for i, label in enumerate((3, 7, 3)):
+        features = {"image/encoded": bytes_feature([jpeg.getvalue()]),
+                    "image/class/label": int64_feature([label]),
+                    "image/filename": bytes_feature([f"f{i}.JPEG".encode()])}
+        sorted_data = encode_example(features)
+        # the same Example with its entries reversed (an Example's features may be split
+        # over several fields; parsers merge them)
+        reversed_data = b"".join(encode_example({k: features[k]}) for k in sorted(features)[::-1])
+        assert peek(sorted_data).label == label
+        assert peek(reversed_data).label is None  # the image comes first: read it whole
+        records.append(frame(reversed_data))
+    shard = tmp_path / "train-00000-of-00001"
+    shard.write_bytes(b"".join(records))
+    r = scan_shard(ScanTask(0, shard, 1.0, "k", frozenset({"f1.JPEG"})))
+    assert r.counts == {3: 2, 7: 1} and r.problems == []
+    assert r.sample == [(40, 30, len(jpeg.getvalue()))] * 3
+    assert list(r.found) == ["f1.JPEG"] and [len(v) for v in r.firsts.values()] == [2, 1]
+    shard.write_bytes(b"".join(records)[:-7])
+    assert "truncated" in scan_shard(ScanTask(0, shard, 0.0, "k", frozenset())).problems[0]

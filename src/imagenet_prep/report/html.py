@@ -7,6 +7,7 @@ so tests, and users with a few lines of code, can read the page back.
 
 from __future__ import annotations
 
+from collections import Counter
 from html import escape
 
 import numpy as np
@@ -233,13 +234,19 @@ def _contact(r: Report) -> list[str]:
 
 def _contact_class(c: ContactClass) -> str:
     counts = " · ".join(f"{s} {n:,}" for s, n in c.counts.items())
+    wrong = Counter(t.box_wnid for t in c.val if t.box_wnid is not None and t.box_wnid != c.wnid)
+    note = ""
+    if wrong:
+        named = ", ".join(f"{w} ({n})" for w, n in wrong.most_common(3))
+        note = (f' <span class="bad">{sum(wrong.values())} of {len(c.val)} validation images '
+                f"here are {named} by their box XMLs</span>")
     rows = []
     for split, thumbs in (("train", c.train), ("val", c.val)):
         cells = "".join(thumb_html(t) for t in thumbs) or '<span class="muted">none</span>'
         rows.append(f'<span class="lbl">{split}</span><span class="row" data-split="{split}" '
                     f'style="display:contents">{cells}</span>')
     return (f'<div class="cls" id="class-{c.wnid}" data-wnid="{c.wnid}"><h3><code>{c.wnid}'
-            f'</code> {escape(c.description)} <span class="muted">({counts})</span></h3>'
+            f'</code> {escape(c.description)} <span class="muted">({counts})</span>{note}</h3>'
             '<div class="sheet">' + '<span class="sep"></span>'.join(rows) + "</div></div>")
 
 

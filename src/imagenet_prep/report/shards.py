@@ -49,15 +49,15 @@ def shard_files(dataset: Path, split: str) -> list[Path]:
 # --- reading a record's first bytes --------------------------------------------------------
 
 def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
-    shift = value = 0
+    b = buf[pos]  # IndexError past the end: peek() turns it into ValueError
+    if b < 0x80:  # the common case: tags and short lengths are one byte
+        return b, pos + 1
+    shift, value = 7, b & 0x7F
     while True:
-        if pos >= len(buf):
-            raise ValueError("truncated varint")
-        b = buf[pos]
-        pos += 1
+        b = buf[pos + shift // 7]
         value |= (b & 0x7F) << shift
         if not b & 0x80:
-            return value, pos
+            return value, pos + shift // 7 + 1
         shift += 7
         if shift > 63:
             raise ValueError("varint too long")
@@ -96,26 +96,63 @@ class Peek:
 
 
 def peek(buf: bytes) -> Peek:
-    """Walk the map entries in `buf` (the start of an Example) up to image/encoded."""
+    """The label and where the image is, from `buf` (the start of an Example)."""
+    try:
+        return _peek(buf)
+    except IndexError:
+        raise ValueError("truncated message") from None
+
+
+_LABEL_KEY = b"\x0a\x11image/class/label"  # key field: tag, length, the key
+_IMAGE_KEY = b"\x0a\x0dimage/encoded"
+_NAME_KEY = b"\x0a\x0eimage/filename"
+
+
+def _peek(buf: bytes) -> Peek:
+    i = buf.find(_IMAGE_KEY)
+    j = buf.find(_LABEL_KEY, 0, max(i, 0))
+    if i >= 0 and j >= 0:  # our writer: both keys in the first bytes, the label first
+        flen, p = _expect(buf, i + len(_IMAGE_KEY), 0x12)  # Feature, last in its entry
+        end = p + flen
+        _, p = _expect(buf, p, 0x0A)  # .bytes_list
+        n, p = _expect(buf, p, 0x0A)  # its single value
+        return Peek(_int64(buf, j + len(_LABEL_KEY)), p, n, end)
+    return _walk(buf)
+
+
+def _walk(buf: bytes) -> Peek:
+    """The general case: visit the entries one by one (any key order)."""
     label = None
     _, pos = _expect(buf, 0, 0x0A)  # Example.features
     while pos < len(buf):
-        start = pos
-        size, body = _expect(buf, pos, 0x0A)  # one map entry
+        size, body = _expect(buf, pos, 0x0A)  # one map entry: key (1), Feature (2)
         end = body + size
         klen, p = _expect(buf, body, 0x0A)
         key = buf[p:p + klen]
         if key == b"image/encoded":
             _, p = _expect(buf, p + klen, 0x12)  # Feature
-            _, p = _expect(buf, p, 0x0A)  # BytesList
+            _, p = _expect(buf, p, 0x0A)  # .bytes_list
             n, p = _expect(buf, p, 0x0A)  # its single value
             return Peek(label, p, n, end)
         if end > len(buf):
             break
         if key == b"image/class/label":
-            label = int(decode_entries(buf[start:end])["image/class/label"][0])
+            label = _int64(buf, p + klen)
         pos = end
     return Peek(label)
+
+
+def _int64(buf: bytes, pos: int) -> int:
+    """The first value of a Feature holding an Int64List (packed or not)."""
+    _, pos = _expect(buf, pos, 0x12)  # Feature
+    _, pos = _expect(buf, pos, 0x1A)  # .int64_list
+    tag, pos = _read_varint(buf, pos)
+    if tag == 0x0A:  # packed
+        _, pos = _read_varint(buf, pos)
+    elif tag != 0x08:
+        raise ValueError(f"unexpected field tag {tag:#x}")
+    value, _ = _read_varint(buf, pos)
+    return value - (1 << 64) if value >= 1 << 63 else value
 
 
 # --- one shard (runs in a worker) --------------------------------------------------------
@@ -164,41 +201,61 @@ def scan_shard(task: ScanTask) -> ScanResult:
                 res.problems.append(f"{where}: truncated record")
                 break
             try:
-                try:
-                    pk = peek(buf[12:12 + length])
-                except ValueError:
-                    if length <= PEEK:
-                        raise
-                    pk = Peek(None)  # an entry cut at the end of the peek: read it whole
-                ex = None
-                if pk.label is None or pk.image_start is None:
-                    ex = _full(fd, offset, length)
-                label = pk.label if ex is None else int(ex["image/class/label"][0])
+                _visit(fd, offset, length, buf[12:12 + length], task, rng, res)
             except (ValueError, KeyError, IndexError) as e:
-                res.problems.append(f"{where}: not a reference Example ({e})")
-                offset += 16 + length
-                continue
-            res.counts[label] = res.counts.get(label, 0) + 1
-            spans = res.firsts.setdefault(label, [])
-            if len(spans) < KEEP_PER_CLASS:
-                spans.append((offset, length))
-            if rng.random() < task.sample_p:
-                res.sample.append(_sizes(fd, offset, length, pk, ex))
-            if task.names:
-                rest = ex if ex is not None else _rest(fd, offset, length, pk)
-                name = rest["image/filename"][0].decode(errors="replace")
-                if name in task.names:
-                    res.found[name] = (offset, length)
+                res.problems.append(f"{where}: not a reference Example ({e!r})")
             offset += 16 + length
     finally:
         os.close(fd)
     return res
 
 
-def _rest(fd: int, offset: int, length: int, pk: Peek) -> dict[str, list]:
+def _visit(fd: int, offset: int, length: int, head: bytes, task: ScanTask, rng: random.Random,
+           res: ScanResult) -> None:
+    """Count one record, and sample it, remember it, or match its name as the task asks."""
+    try:
+        pk = peek(head)
+    except ValueError:
+        if length <= PEEK:
+            raise
+        pk = Peek(None)  # an entry cut at the end of the peek: read the record whole
+    ex = None
+    if pk.label is None or pk.image_start is None:
+        ex = _full(fd, offset, length)
+    label = pk.label if ex is None else int(ex["image/class/label"][0])
+    sampled = _sizes(fd, offset, length, pk, ex) if rng.random() < task.sample_p else None
+    name = None
+    if task.names:
+        name = (ex["image/filename"][0].decode(errors="replace") if ex is not None
+                else _filename(fd, offset, length, pk))
+    res.counts[label] = res.counts.get(label, 0) + 1
+    spans = res.firsts.setdefault(label, [])
+    if len(spans) < KEEP_PER_CLASS:
+        spans.append((offset, length))
+    if sampled is not None:
+        res.sample.append(sampled)
+    if name in task.names:
+        res.found[name] = (offset, length)
+
+
+def _filename(fd: int, offset: int, length: int, pk: Peek) -> str:
+    """The record's image/filename: with our writer, the first entry after the image."""
     assert pk.rest_start is not None
     start = offset + 12 + pk.rest_start
-    return decode_entries(os.pread(fd, offset + 12 + length - start, start))
+    tail = os.pread(fd, min(512, offset + 12 + length - start), start)
+    k = tail.find(_NAME_KEY)
+    try:
+        if k < 0:
+            raise ValueError
+        _, p = _expect(tail, k + len(_NAME_KEY), 0x12)  # Feature
+        _, p = _expect(tail, p, 0x0A)  # .bytes_list
+        n, p = _expect(tail, p, 0x0A)
+        if p + n > len(tail):
+            raise ValueError
+        name = tail[p:p + n]
+    except (ValueError, IndexError):
+        name = _full(fd, offset, length)["image/filename"][0]
+    return name.decode(errors="replace")
 
 
 def _sizes(fd: int, offset: int, length: int, pk: Peek, ex: dict | None) -> tuple[int, int, int]:
@@ -209,7 +266,11 @@ def _sizes(fd: int, offset: int, length: int, pk: Peek, ex: dict | None) -> tupl
         if got is not None:
             return got.width, got.height, pk.image_size
     ex = ex or _full(fd, offset, length)
-    return int(ex["image/width"][0]), int(ex["image/height"][0]), len(ex["image/encoded"][0])
+    image = ex["image/encoded"][0]
+    got = facts_from_head(image)
+    if got is not None:
+        return got.width, got.height, len(image)
+    return int(ex["image/width"][0]), int(ex["image/height"][0]), len(image)
 
 
 # --- the split ----------------------------------------------------------------------------

@@ -127,8 +127,8 @@ def _specials(dataset: Path, recorded: list[gather.Recorded] | None,
                 hits[split, name] = Special(split, name, reason, "content",
                                             _thumb("converted", split, wnid, name, data))
         for wnid, name, reason, data in odd.get(split, []):
-            hits[split, name] = Special(split, name, reason, "content",
-                                        _thumb("converted", split, wnid, name, data))
+            hits[split, name] = Special(split, name, reason, "content", _thumb(
+                "converted", split, wnid, name, data) if data else None)
         for name, err in views[split].sample.unreadable:
             hits[split, name] = Special(split, name, "unreadable", "content", None, err)
     out = sorted(hits.values(), key=lambda s: (s.split != "train", s.name))

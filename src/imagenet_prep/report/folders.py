@@ -18,10 +18,12 @@ from imagenet_prep import records
 from imagenet_prep.catalog import class_dirs
 from imagenet_prep.errors import BadImageError, PrepError
 from imagenet_prep.fsutil import is_tmp_name
+from imagenet_prep.progress import bar
 from imagenet_prep.report.model import Sample
 from imagenet_prep.report.thumbs import HEAD_BYTES, Facts, facts, facts_from_head
 
 RECORD = {"train": "extract-train", "val": "valtree"}
+KEEP_ODD = 100  # sampled files that are not plain JPEGs whose bytes are kept for thumbnails
 
 
 def has_class_folders(root: Path) -> bool:
@@ -78,29 +80,35 @@ class FolderSplit:
         wnids = list(counts)
         starts = np.cumsum([0] + [counts[w] for w in wnids])
         cls = np.searchsorted(starts, picks, side="right") - 1
-        for c in np.unique(cls):
-            wnid = wnids[int(c)]
-            names = _names(self.root / wnid)  # one class folder at a time
-            for j in picks[cls == c] - starts[c]:
-                if j >= len(names):  # the folder holds fewer files than its record says
-                    continue
-                path = self.root / wnid / names[int(j)]
-                head = _read(path, HEAD_BYTES)
-                got: Facts | None = facts_from_head(head)
-                size = os.stat(path).st_size
-                if got is None:
-                    data = _read(path)
-                    try:
-                        got = facts(data, str(path))
-                    except BadImageError as e:
-                        out.unreadable.append((names[int(j)], str(e)))
-                        continue
-                    if got.reason:
-                        odd.append((wnid, names[int(j)], got.reason, data))
-                out.widths.append(got.width)
-                out.heights.append(got.height)
-                out.sizes.append(size)
+        with bar(len(picks), f"report: sample {self.split}") as pb:
+            for c in np.unique(cls):
+                self._sample_class(wnids[int(c)], picks[cls == c] - starts[c], out, odd)
+                pb.update(int((cls == c).sum()))
         return out, odd
+
+    def _sample_class(self, wnid: str, indices: np.ndarray, out: Sample,
+                      odd: list[tuple[str, str, str, bytes]]) -> None:
+        """Header facts of the images at `indices` of one class folder's sorted listing."""
+        names = _names(self.root / wnid)
+        for j in indices:
+            if j >= len(names):  # the folder holds fewer files than its record says
+                continue
+            path = self.root / wnid / names[int(j)]
+            got: Facts | None = facts_from_head(_read(path, HEAD_BYTES))
+            size = os.stat(path).st_size
+            if got is None:
+                data = _read(path)
+                try:
+                    got = facts(data, str(path))
+                except BadImageError as e:
+                    out.unreadable.append((names[int(j)], str(e)))
+                    continue
+                if got.reason:  # bytes kept for a thumbnail, for the first ones only
+                    odd.append((wnid, names[int(j)], got.reason,
+                                data if len(odd) < KEEP_ODD else b""))
+            out.widths.append(got.width)
+            out.heights.append(got.height)
+            out.sizes.append(size)
 
     def pick(self, wnid: str, k: int, seed: int) -> list[tuple[str, bytes]]:
         """(name, bytes) of up to `k` images of one class, a seeded choice shown in name order."""

@@ -304,26 +304,31 @@ class ShardSplit:
         tasks = [ScanTask(i, path, p, f"{seed}/{split}/{path.name}",
                           frozenset(want.get(path.name, ())))
                  for i, path in enumerate(self.shards)]
-        results: list[ScanResult] = []
-        with bar(len(tasks), f"report: scan {split} shards", unit="shard") as pb:
-            for r in run_tasks(scan_shard, tasks, workers):
-                results.append(r)
-                pb.update()
-        results.sort(key=lambda r: r.index)
         self.by_label: dict[int, int] = {}
         self.firsts: dict[int, list[tuple[int, int, int]]] = {}
         self.located: dict[str, tuple[int, int, int]] = {}
         self.problems: list[str] = []
         self.sampled: list[tuple[int, int, int]] = []
-        for r in results:
-            for label, n in r.counts.items():
-                self.by_label[label] = self.by_label.get(label, 0) + n
-            for label, spans in r.firsts.items():
-                keep = self.firsts.setdefault(label, [])
-                keep += [(r.index, o, n) for o, n in spans[:KEEP_PER_CLASS - len(keep)]]
-            self.located.update({k: (r.index, o, n) for k, (o, n) in r.found.items()})
-            self.problems += r.problems
-            self.sampled += r.sample
+        waiting: dict[int, ScanResult] = {}  # finished out of order (at most a pool window)
+        done = 0
+        with bar(len(tasks), f"report: scan {split} shards", unit="shard") as pb:
+            for r in run_tasks(scan_shard, tasks, workers):
+                waiting[r.index] = r
+                while done in waiting:
+                    self._merge(waiting.pop(done))
+                    done += 1
+                pb.update()
+
+    def _merge(self, r: ScanResult) -> None:
+        """Fold one shard's result in, in shard order; only K spans per class are kept."""
+        for label, n in r.counts.items():
+            self.by_label[label] = self.by_label.get(label, 0) + n
+        for label, spans in r.firsts.items():
+            keep = self.firsts.setdefault(label, [])
+            keep += [(r.index, o, n) for o, n in spans[:KEEP_PER_CLASS - len(keep)]]
+        self.located.update({k: (r.index, o, n) for k, (o, n) in r.found.items()})
+        self.problems += r.problems
+        self.sampled += r.sample
 
     def counts(self) -> tuple[dict[str, int], str]:
         wnids = metadata.wnids()

@@ -70,9 +70,11 @@ def prepare(
     train_shards: int = 1024, val_shards: int = 128, seed: int = 0, dali_index: bool = False,
     on_bad_image: str = "fail", verify: str = "quick", log=print, wds: bool = False,
     wds_shard_size: int | None = None, wds_shard_samples: int | None = None,
+    write_report: bool = True,
 ) -> dict[str, Any]:
-    """Run the stages of `only` (then WebDataset shards with `wds`); returns a report with
-    per-stage figures."""
+    """Run the stages of `only` (then WebDataset shards with `wds`), then write
+    DATASET/report.html unless `write_report` is false; returns a report with per-stage
+    figures (its timings are saved as a record)."""
     from imagenet_prep.archives import verify_archives
     from imagenet_prep.sinks.flat import flatten
     from imagenet_prep.sinks.synsets import write_synsets
@@ -84,6 +86,10 @@ def prepare(
         raise PrepError("give --wds-shard-size or --wds-shard-samples, not both")
     if not any(find_archive(archives, r) for r in ROLES):
         raise PrepError(f"{archives}: none of the ILSVRC2012 archives is here")
+    if write_report:
+        from imagenet_prep.report import check_target, default_path
+
+        check_target(default_path(dataset))  # refuse before hours of work, not after
     plan = disk_plan(archives, dataset, stages, flatten_mode)
     free = shutil.disk_usage(dataset).free
     need = sum(plan.values())
@@ -147,4 +153,13 @@ def prepare(
         report["stages"][stage] = {"seconds": round(seconds, 3), "result": result}
         log(f"{stage:<9} done in {seconds:7.1f} s")
     report["seconds"] = round(time.monotonic() - t_all, 3)
+    runs = (records.load(dataset, "prepare") or {}).get("runs", [])[-9:]  # the report shows them
+    runs.append({"only": only, "seconds": report["seconds"],
+                 "stages": [[s, v["seconds"]] for s, v in report["stages"].items()]})
+    records.save(dataset, "prepare", {"runs": runs})
+    if write_report:
+        from imagenet_prep.report import build_report
+
+        report["report"] = build_report(dataset, workers=workers)
+        log(f"{'report':<9} done in {report['report']['seconds']:7.1f} s")
     return report

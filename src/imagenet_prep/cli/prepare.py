@@ -38,6 +38,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="WebDataset shard size, e.g. 500MB, 1GB (default 1GB)")
     p.add_argument("--wds-shard-samples", type=int, default=None, metavar="N",
                    help="WebDataset samples per shard instead of a size")
+    p.add_argument("--no-report", action="store_true",
+                   help="do not write DATASET/report.html at the end")
     add_workers(p)
     add_json(p)
 
@@ -75,6 +77,9 @@ def _summary_lines(report: dict) -> list[str]:
                                for k, v in r["splits"].items())
             detail += f"; {r['run']['images_per_s']:.0f} img/s, {r['run']['mb_per_s']:.0f} MB/s"
         lines.append(f"  {stage:<9} {s['seconds']:7.1f} s  {detail}")
+    if rep := report.get("report"):
+        lines.append(f"  {'report':<9} {rep['seconds']:7.1f} s  {rep['path']} "
+                     f"({rep['bytes'] / 1e6:.2f} MB)")
     return lines
 
 
@@ -88,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
             val_shards=args.val_shards, seed=args.seed, dali_index=args.dali_index,
             on_bad_image=args.on_bad_image, verify=args.verify, log=log, wds=args.wds,
             wds_shard_size=parse_size(args.wds_shard_size) if args.wds_shard_size else None,
-            wds_shard_samples=args.wds_shard_samples,
+            wds_shard_samples=args.wds_shard_samples, write_report=not args.no_report,
         )
     emit(report, args.json, _summary_lines(report))
     return 0

@@ -1,0 +1,120 @@
+"""The dataset's facts from the records its stages saved, so nothing large is re-listed.
+
+Every stage writes a small JSON record in DATASET/.imagenet-prep when it finishes
+(extract-SPLIT, valtree, bbox, tfrecord, prepare); the summary table, timings and
+the list of converted files come from those, and `check` is run as it is.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from imagenet_prep import records
+from imagenet_prep.report.model import Row, SplitView
+from imagenet_prep.report.shards import shard_files
+from imagenet_prep.sinks.flat import FLAT_DIR
+from imagenet_prep.sinks.tfrecord import LAYOUT, REPORT, STATE
+
+PREPARE = "prepare"  # the record `prepare` saves: stage timings of its last runs
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """A file the TFRecord run converted to RGB JPEG or left out, and the shard it went to."""
+
+    split: str
+    shard: str
+    name: str
+    reason: str  # cmyk, ycck, png, ... or "skipped"
+    error: str | None = None
+
+
+def tfrecord_specials(dataset: Path) -> list[Recorded] | None:
+    """Converted and left-out files from the TFRecord state (every shard of every run),
+    sorted; None when no TFRecord run is recorded."""
+    state = records.load(dataset, STATE)
+    if state is None:
+        return None
+    out = []
+    for shard, e in sorted(state.get("shards", {}).items()):
+        out += [Recorded(e["split"], shard, n, r) for n, r in e.get("converted", [])]
+        out += [Recorded(e["split"], shard, n, "skipped", err) for n, err in e.get("skipped", [])]
+    return sorted(out, key=lambda r: (r.split != "train", r.name))
+
+
+def _row_for_split(dataset: Path, split: str, view: SplitView | None) -> Row | None:
+    rec = records.load(dataset, f"extract-{split}")
+    recorded_bytes = rec["bytes"] if rec else None
+    if view is not None:
+        detail = f"from {view.source}; counts from {view.counts_from}"
+        return Row(split, f"{split} images", view.images, len(view.counts),
+                   recorded_bytes if view.source == "folders" else None, detail)
+    if rec is None:
+        return None
+    if split == "val":
+        return Row(split, "val images", rec["files"], None, recorded_bytes,
+                   "flat in val/ (valtree not run: no class folders)")
+    return Row(split, f"{split} images", rec["files"], len(rec["classes"]) or None,
+               recorded_bytes, f"record extract-{split}.json")
+
+
+def summary_rows(dataset: Path, views: dict[str, SplitView]) -> list[Row]:
+    """One row per thing the dataset holds, in the order a user reads them."""
+    rows = [r for s in ("train", "val") if (r := _row_for_split(dataset, s, views.get(s)))]
+    for split, what in (("test", "test images"), ("bbox_train", "train box XMLs"),
+                        ("bbox_val", "val box XMLs")):
+        if rec := records.load(dataset, f"extract-{split}"):
+            rows.append(Row(split, what, rec["files"], None, rec["bytes"],
+                            f"record extract-{split}.json"))
+    if (dataset / "synsets.txt").is_file():
+        n = len((dataset / "synsets.txt").read_text().splitlines())
+        rows.append(Row("synsets", "synsets.txt", n, n, (dataset / "synsets.txt").stat().st_size,
+                        "lines (classes)"))
+    if rec := records.load(dataset, "bbox"):
+        rows.append(Row("bbox_csv", "box CSV rows", rec["boxes_written"], None, rec["bytes"],
+                        f"boxes of {rec['images']:,} images; {rec['files_skipped']:,} XMLs and "
+                        f"{rec['boxes_skipped']:,} boxes outside the 1000 classes"))
+    for flat in FLAT_DIR.values():
+        if (dataset / flat).is_dir():
+            rows.append(Row(flat, f"{flat}/", None, None, None,
+                            "present (links to the class folders; see check)"))
+    state = records.load(dataset, STATE) or {}
+    for split, lay in LAYOUT.items():
+        shards = shard_files(dataset, split)
+        if not shards:
+            continue
+        entries = [state.get("shards", {}).get(p.name) for p in shards]
+        recorded = sum(e["records"] for e in entries if e) if all(entries) else None
+        size = sum(p.stat().st_size for p in shards)
+        opts = state.get("options", {})
+        detail = f"{len(shards):,} shards in {lay.folder}/"
+        if opts:
+            detail += f" (seed {opts.get('seed')})"
+        rows.append(Row(f"tfrecord_{split}", f"{split} TFRecords", recorded, None, size, detail))
+    return rows
+
+
+def timings(dataset: Path) -> dict[str, Any] | None:
+    """Stage timings of the recorded `prepare` runs, and the TFRecord run's throughput."""
+    prep = records.load(dataset, PREPARE)
+    tf = records.load(dataset, REPORT)
+    if prep is None and tf is None:
+        return None
+    out: dict[str, Any] = {}
+    if prep is not None:
+        out["prepare"] = prep.get("runs", [])
+    if tf is not None and "run" in tf:
+        out["tfrecord"] = tf["run"]
+    return out
+
+
+def run_check(dataset: Path) -> dict[str, Any]:
+    """What `imagenet-prep check` says (it reads every TFRecord; at full scale, minutes)."""
+    from imagenet_prep.check import check_dataset
+
+    problems, checked = check_dataset(dataset)
+    return {"ok": not problems, "problems": problems,
+            "skipped": checked.get("skipped_images", []),
+            "checked": sorted(k for k, v in checked.items() if v is True)}

@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import struct
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,12 @@ TARGETS = {
     "pytorch": ("verify", "extract", "valtree", "flatten", "synsets"),
     "tensorflow": ("verify", "bbox", "tfrecord"),
     "all": ("verify", "extract", "valtree", "flatten", "synsets", "bbox", "tfrecord"),
+}
+# Archive roles each target reads (what `prepare --download` fetches when missing).
+ROLES_USED = {
+    "pytorch": ROLES,
+    "tensorflow": tuple(r for r in ROLES if r != "test"),
+    "all": ROLES,
 }
 
 
@@ -69,8 +76,13 @@ def prepare(
     workers: int | None = None, flatten_mode: str = "hardlink", labels: str = "auto",
     train_shards: int = 1024, val_shards: int = 128, seed: int = 0, dali_index: bool = False,
     on_bad_image: str = "fail", verify: str = "quick", log=print,
+    download: Callable[[], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """Run the stages of `only`; returns a report with per-stage figures."""
+    """Run the stages of `only`; returns a report with per-stage figures.
+
+    `download`, if given, runs first and fetches the missing archives (see
+    imagenet_prep.download); its report becomes the "download" stage.
+    """
     from imagenet_prep.archives import verify_archives
     from imagenet_prep.sinks.flat import flatten
     from imagenet_prep.sinks.synsets import write_synsets
@@ -78,6 +90,11 @@ def prepare(
     from imagenet_prep.sinks.valtree import valtree
 
     stages = TARGETS[only]
+    fetched: dict[str, Any] | None = None
+    if download is not None:
+        t0 = time.monotonic()
+        fetched = {"result": download()}
+        fetched["seconds"] = round(time.monotonic() - t0, 3)
     if not any(find_archive(archives, r) for r in ROLES):
         raise PrepError(f"{archives}: none of the ILSVRC2012 archives is here")
     plan = disk_plan(archives, dataset, stages, flatten_mode)
@@ -93,6 +110,8 @@ def prepare(
             "free some space or pass --force"
         )
     report: dict[str, Any] = {"dataset": str(dataset), "only": only, "plan": plan, "stages": {}}
+    if fetched is not None:
+        report["stages"]["download"] = fetched
     t_all = time.monotonic()
     for stage in stages:
         t0 = time.monotonic()

@@ -7,9 +7,10 @@ import sys
 from pathlib import Path
 
 from imagenet_prep.cli.common import add_archives, add_json, add_workers, emit
+from imagenet_prep.cli.download import add_source_arguments, credentials, transfer_options
 from imagenet_prep.fsutil import dataset_lock, ensure_dir
 from imagenet_prep.labels import SOURCES
-from imagenet_prep.pipeline import TARGETS, prepare
+from imagenet_prep.pipeline import ROLES_USED, TARGETS, prepare
 from imagenet_prep.sinks.flat import MODES
 
 HELP = "run every stage in order after a disk plan; reruns resume"
@@ -31,6 +32,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="TFRecord shuffle seed")
     p.add_argument("--dali-index", action="store_true")
     p.add_argument("--on-bad-image", choices=("fail", "skip"), default="fail")
+    p.add_argument("--download", action="store_true",
+                   help="first download the archives missing from --archives (see "
+                        "`imagenet-prep download --help`; options below)")
+    add_source_arguments(p)
     add_workers(p)
     add_json(p)
 
@@ -40,7 +45,10 @@ def _summary_lines(report: dict) -> list[str]:
     for stage, s in report["stages"].items():
         r = s["result"]
         detail = ""
-        if stage == "extract":
+        if stage == "download":
+            detail = (f"{r['downloaded_files']} files, {r['bytes'] / 1e6:.1f} MB, "
+                      f"{r['mb_per_s']:.0f} MB/s; {r['already_here']} already here")
+        elif stage == "extract":
             files = sum(v["files"] for v in r.values())
             size = sum(v["bytes"] for v in r.values())
             rate = size / 1e6 / s["seconds"] if s["seconds"] else 0.0
@@ -70,12 +78,21 @@ def _summary_lines(report: dict) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     ensure_dir(args.out)
     log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
+    download = None
+    if args.download:
+        def download() -> dict:
+            from imagenet_prep.download.job import download_archives
+
+            return download_archives(
+                args.archives, base_url=args.base_url, roles=ROLES_USED[args.only],
+                credentials=credentials(args), options=transfer_options(args), log=log,
+            )
     with dataset_lock(args.out):
         report = prepare(
             args.archives, args.out, only=args.only, force=args.force, workers=args.workers,
             flatten_mode=args.flatten_mode, labels=args.labels, train_shards=args.train_shards,
             val_shards=args.val_shards, seed=args.seed, dali_index=args.dali_index,
-            on_bad_image=args.on_bad_image, verify=args.verify, log=log,
+            on_bad_image=args.on_bad_image, verify=args.verify, log=log, download=download,
         )
     emit(report, args.json, _summary_lines(report))
     return 0

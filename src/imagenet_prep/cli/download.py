@@ -106,7 +106,8 @@ def transfer_options(args: argparse.Namespace):
 def summary_lines(report: dict) -> list[str]:
     lines = []
     if report["downloaded_files"]:
-        lines.append(f"downloaded {report['downloaded_files']} files, "
+        n = report["downloaded_files"]
+        lines.append(f"downloaded {n} file{'s' if n != 1 else ''}, "
                      f"{human_size(report['bytes'])} in {report['seconds']:.1f} s "
                      f"({report['mb_per_s']:.1f} MB/s)")
     if report["already_here"]:

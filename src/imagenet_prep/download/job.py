@@ -267,5 +267,8 @@ def _file_line(f: dict[str, Any]) -> str:
     extra += f", {f['retries']} retries" if f["retries"] else ""
     check = ("size and MD5 match" if f["md5_check"] == "OK"
              else f"size matches, no reference MD5 (MD5 {f['md5']})")
-    return (f"{f['md5_check']:<8} {f['name']}  {human_size(f['bytes'])} in {f['seconds']:.1f} s "
+    size = human_size(f["bytes"])
+    if f["downloaded_bytes"] != f["bytes"]:
+        size += f" ({human_size(f['downloaded_bytes'])} this run)"
+    return (f"{f['md5_check']:<8} {f['name']}  {size} in {f['seconds']:.1f} s "
             f"({f['mb_per_s']:.1f} MB/s, {conns}{extra}); {check}")

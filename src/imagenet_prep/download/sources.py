@@ -110,7 +110,7 @@ class Source(Protocol):
     def probe(self, name: str) -> Remote: ...
 
     def read(self, remote: Remote, start: int, end: int | None, *, ranged: bool
-             ) -> Iterator[bytes | bytearray]: ...
+             ) -> Iterator[bytes]: ...
 
     def fetch_small(self, name: str) -> bytes | None: ...
 
@@ -314,7 +314,7 @@ class HttpSource:
                           resp.headers.get("Last-Modified"))
 
     def read(self, remote: Remote, start: int, end: int | None, *, ranged: bool
-             ) -> Iterator[bytes | bytearray]:
+             ) -> Iterator[bytes]:
         headers = {}
         if ranged:
             headers["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
@@ -368,23 +368,30 @@ class HttpSource:
             self._idle.clear()
 
 
-def _coalesce(raw: urllib3.HTTPResponse) -> Iterator[bytearray]:
-    """The body as blocks of up to CHUNK bytes, handed on at least every FLUSH_SECONDS."""
-    buf = bytearray()
+def _coalesce(raw: urllib3.HTTPResponse) -> Iterator[bytes]:
+    """The body as blocks of up to CHUNK bytes, handed on at least every FLUSH_SECONDS.
+
+    A block that arrives whole (the usual case on a fast link) is passed on as is;
+    small reads are joined, so the writer sees few large writes.
+    """
+    parts: list[bytes] = []
+    size = 0
     last = time.monotonic()
     try:
-        while data := raw.read1(CHUNK - len(buf), decode_content=False):
-            buf += data
+        while data := raw.read1(CHUNK - size, decode_content=False):
+            parts.append(data)
+            size += len(data)
             now = time.monotonic()
-            if len(buf) >= CHUNK or now - last >= FLUSH_SECONDS:
-                out, buf, last = buf, bytearray(), now
-                yield out
+            if size >= CHUNK or now - last >= FLUSH_SECONDS:
+                block = parts[0] if len(parts) == 1 else b"".join(parts)
+                parts, size, last = [], 0, now
+                yield block
     except Exception:
-        if buf:  # what arrived before a drop is kept: the retry starts after it
-            yield buf
+        if parts:  # what arrived before a drop is kept: the retry starts after it
+            yield b"".join(parts)
         raise
-    if buf:
-        yield buf
+    if parts:
+        yield b"".join(parts)
 
 
 def _content_range(value: str, shown: str) -> tuple[int, int, int | None]:

@@ -214,10 +214,18 @@ class _PrefixHasher:
         self._thread.join()
 
 
+PIECES_PER_CONNECTION = 8  # so the MD5 never trails the download by more than ~1/8 of a file
+
+
 def _pieces(missing: list[tuple[int, int]], opts: TransferOptions) -> list[tuple[int, int]]:
-    """Cut the missing ranges into pieces, in file order, about one per connection or more."""
+    """Cut the missing ranges into pieces, in file order, several per connection.
+
+    Workers take pieces in order, so the finished prefix (what the MD5 can read)
+    trails the newest byte by at most the pieces in flight.
+    """
     left = sum(b - a for a, b in missing)
-    size = min(opts.max_piece, max(opts.min_piece, math.ceil(left / max(1, opts.connections))))
+    per = max(1, opts.connections) * PIECES_PER_CONNECTION
+    size = min(opts.max_piece, max(opts.min_piece, math.ceil(left / per)))
     out = []
     for a, b in missing:
         out += [(s, min(b, s + size)) for s in range(a, b, size)]
@@ -336,7 +344,10 @@ def save_state(final: Path, remote: Remote, done: list[list[int]]) -> None:
     record = {"version": STATE_VERSION, "name": remote.name, "url": remote.url,
               "size": remote.size, "etag": remote.etag, "last_modified": remote.last_modified,
               "done": done}
-    write_atomic(state_path(final), json.dumps(record, indent=1) + "\n")
+    # No fsync of its own: the data it claims was fdatasynced before it was written, so
+    # whichever version survives a crash claims nothing that is not on disk (and a lost
+    # or empty record only means a restart from byte 0).
+    write_atomic(state_path(final), json.dumps(record, indent=1) + "\n", fsync=False)
 
 
 def _open_locked(part: Path) -> int:
@@ -442,6 +453,7 @@ def fetch_file(
                           resumed_from=resumed_from, restarts=restarts, md5_seconds_after=after,
                           retries=retries)
         _finish(fd, part, final, outcome, want_size, want_md5)
+        outcome.seconds = time.monotonic() - t0  # the final fsync and rename included
         return outcome
     finally:
         os.close(fd)

@@ -35,7 +35,7 @@ class MirrorServer(ThreadingHTTPServer):
         self.drop_after = 0           # ... after this many body bytes
         self.required: tuple[str, str] | None = None  # (header, text it must contain) or 401
         self.corrupt: dict[str, int] = {}  # file name -> offset of a flipped byte
-        self.rate: float | None = None     # bytes per second per response (slow mode)
+        self.rate: float | None = None     # bytes/s per response longer than 16 KiB (slow mode)
         self.requests: list[dict] = []
         self.lock = threading.Lock()
         self._thread = threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True)
@@ -130,8 +130,9 @@ class _Handler(BaseHTTPRequestHandler):
                 srv.drops -= 1
                 limit = srv.drop_after
         flip = srv.corrupt.get(name)
+        rate = srv.rate if end - start > BLOCK else None
         with open(path, "rb") as f:
-            if limit is None and flip is None and srv.rate is None:
+            if limit is None and flip is None and rate is None:
                 self.connection.sendfile(f, start, end - start)  # fast path (benchmark)
                 return
             pos = start
@@ -151,5 +152,5 @@ class _Handler(BaseHTTPRequestHandler):
                 except OSError:
                     return
                 pos += n
-                if srv.rate:
-                    time.sleep(n / srv.rate)
+                if rate:
+                    time.sleep(n / rate)

@@ -112,6 +112,21 @@ def test_rerun_skips_what_is_here(mirror, small_replica, tmp_path):
     assert {r["path"] for r in mirror.requests[before:]} == {MD5SUMS, SIZES}
 
 
+def test_verify_replaces_a_damaged_archive_already_here(mirror, small_replica, tmp_path):
+    fetch(tmp_path, mirror.url)
+    data = bytearray((tmp_path / VAL).read_bytes())
+    data[100] ^= 1
+    (tmp_path / VAL).write_bytes(data)  # same size: only an MD5 sees it
+    report, _ = fetch(tmp_path, mirror.url)
+    assert {f["status"] for f in report["files"]} == {"already here"}
+    report, lines = fetch(tmp_path, mirror.url, verify_existing=True)
+    assert any(line.startswith(f"{VAL}: MD5 ") and line.endswith(
+        f"renamed to {VAL}.bad, downloading it again") for line in lines), lines
+    assert [f["name"] for f in report["files"] if f["status"] == "downloaded"] == [VAL]
+    same_files(tmp_path, small_replica)
+    assert (tmp_path / f"{VAL}.bad").read_bytes() == data
+
+
 def test_drops_midway_end_correct_through_resume(mirror, small_replica, tmp_path):
     mirror.drops, mirror.drop_after = 8, 20_000
     report, _ = fetch(tmp_path, mirror.url, replace(FAST, min_piece=64 << 10))
@@ -258,6 +273,21 @@ def test_test_archive_falls_back_to_its_other_name(archives_copy, tmp_path):
     same_files(tmp_path, archives_copy, [TEST_V10102019])
 
 
+def test_broken_checksum_list_is_ignored_and_sizes_still_checked(archives_copy, tmp_path):
+    (archives_copy / MD5SUMS).write_text("<html>oops</html>\n")
+    with MirrorServer(archives_copy) as srv:
+        lines: list[str] = []
+        with pytest.raises(PrepError) as e:
+            download_archives(tmp_path / "out", base_url=srv.url, options=FAST,
+                              progress=False, log=lines.append, roles=["train"])
+    assert lines[0] == (f"ignoring MD5SUMS and SIZES from {srv.url}: {srv.url}MD5SUMS:1: "
+                        "expected '<value>  <name>', got '<html>oops</html>'")
+    assert str(e.value) == (f"{srv.url}{TRAIN}: the server has 215,040 bytes, the reference "
+                            "says 147,897,477,120; wrong --base-url, or another version of "
+                            "the file")
+    assert list((tmp_path / "out").iterdir()) == []  # nothing fetched, nothing kept
+
+
 def test_corrupted_byte_is_kept_as_bad(mirror, small_replica, tmp_path):
     mirror.corrupt = {TRAIN: 12_345}
     with pytest.raises(PrepError) as e:
@@ -327,6 +357,26 @@ def test_killed_download_resumes(small_replica, tmp_path):
         assert min(range_starts(srv, TRAIN)) >= kept
     same_files(to, small_replica, [TRAIN])
     assert leftovers(to) == []
+
+
+def test_ctrl_c_on_a_stalled_server_stops_at_once_and_keeps_progress(small_replica, tmp_path):
+    to = tmp_path / "out"
+    with MirrorServer(small_replica) as srv:
+        srv.rate = 100  # bytes/s: one 16 KiB block, then minutes of silence
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "imagenet_prep", "download", "--to", str(to), "--base-url",
+             srv.url, "--only", "train", "--connections", "1"],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 30
+        while not range_starts(srv, TRAIN) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.5)  # the block is in the client's hands
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=20)  # far less than the 60 s read timeout
+    assert proc.returncode == 130
+    assert err.strip().endswith("interrupted; run the same command again to resume")
+    assert load_state(to / TRAIN)["done"] == [[0, 16 << 10]]  # what arrived was kept
+    assert not (to / TRAIN).exists()
 
 
 def test_prepare_download_into_empty_folder(mirror, tmp_path):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -69,20 +70,32 @@ def resolve_roles(items: Iterable[str]) -> tuple[str, ...]:
     return tuple(r for r in ORDER if r in roles)
 
 
-def _fetch_manifests(source: Source, to: Path) -> list[str]:
-    """Copy the mirror's MD5SUMS and SIZES into `to`; returns the names it had."""
-    got = []
-    for name in (MD5SUMS, SIZES):
-        data = source.fetch_small(name)
-        if data is None:
-            continue
+def _fetch_manifests(source: Source, to: Path, log: Callable[[str], None]) -> list[str]:
+    """Copy the mirror's MD5SUMS and SIZES into `to` if they parse; returns the names copied.
+
+    They are checked with verify's own parser in a temporary folder first, so a
+    mirror's broken list never lands in `to` (it is reported and left out).
+    """
+    got = {name: data for name in (MD5SUMS, SIZES)
+           if (data := source.fetch_small(name)) is not None}
+    if not got:
+        return []
+    with tempfile.TemporaryDirectory(dir=to, prefix=".manifests-") as tmp:
+        for name, data in got.items():
+            write_atomic(Path(tmp) / name, data)
         try:
-            data.decode("utf-8")
-        except UnicodeDecodeError:
-            raise PrepError(f"{source.display}: {name} is not a text file") from None
-        write_atomic(to / name, data)
-        got.append(name)
-    return got
+            reference(Path(tmp))
+        except PrepError as e:
+            where = f"{source.display.rstrip('/')}/"
+            log(f"ignoring {' and '.join(got)} from {source.display}: "
+                f"{str(e).replace(tmp + os.sep, where)}")
+            return []
+        for name in got:
+            try:
+                os.replace(Path(tmp) / name, to / name)
+            except OSError as e:
+                raise os_error(to / name, e) from None
+    return list(got)
 
 
 def _reference_line(to: Path, fetched: list[str], source: Source) -> str:
@@ -123,13 +136,14 @@ def download_archives(
     t0 = time.monotonic()
     source = open_source(base_url, credentials, timeout=timeout)
     try:
-        fetched = opts.retry.call(lambda: _fetch_manifests(source, to), source.display)
+        fetched = opts.retry.call(lambda: _fetch_manifests(source, to, log), source.display)
         ref = reference(to)
-        log(_reference_line(to, fetched, source))
+        ref_line = _reference_line(to, fetched, source)
+        log(ref_line)
         files: list[dict[str, Any]] = []
         items: list[_Item] = []
         for role in wanted:
-            here = _already_here(role, to, ref, source, opts, verify_existing, log)
+            here = _already_here(role, to, ref, verify_existing, progress, log)
             if here is not None:
                 files.append(here)
                 log(f"{'HERE':<8} {here['name']}  {human_size(here['bytes'])}, already here")
@@ -145,30 +159,39 @@ def download_archives(
     moved = sum(f["downloaded_bytes"] for f in fetched_files)
     seconds = time.monotonic() - t0
     return {
-        "to": str(to), "base_url": source.display, "reference": fetched or "official",
+        "to": str(to), "base_url": source.display,
+        "reference": ref_line.removeprefix("reference: "), "manifests_fetched": fetched,
         "files": files, "downloaded_files": len(fetched_files),
         "already_here": len(files) - len(fetched_files), "bytes": moved,
         "seconds": round(seconds, 3), "mb_per_s": round(moved / 1e6 / seconds, 1) if seconds else 0,
     }
 
 
-def _already_here(role: str, to: Path, ref: dict, source: Source, opts: TransferOptions,
-                  verify_existing: bool, log: Callable[[str], None]) -> dict[str, Any] | None:
+def _already_here(role: str, to: Path, ref: dict, verify_existing: bool, progress: bool,
+                  log: Callable[[str], None]) -> dict[str, Any] | None:
     """The report entry of an archive of `role` already complete in `to`, else None."""
     for name in _candidates(role, ref):
         path = to / name
         if not path.is_file():
             continue
         size = path.stat().st_size
+        # Without a reference size (the official table has none for the box archives) the
+        # file is taken as it is, as `verify` does: no request, so a complete folder needs
+        # neither network nor credentials.
         want_size, want_md5 = ref.get(name, (None, None))
-        if want_size is None:  # no reference size: the server's Content-Length decides
-            want_size = opts.retry.call(lambda n=name: source.probe(n), source.display).size
         if want_size is not None and size != want_size:
             raise PrepError(f"{path}: already here but {size:,} bytes, expected {want_size:,}; "
                             "move it away to download it again")
         md5 = None
         if verify_existing and want_md5 is not None:
-            md5 = md5_file(path)
+            pbar = bar(size, f"verify {name}", bytes_=True) if progress else None
+            try:
+                md5 = md5_file(path, pbar.update if pbar is not None else None)
+            except OSError as e:
+                raise PrepError(f"{path}: cannot read ({e.strerror or e})") from None
+            finally:
+                if pbar is not None:
+                    pbar.close()
             if md5 != want_md5:
                 try:
                     os.replace(path, bad_path(path))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -113,6 +114,8 @@ class Source(Protocol):
              ) -> Iterator[bytes]: ...
 
     def fetch_small(self, name: str) -> bytes | None: ...
+
+    def interrupt(self) -> None: ...
 
     def close(self) -> None: ...
 
@@ -238,6 +241,7 @@ class HttpSource:
                         name, value, domain=host, path="/"))
         self._idle: list[requests.Session] = []  # keep-alive connections, reused across files
         self._all: list[requests.Session] = []
+        self._reading: set[requests.Response] = set()  # what `interrupt` cuts
         self._lock = threading.Lock()
 
     @contextlib.contextmanager
@@ -318,7 +322,8 @@ class HttpSource:
         headers = {}
         if ranged:
             headers["Range"] = f"bytes={start}-{'' if end is None else end - 1}"
-        with self._session() as session, self._get(session, remote.name, headers) as resp:
+        with (self._session() as session, self._get(session, remote.name, headers) as resp,
+              self._registered(resp)):
             self._check(resp, remote.url)
             if not remote.same_version(resp.headers.get("ETag"), resp.headers.get("Last-Modified")):
                 raise SourceChanged("its ETag or Last-Modified changed")
@@ -359,6 +364,27 @@ class HttpSource:
                     http.client.HTTPException, OSError) as e:
                 raise Retryable(_reason(e)) from None
             return bytes(data)
+
+    @contextlib.contextmanager
+    def _registered(self, resp: requests.Response) -> Iterator[None]:
+        with self._lock:
+            self._reading.add(resp)
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._reading.discard(resp)
+
+    def interrupt(self) -> None:
+        """Cut the connections being read, so threads waiting on a stalled server stop now
+        (a socket shutdown wakes a blocked recv; closing it from another thread would not)."""
+        with self._lock:
+            reading = list(self._reading)
+        for resp in reading:
+            sock = getattr(getattr(resp.raw, "connection", None), "sock", None)
+            if sock is not None:
+                with contextlib.suppress(OSError):
+                    sock.shutdown(socket.SHUT_RDWR)
 
     def close(self) -> None:
         with self._lock:
@@ -463,6 +489,9 @@ class LocalSource:
             return None
         except OSError as e:
             raise PrepError(f"{path}: cannot read ({e.strerror or e})") from None
+
+    def interrupt(self) -> None:
+        pass  # local reads never stall for long
 
     def close(self) -> None:
         pass

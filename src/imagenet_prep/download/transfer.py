@@ -272,8 +272,9 @@ class _Transfer:
         hasher = _PrefixHasher(self.fd, self.progress, self.abort)
         pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="download")
         ok = False
+        futures: list = []
         try:
-            futures = [pool.submit(self._worker) for _ in range(workers)]
+            futures += [pool.submit(self._worker) for _ in range(workers)]
             pending = set(futures)
             while pending:
                 done, pending = wait(pending, timeout=self.opts.checkpoint_seconds,
@@ -292,6 +293,9 @@ class _Transfer:
             if not ok:
                 self.abort.set()
                 hasher.stop()
+                while any(not f.done() for f in futures):
+                    self.source.interrupt()  # again each time: a worker may have just asked
+                    wait(futures, timeout=0.2)
             pool.shutdown(wait=True, cancel_futures=True)
             if not ok:
                 with contextlib.suppress(PrepError):

@@ -52,7 +52,7 @@ def _connections(text: str) -> int:
     return n
 
 
-def add_source_arguments(p: argparse.ArgumentParser) -> None:
+def add_source_arguments(p: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
     """Where to download from and how to log in (shared with `prepare --download`)."""
     p.add_argument("--base-url", default=DEFAULT_BASE_URL, metavar="URL",
                    help="folder holding the archives: http(s)://, file:// or a local path "

@@ -8,6 +8,8 @@ from pathlib import Path
 
 from imagenet_prep.cli.common import add_archives, add_json, add_workers, emit
 from imagenet_prep.cli.download import add_source_arguments, credentials, transfer_options
+from imagenet_prep.download import DEFAULT_BASE_URL
+from imagenet_prep.errors import PrepError
 from imagenet_prep.fsutil import dataset_lock, ensure_dir
 from imagenet_prep.labels import SOURCES
 from imagenet_prep.pipeline import ROLES_USED, TARGETS, prepare
@@ -33,9 +35,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dali-index", action="store_true")
     p.add_argument("--on-bad-image", choices=("fail", "skip"), default="fail")
     p.add_argument("--download", action="store_true",
-                   help="first download the archives missing from --archives (see "
-                        "`imagenet-prep download --help`; options below)")
-    add_source_arguments(p)
+                   help="first download the archives missing from --archives (options: "
+                        "'with --download' below; see `imagenet-prep download --help`)")
+    add_source_arguments(p.add_argument_group("with --download"))
     add_workers(p)
     add_json(p)
 
@@ -76,6 +78,9 @@ def _summary_lines(report: dict) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not args.download and (args.header or args.cookies or args.netrc
+                              or args.base_url != DEFAULT_BASE_URL):
+        raise PrepError("--base-url, --header, --cookies and --netrc apply with --download")
     ensure_dir(args.out)
     log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
     download = None

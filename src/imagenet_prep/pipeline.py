@@ -9,6 +9,7 @@ from __future__ import annotations
 import shutil
 import struct
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,12 @@ TARGETS = {
     "pytorch": ("verify", "extract", "valtree", "flatten", "synsets"),
     "tensorflow": ("verify", "bbox", "tfrecord"),
     "all": ("verify", "extract", "valtree", "flatten", "synsets", "bbox", "tfrecord"),
+}
+# Archive roles each target reads (what `prepare --download` fetches when missing).
+ROLES_USED = {
+    "pytorch": ROLES,
+    "tensorflow": tuple(r for r in ROLES if r != "test"),
+    "all": ROLES,
 }
 
 
@@ -70,11 +77,15 @@ def prepare(
     train_shards: int = 1024, val_shards: int = 128, seed: int = 0, dali_index: bool = False,
     on_bad_image: str = "fail", verify: str = "quick", log=print, wds: bool = False,
     wds_shard_size: int | None = None, wds_shard_samples: int | None = None,
-    write_report: bool = True,
+    write_report: bool = True, download: Callable[[], dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
     """Run the stages of `only` (then WebDataset shards with `wds`), then write
     DATASET/report.html unless `write_report` is false; returns a report with per-stage
-    figures (its timings are saved as a record)."""
+    figures (its timings are saved as a record).
+
+    `download`, if given, runs first and fetches the missing archives (see
+    imagenet_prep.download); its report becomes the "download" stage.
+    """
     from imagenet_prep.archives import verify_archives
     from imagenet_prep.sinks.flat import flatten
     from imagenet_prep.sinks.synsets import write_synsets
@@ -84,12 +95,17 @@ def prepare(
     stages = TARGETS[only] + (("wds",) if wds else ())
     if wds_shard_size is not None and wds_shard_samples is not None:
         raise PrepError("give --wds-shard-size or --wds-shard-samples, not both")
-    if not any(find_archive(archives, r) for r in ROLES):
-        raise PrepError(f"{archives}: none of the ILSVRC2012 archives is here")
     if write_report:
         from imagenet_prep.report import check_target, default_path
 
         check_target(default_path(dataset))  # refuse before hours of work, not after
+    fetched: dict[str, Any] | None = None
+    if download is not None:
+        t0 = time.monotonic()
+        fetched = {"result": download()}
+        fetched["seconds"] = round(time.monotonic() - t0, 3)
+    if not any(find_archive(archives, r) for r in ROLES):
+        raise PrepError(f"{archives}: none of the ILSVRC2012 archives is here")
     plan = disk_plan(archives, dataset, stages, flatten_mode)
     free = shutil.disk_usage(dataset).free
     need = sum(plan.values())
@@ -103,6 +119,8 @@ def prepare(
             "free some space or pass --force"
         )
     report: dict[str, Any] = {"dataset": str(dataset), "only": only, "plan": plan, "stages": {}}
+    if fetched is not None:
+        report["stages"]["download"] = fetched
     t_all = time.monotonic()
     for stage in stages:
         t0 = time.monotonic()

@@ -7,9 +7,12 @@ import sys
 from pathlib import Path
 
 from imagenet_prep.cli.common import add_archives, add_json, add_workers, emit
+from imagenet_prep.cli.download import add_source_arguments, credentials, transfer_options
+from imagenet_prep.download import DEFAULT_BASE_URL
+from imagenet_prep.errors import PrepError
 from imagenet_prep.fsutil import dataset_lock, ensure_dir
 from imagenet_prep.labels import SOURCES
-from imagenet_prep.pipeline import TARGETS, prepare
+from imagenet_prep.pipeline import ROLES_USED, TARGETS, prepare
 from imagenet_prep.plan import parse_size
 from imagenet_prep.sinks.flat import MODES
 
@@ -40,6 +43,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="WebDataset samples per shard instead of a size")
     p.add_argument("--no-report", action="store_true",
                    help="do not write DATASET/report.html at the end")
+    p.add_argument("--download", action="store_true",
+                   help="first download the archives missing from --archives (options: "
+                        "'with --download' below; see `imagenet-prep download --help`)")
+    add_source_arguments(p.add_argument_group("with --download"))
     add_workers(p)
     add_json(p)
 
@@ -49,7 +56,10 @@ def _summary_lines(report: dict) -> list[str]:
     for stage, s in report["stages"].items():
         r = s["result"]
         detail = ""
-        if stage == "extract":
+        if stage == "download":
+            detail = (f"{r['downloaded_files']} files, {r['bytes'] / 1e6:.1f} MB, "
+                      f"{r['mb_per_s']:.0f} MB/s; {r['already_here']} already here")
+        elif stage == "extract":
             files = sum(v["files"] for v in r.values())
             size = sum(v["bytes"] for v in r.values())
             rate = size / 1e6 / s["seconds"] if s["seconds"] else 0.0
@@ -84,8 +94,20 @@ def _summary_lines(report: dict) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
+    if not args.download and (args.header or args.cookies or args.netrc
+                              or args.base_url != DEFAULT_BASE_URL):
+        raise PrepError("--base-url, --header, --cookies and --netrc apply with --download")
     ensure_dir(args.out)
     log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
+    download = None
+    if args.download:
+        def download() -> dict:
+            from imagenet_prep.download.job import download_archives
+
+            return download_archives(
+                args.archives, base_url=args.base_url, roles=ROLES_USED[args.only],
+                credentials=credentials(args), options=transfer_options(args), log=log,
+            )
     with dataset_lock(args.out):
         report = prepare(
             args.archives, args.out, only=args.only, force=args.force, workers=args.workers,
@@ -94,6 +116,7 @@ def run(args: argparse.Namespace) -> int:
             on_bad_image=args.on_bad_image, verify=args.verify, log=log, wds=args.wds,
             wds_shard_size=parse_size(args.wds_shard_size) if args.wds_shard_size else None,
             wds_shard_samples=args.wds_shard_samples, write_report=not args.no_report,
+            download=download,
         )
     emit(report, args.json, _summary_lines(report))
     return 0

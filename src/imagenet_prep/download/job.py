@@ -114,9 +114,11 @@ def _origin(name: str, ref: dict[str, tuple[int | None, str | None]]) -> str:
 
 
 def _candidates(role: str, ref: dict[str, tuple[int | None, str | None]]) -> list[str]:
-    """The role's file names, the one a manifest lists first (test has two names)."""
+    """The role's file names (test has two): one a manifest lists first, then one with a
+    known MD5 (image-net.org's v10102019 test archive before the unchecked original)."""
     names = list(names_for_role(role))
-    return sorted(names, key=lambda n: _origin(n, ref) != "MD5SUMS/SIZES")
+    return sorted(names, key=lambda n: (_origin(n, ref) != "MD5SUMS/SIZES",
+                                        (ref.get(n) or (None, None))[1] is None))
 
 
 def download_archives(

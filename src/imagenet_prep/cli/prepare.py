@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from imagenet_prep.cli.common import add_archives, add_json, add_workers, emit
+from imagenet_prep.cli.common import add_archives, add_json, add_workers, emit, open_workers
 from imagenet_prep.fsutil import dataset_lock, ensure_dir
 from imagenet_prep.labels import SOURCES
 from imagenet_prep.pipeline import TARGETS, prepare
@@ -31,7 +31,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="TFRecord shuffle seed")
     p.add_argument("--dali-index", action="store_true")
     p.add_argument("--on-bad-image", choices=("fail", "skip"), default="fail")
-    add_workers(p)
+    add_workers(p, cluster=True)
     add_json(p)
 
 
@@ -70,9 +70,9 @@ def _summary_lines(report: dict) -> list[str]:
 def run(args: argparse.Namespace) -> int:
     ensure_dir(args.out)
     log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
-    with dataset_lock(args.out):
+    with dataset_lock(args.out), open_workers(args, "out") as workers:
         report = prepare(
-            args.archives, args.out, only=args.only, force=args.force, workers=args.workers,
+            args.archives, args.out, only=args.only, force=args.force, workers=workers,
             flatten_mode=args.flatten_mode, labels=args.labels, train_shards=args.train_shards,
             val_shards=args.val_shards, seed=args.seed, dali_index=args.dali_index,
             on_bad_image=args.on_bad_image, verify=args.verify, log=log,

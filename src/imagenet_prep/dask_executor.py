@@ -14,10 +14,13 @@ a task that keeps failing stops the run with the worker's error.
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
+import signal
 import socket
 import sys
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -116,6 +119,13 @@ def _refusal(address: str, host: str, problems: list[str]) -> str:
             "archives and DATASET at the same paths as this machine")
 
 
+def dask_setup(worker: Any) -> None:
+    """Preloaded into the workers of a `--dask-local` cluster.  Ctrl-C in the terminal reaches
+    them too, but stopping is the client's job: it cancels the tasks and closes the cluster."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 def _import_distributed() -> Any:
     try:
         import distributed
@@ -169,6 +179,10 @@ class DaskExecutor:
             self._cluster = distributed.LocalCluster(
                 n_workers=self.local_workers, threads_per_worker=1, processes=True,
                 dashboard_address="127.0.0.1:0",  # a free port: 8787 may be taken
+                preload=[__name__],  # dask_setup
+                # a failed attempt is retried, a last failure reaches the user as one line:
+                # the workers' own error logs would only repeat it (once per attempt)
+                silence_logs=logging.CRITICAL,
             )
             where = f"a local cluster of {self.local_workers} worker processes"
         else:
@@ -239,15 +253,16 @@ class DaskExecutor:
 
     def run(self, fn: Callable[[T], R], tasks: Iterable[T], window: int = 0) -> Iterator[R]:
         """Yield fn(task) per task as each completes, keeping at most `window` in flight
-        (default: twice the cluster's threads), so the client never holds every task."""
+        (default: 4 per worker thread, which hides the scheduler's round trips), so the
+        client never holds every task.  Results are fetched in the background."""
         if self._client is None or self.view is None:
             raise PrepError("the Dask executor was used outside its `with` block")
         from distributed import KilledWorker, as_completed
 
         client, view = self._client, self.view
-        window = window or 2 * max(1, sum(client.nthreads().values()))
+        window = window or 4 * max(1, sum(client.nthreads().values()))
         todo = iter(tasks)
-        done = as_completed(loop=client.loop)
+        done = as_completed(loop=client.loop, with_results=True)
         pending: set[Any] = set()
 
         def submit_one() -> None:
@@ -260,13 +275,15 @@ class DaskExecutor:
         try:
             for _ in range(window):
                 submit_one()
-            for f in done:
-                pending.discard(f)
+            while True:
                 try:
-                    refused, result = f.result()
+                    f, (refused, result) = next(done)
+                except StopIteration:
+                    return
                 except KilledWorker as e:
                     raise PrepError(f"a task keeps killing Dask workers (out of memory?): {e}"
                                     ) from None
+                pending.discard(f)
                 f.release()
                 if refused is not None:
                     raise PrepError(refused)

@@ -187,9 +187,11 @@ class DaskExecutor:
             where = f"a local cluster of {self.local_workers} worker processes"
         else:
             where = self.scheduler
+        target = self._cluster if self._cluster is not None else self.scheduler
         try:
-            self._client = distributed.Client(self._cluster or self.scheduler,
-                                              timeout=CONNECT_TIMEOUT)
+            self._client = distributed.Client(target, timeout=CONNECT_TIMEOUT)
+        except ValueError as e:  # not an address Dask knows
+            raise PrepError(f"--scheduler {self.scheduler}: {e}") from None
         except (OSError, TimeoutError) as e:
             raise PrepError(f"cannot reach the Dask scheduler at {self.scheduler}: {e}") from None
         try:

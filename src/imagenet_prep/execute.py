@@ -1,7 +1,10 @@
-"""Run pure tasks on a local process pool (or in-process with one worker).
+"""Run pure tasks on a local process pool, in-process with one worker, or on an executor.
 
 Tasks are pure functions of their arguments, so results do not depend on the
-number of workers; callers that need order sort by task key.
+number of workers or where they run; callers that need order sort by task key.
+`workers` is what every stage passes through: an int (pool size), None (one
+process per core), or a `TaskExecutor` such as the Dask cluster of
+`imagenet_prep.dask_executor`.
 """
 
 from __future__ import annotations
@@ -12,13 +15,24 @@ import signal
 import sys
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar, runtime_checkable
 
 from imagenet_prep.fsutil import close_inherited_locks
 
 _PR_SET_PDEATHSIG = 1
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+@runtime_checkable
+class TaskExecutor(Protocol):
+    """Somewhere else to run tasks: yields fn(task) per task as each completes."""
+
+    def run(self, fn: Callable[[T], R], tasks: Iterable[T], window: int = 0) -> Iterator[R]:
+        ...
+
+
+Workers = int | TaskExecutor | None
 
 
 def default_workers() -> int:
@@ -42,9 +56,12 @@ def _init_worker(parent: int) -> None:
 
 
 def run_tasks(
-    fn: Callable[[T], R], tasks: Iterable[T], workers: int | None = None, *, window: int = 0,
+    fn: Callable[[T], R], tasks: Iterable[T], workers: Workers = None, *, window: int = 0,
 ) -> Iterator[R]:
     """Yield fn(task) for each task as it completes, with at most `window` tasks in flight."""
+    if workers is not None and not isinstance(workers, int):
+        yield from workers.run(fn, tasks, window)
+        return
     workers = workers or default_workers()
     if workers <= 1:
         for t in tasks:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from imagenet_prep.cli.common import add_archives, add_json, add_workers, emit
+from imagenet_prep.cli.common import add_archives, add_json, add_workers, emit, open_workers
 from imagenet_prep.fsutil import dataset_lock, ensure_dir
 from imagenet_prep.sinks.bbox_csv import CSV_NAME, write_bbox_csv
 
@@ -17,14 +17,14 @@ DESCRIPTION = (f"write {CSV_NAME} from the training box XMLs "
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("dataset", type=Path, metavar="DATASET")
     add_archives(p)
-    add_workers(p)
+    add_workers(p, cluster=True)
     add_json(p)
 
 
 def run(args: argparse.Namespace) -> int:
     ensure_dir(args.dataset)
-    with dataset_lock(args.dataset):
-        s = write_bbox_csv(args.dataset, archives=args.archives, workers=args.workers)
+    with dataset_lock(args.dataset), open_workers(args, "dataset") as workers:
+        s = write_bbox_csv(args.dataset, archives=args.archives, workers=workers)
     if s["skipped"]:
         lines = [f"{s['csv']}: already complete ({s['boxes_written']} boxes, "
                  f"{s['images']} images)"]

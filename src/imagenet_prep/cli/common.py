@@ -3,15 +3,57 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from imagenet_prep.execute import Workers
 
-def add_workers(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--workers", type=int, default=None, metavar="N",
+
+def add_workers(p: argparse.ArgumentParser, cluster: bool = False) -> None:
+    """--workers N; with `cluster`, also --scheduler / --dask-local (one of the three).
+
+    A command that offers `cluster` must build its executor with `open_workers`.
+    """
+    g = p.add_mutually_exclusive_group() if cluster else p
+    g.add_argument("--workers", type=int, default=None, metavar="N",
                    help="worker processes (default: the number of cores)")
+    if cluster:
+        g.add_argument("--scheduler", metavar="tcp://HOST:PORT", default=None,
+                       help="run the tasks on this Dask cluster; its workers must see the "
+                            "archives and DATASET at the same paths (needs imagenet-prep[dask])")
+        g.add_argument("--dask-local", type=int, default=None, metavar="N",
+                       help="start a Dask LocalCluster of N worker processes for this run")
+
+
+@contextlib.contextmanager
+def open_workers(args: argparse.Namespace, dataset: str, archives: str | None = "archives"
+                 ) -> Iterator[Workers]:
+    """The `workers` value to pass to the stages, open for the duration of the block.
+
+    `dataset` and `archives` name the attributes of `args` holding those folders.  On
+    Dask they are made absolute in `args` (workers run in other working folders) and
+    checked on every worker before any task runs.  Otherwise this is `args.workers`.
+    """
+    scheduler = getattr(args, "scheduler", None)
+    local = getattr(args, "dask_local", None)
+    if scheduler is None and local is None:
+        yield args.workers
+        return
+    from imagenet_prep.dask_executor import DaskExecutor
+
+    setattr(args, dataset, Path(getattr(args, dataset)).resolve())
+    if archives is not None and getattr(args, archives, None) is not None:
+        setattr(args, archives, Path(getattr(args, archives)).resolve())
+    with DaskExecutor(
+        dataset=getattr(args, dataset),
+        archives=getattr(args, archives, None) if archives is not None else None,
+        scheduler=scheduler, local_workers=local or 0,
+    ) as executor:
+        yield executor
 
 
 def add_archives(p: argparse.ArgumentParser, required: bool = False) -> None:

@@ -5,7 +5,14 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from imagenet_prep.cli.common import add_archives, add_json, add_workers, emit, split_list
+from imagenet_prep.cli.common import (
+    add_archives,
+    add_json,
+    add_workers,
+    emit,
+    open_workers,
+    split_list,
+)
 from imagenet_prep.fsutil import dataset_lock, ensure_dir
 from imagenet_prep.sinks.tree import SPLITS, extract
 
@@ -18,14 +25,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True, metavar="DATASET")
     p.add_argument("--splits", type=split_list, default=SPLITS,
                    help=f"comma-separated, from {','.join(SPLITS)} (default: all present)")
-    add_workers(p)
+    add_workers(p, cluster=True)
     add_json(p)
 
 
 def run(args: argparse.Namespace) -> int:
     ensure_dir(args.out)
-    with dataset_lock(args.out):
-        summary = extract(args.archives, args.out, args.splits, args.workers)
+    with dataset_lock(args.out), open_workers(args, "out") as workers:
+        summary = extract(args.archives, args.out, args.splits, workers)
     lines = [
         f"{split:<10} {s['files']:>9} files {s['bytes'] / 1e6:>10.1f} MB"
         + ("  (already done)" if s.get("skipped") else f"  {s['seconds']:.1f} s")

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from imagenet_prep.cli.common import add_archives, add_json, add_workers, emit
+from imagenet_prep.cli.common import add_archives, add_json, add_workers, emit, open_workers
 from imagenet_prep.cli.download import add_source_arguments, credentials, transfer_options
 from imagenet_prep.download import DEFAULT_BASE_URL
 from imagenet_prep.errors import PrepError
@@ -47,7 +47,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="first download the archives missing from --archives (options: "
                         "'with --download' below; see `imagenet-prep download --help`)")
     add_source_arguments(p.add_argument_group("with --download"))
-    add_workers(p)
+    add_workers(p, cluster=True)
     add_json(p)
 
 
@@ -108,9 +108,9 @@ def run(args: argparse.Namespace) -> int:
                 args.archives, base_url=args.base_url, roles=ROLES_USED[args.only],
                 credentials=credentials(args), options=transfer_options(args), log=log,
             )
-    with dataset_lock(args.out):
+    with dataset_lock(args.out), open_workers(args, "out") as workers:
         report = prepare(
-            args.archives, args.out, only=args.only, force=args.force, workers=args.workers,
+            args.archives, args.out, only=args.only, force=args.force, workers=workers,
             flatten_mode=args.flatten_mode, labels=args.labels, train_shards=args.train_shards,
             val_shards=args.val_shards, seed=args.seed, dali_index=args.dali_index,
             on_bad_image=args.on_bad_image, verify=args.verify, log=log, wds=args.wds,

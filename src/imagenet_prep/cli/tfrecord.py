@@ -6,7 +6,14 @@ import argparse
 from collections import Counter
 from pathlib import Path
 
-from imagenet_prep.cli.common import add_archives, add_json, add_workers, emit, split_list
+from imagenet_prep.cli.common import (
+    add_archives,
+    add_json,
+    add_workers,
+    emit,
+    open_workers,
+    split_list,
+)
 from imagenet_prep.fsutil import dataset_lock, ensure_dir
 from imagenet_prep.labels import SOURCES
 from imagenet_prep.sinks.tfrecord import ON_BAD, write_tfrecords
@@ -34,7 +41,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="also write NVIDIA DALI index files to tfrecord_{train,val}_idx/")
     p.add_argument("--on-bad-image", choices=ON_BAD, default="fail",
                    help="an unreadable image stops the run (fail) or is left out and listed")
-    add_workers(p)
+    add_workers(p, cluster=True)
     add_json(p)
 
 
@@ -68,11 +75,11 @@ def summary_lines(r: dict) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     ensure_dir(args.dataset)
-    with dataset_lock(args.dataset):
+    with dataset_lock(args.dataset), open_workers(args, "dataset") as workers:
         report = write_tfrecords(
             args.dataset, archives=args.archives, from_folders=args.from_folders,
             train_shards=args.train_shards, val_shards=args.val_shards, seed=args.seed,
-            workers=args.workers, dali_index=args.dali_index, on_bad_image=args.on_bad_image,
+            workers=workers, dali_index=args.dali_index, on_bad_image=args.on_bad_image,
             labels=args.labels, splits=args.splits,
         )
     emit(report, args.json, summary_lines(report))

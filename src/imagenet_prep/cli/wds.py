@@ -7,7 +7,14 @@ import contextlib
 from collections import Counter
 from pathlib import Path
 
-from imagenet_prep.cli.common import add_archives, add_json, add_workers, emit, split_list
+from imagenet_prep.cli.common import (
+    add_archives,
+    add_json,
+    add_workers,
+    emit,
+    open_workers,
+    split_list,
+)
 from imagenet_prep.errors import PrepError
 from imagenet_prep.fsutil import dataset_lock, ensure_dir
 from imagenet_prep.labels import SOURCES
@@ -45,7 +52,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="validation label source when reading the archives")
     p.add_argument("--on-bad-image", choices=ON_BAD, default="fail",
                    help="an unreadable image stops the run (fail) or is left out and listed")
-    add_workers(p)
+    add_workers(p, cluster=True)
     add_json(p)
 
 
@@ -93,18 +100,22 @@ def resolve(args: argparse.Namespace) -> tuple[Path | None, Path]:
 
 
 def run(args: argparse.Namespace) -> int:
-    dataset, out = resolve(args)
+    dataset, args.out = resolve(args)
+    if dataset is not None and (args.scheduler or args.dask_local):
+        dataset = dataset.resolve()  # cluster workers run in other working folders
     size = parse_size(args.shard_size) if args.shard_size is not None else None
-    ensure_dir(out)
-    with contextlib.ExitStack() as locks:
-        if dataset is not None and dataset.resolve() != out.resolve():
+    ensure_dir(args.out)
+    with contextlib.ExitStack() as stack:
+        if dataset is not None and dataset.resolve() != args.out.resolve():
             ensure_dir(dataset)
-            locks.enter_context(dataset_lock(dataset))  # its box CSV may be written
-        locks.enter_context(dataset_lock(out))
+            stack.enter_context(dataset_lock(dataset))  # its box CSV may be written
+        stack.enter_context(dataset_lock(args.out))
+        workers = stack.enter_context(open_workers(args, "out"))
         report = write_wds(
-            out, dataset=dataset, archives=args.archives, from_folders=bool(args.from_folders),
-            shard_size=size, shard_samples=args.shard_samples, seed=args.seed,
-            workers=args.workers, on_bad_image=args.on_bad_image, splits=args.splits,
+            args.out, dataset=dataset, archives=args.archives,
+            from_folders=bool(args.from_folders), shard_size=size,
+            shard_samples=args.shard_samples, seed=args.seed,
+            workers=workers, on_bad_image=args.on_bad_image, splits=args.splits,
             labels=args.labels,
         )
     emit(report, args.json, summary_lines(report))

@@ -34,6 +34,7 @@ from imagenet_prep.sinks import tfrecord as tfrecord_sink  # noqa: E402
 from imagenet_prep.sinks import tree  # noqa: E402
 from imagenet_prep.sinks.bbox_csv import write_bbox_csv  # noqa: E402
 from imagenet_prep.sinks.tfrecord import write_tfrecords  # noqa: E402
+from imagenet_prep.sinks.wds import write_wds  # noqa: E402
 
 SHARDS = dict(train_shards=8, val_shards=4)
 SHARD_ARGS = ("--train-shards", "8", "--val-shards", "4")
@@ -90,6 +91,18 @@ def test_tfrecord_from_archives_matches_the_pool(cluster, small_replica, referen
     assert report["run"]["shards_written"] == 12
     assert report["run"]["images"] == sum(s["images"] for s in report["splits"].values())
     assert tree_digest(ds) == tree_digest(reference["tf"])
+
+
+def test_wds_matches_the_pool(cluster, small_replica, tmp_path):
+    pool = tmp_path / "pool"
+    run_cli("wds", "--archives", small_replica, "--out", pool, "--shard-samples", "10",
+            "--workers", "2")
+    out = tmp_path / "dask"
+    out.mkdir()
+    with on(cluster, out, small_replica) as ex:
+        report = write_wds(out, archives=small_replica, shard_samples=10, workers=ex)
+    assert report["run"]["shards_written"] > 2
+    assert tree_digest(out) == tree_digest(pool)
 
 
 # --- a worker killed mid-task -------------------------------------------------------

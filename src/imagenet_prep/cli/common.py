@@ -6,6 +6,7 @@ import argparse
 import contextlib
 import json
 import sys
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -77,3 +78,29 @@ def emit(report: Any, as_json: bool, lines: list[str]) -> None:
     else:
         for line in lines:
             print(line)
+
+
+def shard_run_lines(r: dict) -> list[str]:
+    """The lines a shard sink's report ends with: this run's throughput, conversions and
+    left-out images (tfrecord and wds)."""
+    lines: list[str] = []
+    run = r["run"]
+    if run["shards_written"]:
+        lines.append(f"wrote {run['shards_written']} shards: {run['images']} images, "
+                     f"{run['input_bytes'] / 1e6:.1f} MB read in {run['seconds']:.1f} s "
+                     f"({run['images_per_s']:,.0f} images/s, {run['mb_per_s']:,.1f} MB/s)")
+        lines.append(f"  indexing {run['index_seconds']:.1f} s, writing "
+                     f"{run['write_seconds']:.1f} s")
+    else:
+        lines.append("all shards were already complete")
+    if r["converted"]:
+        kinds = Counter(c["reason"] for c in r["converted"])
+        shown = ", ".join(f"{k} {n}" for k, n in sorted(kinds.items()))
+        lines.append(f"converted to RGB JPEG: {len(r['converted'])} ({shown})")
+        lines += [f"  {c['split']}: {c['name']} ({c['reason']})" for c in r["converted"][:10]]
+        if len(r["converted"]) > 10:
+            lines.append(f"  ... {len(r['converted']) - 10} more in the JSON report")
+    if r["skipped"]:
+        lines.append(f"left out (unreadable): {len(r['skipped'])}")
+        lines += [f"  {s['split']}: {s['error']}" for s in r["skipped"][:10]]
+    return lines

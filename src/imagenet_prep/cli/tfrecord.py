@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from collections import Counter
 from pathlib import Path
 
 from imagenet_prep.cli.common import (
@@ -12,6 +11,7 @@ from imagenet_prep.cli.common import (
     add_workers,
     emit,
     open_workers,
+    shard_run_lines,
     split_list,
 )
 from imagenet_prep.fsutil import dataset_lock, ensure_dir
@@ -51,26 +51,7 @@ def summary_lines(r: dict) -> list[str]:
     for split, s in r["splits"].items():
         lines.append(f"{split:<5} {s['shards']:>5} shards {s['records']:>9} records "
                      f"{s['bytes'] / 1e6:>10.1f} MB  {s['folder']}")
-    run = r["run"]
-    if run["shards_written"]:
-        lines.append(f"wrote {run['shards_written']} shards: {run['images']} images, "
-                     f"{run['input_bytes'] / 1e6:.1f} MB read in {run['seconds']:.1f} s "
-                     f"({run['images_per_s']:,.0f} images/s, {run['mb_per_s']:,.1f} MB/s)")
-        lines.append(f"  indexing {run['index_seconds']:.1f} s, writing "
-                     f"{run['write_seconds']:.1f} s")
-    else:
-        lines.append("all shards were already complete")
-    if r["converted"]:
-        kinds = Counter(c["reason"] for c in r["converted"])
-        shown = ", ".join(f"{k} {n}" for k, n in sorted(kinds.items()))
-        lines.append(f"converted to RGB JPEG: {len(r['converted'])} ({shown})")
-        lines += [f"  {c['split']}: {c['name']} ({c['reason']})" for c in r["converted"][:10]]
-        if len(r["converted"]) > 10:
-            lines.append(f"  ... {len(r['converted']) - 10} more in the JSON report")
-    if r["skipped"]:
-        lines.append(f"left out (unreadable): {len(r['skipped'])}")
-        lines += [f"  {s['split']}: {s['error']}" for s in r["skipped"][:10]]
-    return lines
+    return lines + shard_run_lines(r)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -47,7 +47,7 @@ from imagenet_prep.plan import (
     split_catalog,
     write_parts,
 )
-from imagenet_prep.progress import bar
+from imagenet_prep.sinks.shard_run import shard_notes, timed_run, write_shards
 from imagenet_prep.tfrecord_format import (
     RecordError,
     bytes_feature,
@@ -293,28 +293,12 @@ def write_tfrecords(
             else:
                 todo.append((split, k))
 
-    images = sum(b - a for s, k in todo for a, b in [plans[s][1][k]])
-    run = {"shards_written": len(todo), "images": 0, "input_bytes": 0, "output_bytes": 0}
-    t_write = last_save = time.monotonic()
-    with bar(images, "tfrecord") as pb:
-        for res in run_tasks(write_shard, (make_task(s, k) for s, k in todo), workers):
-            state["shards"][res["name"]] = res
-            run["input_bytes"] += res["input_bytes"]
-            run["output_bytes"] += res["bytes"]
-            run["images"] += res["records"] + len(res["skipped"])
-            pb.update(res["records"] + len(res["skipped"]))
-            if time.monotonic() - last_save > 2.0:
-                records.save(dataset, STATE, state)
-                last_save = time.monotonic()
-    records.save(dataset, STATE, state)
-    end = time.monotonic()
-    seconds = end - t0
-    run.update(
-        seconds=round(seconds, 3), index_seconds=round(t_write - t0, 3),
-        write_seconds=round(end - t_write, 3),
-        images_per_s=round(run["images"] / seconds, 1) if seconds else 0.0,
-        mb_per_s=round(run["input_bytes"] / 1e6 / seconds, 1) if seconds else 0.0,
-    )
+    t_write = time.monotonic()
+    run = write_shards(
+        write_shard, (make_task(s, k) for s, k in todo),
+        images=sum(b - a for s, k in todo for a, b in [plans[s][1][k]]), workers=workers,
+        state=state, state_dir=dataset, state_name=STATE, count_key="records", desc="tfrecord")
+    run = timed_run(run, len(todo), t0, t_write)
     report = _report(dataset, state, cats, shards_of, run, dali_index, from_folders)
     records.save(dataset, REPORT, report)
     return report
@@ -332,23 +316,17 @@ def _report(dataset: Path, state: dict, cats: dict[str, Catalog], shards_of: dic
             run: dict[str, Any], dali_index: bool, from_folders: bool) -> dict[str, Any]:
     """Per split totals from the state (this run's shards and earlier ones), conversions,
     left-out images, and this run's figures."""
-    splits: dict[str, Any] = {}
-    converted: list[dict[str, str]] = []
-    skipped: list[dict[str, str]] = []
-    for split in cats:
-        entries = [state["shards"][shard_name(split, k, shards_of[split])]
-                   for k in range(shards_of[split])]
-        splits[split] = {
+    entries_of = {split: [state["shards"][shard_name(split, k, shards_of[split])]
+                          for k in range(shards_of[split])] for split in cats}
+    splits = {
+        split: {
             "folder": str(dataset / LAYOUT[split].folder), "shards": shards_of[split],
             "records": sum(e["records"] for e in entries),
             "bytes": sum(e["bytes"] for e in entries),
             "images": len(cats[split]),
-        }
-        for e in entries:
-            converted += [{"split": split, "name": n, "reason": r} for n, r in e["converted"]]
-            skipped += [{"split": split, "name": n, "error": r} for n, r in e["skipped"]]
-    converted.sort(key=lambda d: (d["split"], d["name"]))
-    skipped.sort(key=lambda d: (d["split"], d["name"]))
+        } for split, entries in entries_of.items()
+    }
+    converted, skipped = shard_notes(entries_of)
     return {
         "dataset": str(dataset), "source": "folders" if from_folders else "archives",
         "options": state["options"], "dali_index": dali_index, "splits": splits,

@@ -55,7 +55,7 @@ from imagenet_prep.plan import (
     split_catalog,
     write_parts,
 )
-from imagenet_prep.progress import bar
+from imagenet_prep.sinks.shard_run import shard_notes, timed_run, write_shards
 from imagenet_prep.tarindex import iter_members
 
 STATE = "wds"
@@ -344,34 +344,17 @@ def write_wds(
                     on_bad_image == "fail" and entry and entry["skipped"]):
                 todo.append((split, k))
 
-    images = sum(b - a for s, k in todo for a, b in [plans[s][1][k]])
-    run = {"shards_written": len(todo), "images": 0, "input_bytes": 0, "output_bytes": 0}
-    t_write = last_save = time.monotonic()
-    with bar(images, "wds") as pb:
-        for res in run_tasks(write_shard, (make_task(s, k) for s, k in todo), workers):
-            state["shards"][res["name"]] = res
-            run["input_bytes"] += res["input_bytes"]
-            run["output_bytes"] += res["bytes"]
-            run["images"] += res["samples"] + len(res["skipped"])
-            pb.update(res["samples"] + len(res["skipped"]))
-            if time.monotonic() - last_save > 2.0:
-                records.save(out, STATE, state)
-                last_save = time.monotonic()
-    records.save(out, STATE, state)
+    t_write = time.monotonic()
+    run = write_shards(
+        write_shard, (make_task(s, k) for s, k in todo),
+        images=sum(b - a for s, k in todo for a, b in [plans[s][1][k]]), workers=workers,
+        state=state, state_dir=out, state_name=STATE, count_key="samples", desc="wds")
     for split in cats:
         text = index_text(split, _entries(state, split))
         path = out / index_name(split)
         if not path.is_file() or path.read_text() != text:
             write_atomic(path, text)
-    end = time.monotonic()
-    seconds = end - t0
-    run.update(
-        seconds=round(seconds, 3), index_seconds=round(t_write - t0, 3),
-        write_seconds=round(end - t_write, 3),
-        images_per_s=round(run["images"] / seconds, 1) if seconds else 0.0,
-        mb_per_s=round(run["input_bytes"] / 1e6 / seconds, 1) if seconds else 0.0,
-    )
-    report = _report(out, state, cats, run, from_folders)
+    report = _report(out, state, cats, timed_run(run, len(todo), t0, t_write), from_folders)
     records.save(out, REPORT, report)
     return report
 
@@ -386,21 +369,15 @@ def _report(out: Path, state: dict, cats: dict[str, Catalog], run: dict[str, Any
             from_folders: bool) -> dict[str, Any]:
     """Per split totals from the state (this run's shards and earlier ones), conversions,
     left-out images, and this run's figures."""
-    splits: dict[str, Any] = {}
-    converted: list[dict[str, str]] = []
-    skipped: list[dict[str, str]] = []
-    for split in cats:
-        entries = _entries(state, split)
-        splits[split] = {
+    entries_of = {split: _entries(state, split) for split in cats}
+    splits = {
+        split: {
             "folder": str(out), "index": str(out / index_name(split)), "shards": len(entries),
             "samples": sum(e["samples"] for e in entries),
             "bytes": sum(e["bytes"] for e in entries), "images": len(cats[split]),
-        }
-        for e in entries:
-            converted += [{"split": split, "name": n, "reason": r} for n, r in e["converted"]]
-            skipped += [{"split": split, "name": n, "error": r} for n, r in e["skipped"]]
-    converted.sort(key=lambda d: (d["split"], d["name"]))
-    skipped.sort(key=lambda d: (d["split"], d["name"]))
+        } for split, entries in entries_of.items()
+    }
+    converted, skipped = shard_notes(entries_of)
     return {
         "folder": str(out), "source": "folders" if from_folders else "archives",
         "options": state["options"], "splits": splits, "converted": converted,

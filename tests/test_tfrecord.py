@@ -414,6 +414,11 @@ def test_check_finds_damage(written, tmp_path):
     assert "train-00002-of-00005: data CRC mismatch" in problems
     assert "1 of 3 shards missing, first validation-00001-of-00003" in problems
     assert "leftover temporary file" in problems
+    from imagenet_prep.check import check_dataset
+
+    listed = [p for p in check_dataset(ds)[0] if "leftover temporary file" in p]
+    assert listed == [f"{ds / 'tfrecord_val' / '.validation-00001-of-00003.ipart'}: "
+                      "leftover temporary file"]  # once, though two checks see it
 
 
 def test_cli_summary_and_json(inputs, tmp_path, capsys):

@@ -144,4 +144,5 @@ def check_dataset(dataset: Path) -> tuple[list[str], dict]:
         for folder in wds_dirs or [dataset / "wds"]:
             problems += check_wds(folder)
         checked["wds"] = True
-    return problems, checked
+    # the shard checks report their folders' leftover temporary files too: list each once
+    return list(dict.fromkeys(problems)), checked

@@ -311,6 +311,18 @@ TRICKY = {
     "cdata end in text": _with(b"<xmin>10", b"<xmin>10]]>"),
     "utf-16": _PLAIN.decode().encode("utf-16"),
     "empty": b"",
+    # documents of the ILSVRC layout itself, which the scanner matches whole
+    "indented layout": _PLAIN.replace(b"><", b">\n\t\t<"),
+    "no source": _with(b"<source><database>ILSVRC_2012</database></source>", b""),
+    "no objects": xml(A, "x", (10, 10), []),
+    "three objects": xml(A, "x", (50, 40), [(A, (1, 2, 3, 4)), (B, ("5.5", 6, 7, 8)),
+                                             ("Scottish_deerhound", (9, 10, 11, 12))]),
+    "empty coordinate": _with(b"<ymin>20</ymin>", b"<ymin></ymin>"),
+    "spaces in text": _with(b"<ymin>20</ymin>", b"<ymin> 2 0 </ymin>"),
+    "del in text": _with(b"<name>" + A.encode(), b"<name>\x7f" + A.encode()),
+    "form feed between": _with(b"<size>", b"<size>\x0c"),
+    "bracket in text": _with(b"<xmin>10", b"<xmin>[10]"),
+    "tag outside layout": _with(b"<segmented>", b"<note>x</note><segmented>"),
 }
 
 
@@ -334,6 +346,9 @@ def test_scanner_reads_ordinary_files():
     for data in ordinary:
         assert boxes._scan_fields(data) == boxes._tree_fields(data, "x")
     assert boxes._scan_fields(TRICKY["whitespace around"]) is not None
+    assert boxes._LAYOUT.fullmatch(_PLAIN) and boxes._LAYOUT.fullmatch(TRICKY["three objects"])
+    assert not boxes._LAYOUT.fullmatch(TRICKY["tag outside layout"])  # read the other way
+    assert boxes._scan_fields(TRICKY["tag outside layout"]) is not None
 
 
 def test_scanner_agrees_on_random_edits():

@@ -1,152 +1,279 @@
-"""Throughput of imagenet-prep against baselines measured in the same run.
+"""Time every imagenet-prep stage against baselines measured in the same run.
 
-    python benchmarks/run.py [--classes 20] [--train-per-class 100] [--workers 2]
+    python benchmarks/run.py [--scale F] [--repeat N] [--tmpfs] [--cold] [--stages a,b]
+    python benchmarks/run.py --scaling [--scaling-sizes 5000,20000,50000] [--tmpfs]
 
-Builds a replica at the real image size (500x375, ~110 KB per JPEG), then times:
-  extract      ours (one pass, inner tars read in place)
-               vs GNU tar's two steps (outer archive, then every inner tar, then rm)
-  tfrecord     ours from the archives and from extracted folders
-               vs `cat` of the same input bytes to /dev/null (reading only) and
-               to a file followed by `sync` (copying the bytes, as the shards do)
-Prints a table of seconds, MB/s, images/s and the ratio to the baseline.
-Everything runs from the page cache after a warm-up read, so the figures compare
-CPU and syscall cost, not the disk.
+A replica at the real image size (500x375, ~110 KB JPEGs; by default 100 classes,
+130 train and 50 val images per class: 18,000 images, 2 GB) is built once into
+benchmarks/out/replica-<hash>/ and reused.  Each stage runs through the real CLI
+in a fresh process, alternating with its baselines (A B A B ...), with the page
+cache warmed by a `cat` of each contender's inputs before every run (or dropped,
+with --cold); a figure is the median of --repeat runs.  --tmpfs runs everything in
+/dev/shm, where writes do not slow down over back-to-back runs.
+
+Prints a table per stage (seconds, items/s, MB/s, peak RSS of the process tree
+and of its largest process, speed against the stage's baseline, the targets of
+issue 6 with PASS/MISS) and the extrapolation to full ImageNet, and writes all of
+it with every sample to benchmarks/out/results-<timestamp>.json (or --json PATH).
+
+--scaling times `extract` and `tfrecord` at three replica sizes instead and
+reports seconds per 1000 images and peak RSS at each.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import platform
 import shutil
 import subprocess
 import sys
-import tarfile
-import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
-from imagenet_prep.replica import make_replica
+import harness
+import stages
+import tables
+from replica_cache import Replica, ReplicaParams, ensure_replica
 
-TRAIN = "ILSVRC2012_img_train.tar"
-VAL = "ILSVRC2012_img_val.tar"
-
-
-def timed(fn) -> float:
-    t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
-
-
-def cli(*args: object) -> None:
-    subprocess.run([sys.executable, "-m", "imagenet_prep", *map(str, args)], check=True,
-                   stdout=subprocess.DEVNULL)
+HERE = Path(__file__).resolve().parent
+OUT = HERE / "out"
+SHM = Path("/dev/shm")
+MAX_RSS = 512e6
+SCALING_SPREAD = 0.20
 
 
-def gnu_tar_two_step(archive: Path, out: Path) -> None:
-    out.mkdir(parents=True)
-    subprocess.run(["tar", "xf", str(archive), "-C", str(out)], check=True)
-    for inner in sorted(out.glob("*.tar")):
-        d = out / inner.stem
-        d.mkdir()
-        subprocess.run(["tar", "xf", str(inner), "-C", str(d)], check=True)
-        inner.unlink()
+def _args() -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scale", type=float, default=1.0,
+                    help="multiply the replica's per-class counts (default 1: 18,000 images)")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per contender (median)")
+    ap.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)),
+                    help="worker processes for ours and the pooled baselines")
+    ap.add_argument("--stages", default=",".join(stages.STAGES),
+                    help=f"comma-separated subset of {','.join(stages.STAGES)}")
+    ap.add_argument("--tmpfs", action="store_true",
+                    help="run in a RAM-backed folder (/dev/shm): stable figures")
+    ap.add_argument("--cold", action="store_true",
+                    help="drop the page cache before every run (needs root)")
+    ap.add_argument("--scaling", action="store_true",
+                    help="extract and tfrecord at three sizes instead of the stage tables")
+    ap.add_argument("--scaling-sizes", default="5000,20000,50000",
+                    help="train+val images of the scaling replicas")
+    ap.add_argument("--cache", type=Path, default=OUT, help="where replicas are kept")
+    ap.add_argument("--json", type=Path, default=None, help="also write the results here")
+    ap.add_argument("--keep", action="store_true", help="keep the work folder")
+    a = ap.parse_args()
+    unknown = set(a.stages.split(",")) - set(stages.STAGES)
+    if unknown:
+        ap.error(f"unknown stage {sorted(unknown)[0]!r}")
+    if a.cold and not harness.drop_caches_works():
+        ap.error("--cold: cannot write /proc/sys/vm/drop_caches here (needs root, not a "
+                 "container); use the default warm cache or --tmpfs")
+    if a.cold and a.tmpfs:
+        ap.error("--cold and --tmpfs exclude each other (tmpfs is RAM)")
+    return a
 
 
-def cat(*paths: Path) -> None:
-    subprocess.run(["cat", *map(str, paths)], check=True, stdout=subprocess.DEVNULL)
+def _environment(a: argparse.Namespace, work: Path) -> dict[str, Any]:
+    def first(cmd: list[str]) -> str:
+        try:
+            return subprocess.run(cmd, capture_output=True, text=True).stdout.splitlines()[0]
+        except (OSError, IndexError):
+            return "?"
+
+    commit = first(["git", "-C", str(HERE), "rev-parse", "--short", "HEAD"])
+    dirty = subprocess.run(["git", "-C", str(HERE), "status", "--porcelain", "--", "src"],
+                           capture_output=True, text=True).stdout.strip()
+    return {
+        "time": time.strftime("%Y-%m-%d %H:%M:%S %z"), "host": platform.node(),
+        "cpus": len(os.sched_getaffinity(0)), "python": platform.python_version(),
+        "kernel": platform.release(), "commit": commit + ("+changes" if dirty else ""),
+        "work": str(work), "fs": first(["stat", "-f", "-c", "%T", str(work)]),
+        "tmpfs": a.tmpfs, "cold": a.cold,
+        "repeat": a.repeat, "workers": a.workers, "load_before": os.getloadavg(),
+        "cpu": first(["sh", "-c", "grep -m1 'model name' /proc/cpuinfo | cut -d: -f2"]).strip(),
+    }
 
 
-def count_images(archive: Path) -> int:
-    n = 0
-    with tarfile.open(archive) as outer:
-        for m in outer:
-            with tarfile.open(fileobj=outer.extractfile(m)) as inner:
-                n += len(inner.getnames())
-    return n
+def _work_dir(a: argparse.Namespace, need: int) -> Path:
+    if a.tmpfs:
+        free = shutil.disk_usage(SHM).free
+        if free < need:
+            sys.exit(f"--tmpfs: {SHM} has {free / 1e9:.1f} GB free, this run needs about "
+                     f"{need / 1e9:.1f} GB; use a smaller --scale or run without --tmpfs")
+        return SHM / f"imagenet-prep-bench-{os.getpid()}"
+    return a.cache / f"work-{os.getpid()}"
+
+
+def _place(replica: Replica, work: Path, tmpfs: bool) -> tuple[Path, Path]:
+    """(archives, box archive folder) for this run: copies in RAM under --tmpfs."""
+    if not tmpfs:
+        return replica.archives, replica.bbox_archives
+    arch, box = work / "archives", work / "bbox-archive"
+    shutil.copytree(replica.archives, arch)
+    shutil.copytree(replica.bbox_archives, box)
+    return arch, box
+
+
+def _ctx(replica: Replica, work: Path, a: argparse.Namespace) -> stages.Ctx:
+    arch, box = _place(replica, work, a.tmpfs)
+    # the reference's shard sizes: ~1251 train and ~391 val images per shard
+    return stages.Ctx(work=work, replica=replica, archives=arch, bbox_archives=box,
+                      workers=a.workers,
+                      train_shards=max(2, round(replica.train_images / 1251)),
+                      val_shards=max(2, round(replica.val_images / 391)))
+
+
+def _header(replica: Replica, ctx: stages.Ctx, env: dict[str, Any]) -> list[str]:
+    f = replica.facts["counts"]
+    mean = replica.archive_bytes("ILSVRC2012_img_train.tar") / max(1, f["train"])
+    return [
+        f"replica {replica.root.name}: {f['train']:,} train, {f['val']:,} val, {f['test']:,} "
+        f"test images ({mean / 1e3:.0f} KB mean), {f['bbox_train']:,} train box XMLs; "
+        f"box archive for `bbox`: {f['bbox_scaled']:,} XMLs",
+        f"machine: {env['cpus']} cores ({env['cpu']}), Python {env['python']}, "
+        f"{'tmpfs' if env['tmpfs'] else env['fs']} at {env['work']}, "
+        f"{'cold' if env['cold'] else 'warm'} page cache, median of {env['repeat']}, "
+        f"--workers {ctx.workers}; load average before: "
+        + " ".join(f"{x:.2f}" for x in env["load_before"]),
+        "'peak RSS': sampled peak of the whole process tree's summed RSS (shared pages "
+        "counted per process); '1 proc': exact peak of its largest single process; "
+        "* = imagenet-prep",
+    ]
+
+
+def _output_sizes(ctx: stages.Ctx) -> dict[str, int]:
+    base = ctx.base
+    return {
+        "extract": stages.disk_bytes(*(base / d for d in stages.SPLIT_DIRS)),
+        "tfrecord": stages.disk_bytes(base / "tfrecord_train", base / "tfrecord_val"),
+        "bbox": (base / "imagenet_2012_bounding_boxes.csv").stat().st_size,
+    }
+
+
+def run_stages(a: argparse.Namespace) -> dict[str, Any]:
+    params = ReplicaParams.scaled(a.scale)
+    replica = ensure_replica(params, a.cache, a.workers)
+    total = sum(replica.facts["archives"].values())
+    work = _work_dir(a, need=int(total * 4.5))
+    work.mkdir(parents=True, exist_ok=True)
+    env = _environment(a, work)
+    try:
+        ctx = _ctx(replica, work, a)
+        stages.build_base(ctx)
+        sizes = _output_sizes(ctx)
+        print("\n".join(_header(replica, ctx, env)))
+        all_results: dict[str, dict[str, harness.Result]] = {}
+        doc: dict[str, Any] = {"environment": env, "replica": replica.facts, "stages": {}}
+        printed: list[str] = []
+        for name in a.stages.split(","):
+            stage = stages.STAGES[name](ctx)
+            print(f"\n-- {name}")
+            results = harness.run_stage(stage, a.repeat, cold=a.cold, tmpfs=a.tmpfs)
+            all_results[name] = results
+            lines = tables.stage_table(stage, results)
+            printed += ["", *lines]
+            print("\n".join(lines))
+            doc["stages"][name] = tables.stage_json(stage, results)
+        c = replica.facts["counts"]
+        counts = {"train": c["train"], "val": c["val"], "test": c["test"],
+                  "xml": c["bbox_scaled"]}
+        arch = {"train": replica.archive_bytes("ILSVRC2012_img_train.tar"),
+                "val": replica.archive_bytes("ILSVRC2012_img_val.tar"),
+                "test": replica.archive_bytes("ILSVRC2012_img_test.tar"),
+                "small": total - replica.input_bytes
+                - replica.archive_bytes("ILSVRC2012_img_test.tar")}
+        sizes["bbox"] = sizes["bbox"] * c["bbox_scaled"] // max(1, c["bbox_train"])
+        rows = tables.extrapolate(all_results, counts, arch, sizes)
+        doc["extrapolation"] = rows
+        doc["environment"]["load_after"] = os.getloadavg()
+        summary = ["", "=" * 100, *_header(replica, ctx, env), *printed, "",
+                   *tables.extrapolation_table(rows),
+                   "   load average after: " + " ".join(f"{x:.2f}" for x in os.getloadavg())]
+        print("\n".join(summary))
+        return doc
+    finally:
+        if not a.keep:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def run_scaling(a: argparse.Namespace) -> dict[str, Any]:
+    sizes = [int(s) for s in a.scaling_sizes.split(",") if s]
+    doc: dict[str, Any] = {"sizes": {}}
+    rows = []
+    replicas = [ensure_replica(ReplicaParams.for_images(n), a.cache, a.workers) for n in sizes]
+    env: dict[str, Any] = {}
+    for n, replica in zip(sizes, replicas, strict=True):
+        total = sum(replica.facts["archives"].values())
+        work = _work_dir(a, need=int(total * 3.5))
+        work.mkdir(parents=True, exist_ok=True)
+        env = env or _environment(a, work)
+        try:
+            ctx = _ctx(replica, work, a)
+            stages.build_base(ctx)
+            images = {"extract": replica.images,
+                      "tfrecord": replica.train_images + replica.val_images}
+            print(f"\n-- {n:,} images: {replica.root.name} ({replica.images:,} images)")
+            for name in ("extract", "tfrecord"):
+                stage = stages.STAGES[name](ctx)
+                stage.contenders = [c for c in stage.contenders if c.key == "ours"]
+                res = harness.run_stage(stage, a.repeat, cold=a.cold, tmpfs=a.tmpfs)["ours"]
+                if not res.samples:
+                    continue
+                row = {"stage": name, "size": n, "images": images[name],
+                       "seconds": res.seconds,
+                       "s_per_1000": res.seconds * 1000 / images[name],
+                       "tree_rss": res.tree_rss, "max_rss": res.max_rss,
+                       "runs": [s.seconds for s in res.samples]}
+                rows.append(row)
+        finally:
+            if not a.keep:
+                shutil.rmtree(work, ignore_errors=True)
+    lines = ["", "=" * 100, "== scaling: seconds per 1000 images and peak RSS at each size",
+             f"   machine: {env.get('cpus')} cores, {'tmpfs' if a.tmpfs else env.get('fs')}, "
+             f"median of {a.repeat}, --workers {a.workers}",
+             f"   {'stage':<10} {'images':>8} {'s':>8} {'s/1000':>8} {'peak RSS':>9} "
+             f"{'1 proc':>8}"]
+    for r in rows:
+        lines.append(f"   {r['stage']:<10} {r['images']:>8,} {r['seconds']:8.2f} "
+                     f"{r['s_per_1000']:8.3f} {tables._mb(r['tree_rss']):>9} "
+                     f"{tables._mb(r['max_rss']):>8}")
+    verdicts = []
+    for name in ("extract", "tfrecord"):
+        mine = [r for r in rows if r["stage"] == name]
+        if len(mine) < 2:
+            continue
+        per = [r["s_per_1000"] for r in mine]
+        mean = sum(per) / len(per)
+        spread = max(abs(p / mean - 1) for p in per)
+        peak = max(max(r["tree_rss"] or 0, r["max_rss"]) for r in mine)
+        verdicts.append({"stage": name, "spread": spread, "peak_rss": peak,
+                         "spread_holds": spread <= SCALING_SPREAD, "rss_holds": peak <= MAX_RSS})
+        lines.append(f"   target: {name} s/1000 images within ±20% of their mean: "
+                     f"{spread * 100:.0f}% {'PASS' if spread <= SCALING_SPREAD else 'MISS'}")
+        lines.append(f"   target: {name} peak RSS <= 512 MB at every size: {peak / 1e6:.0f} MB "
+                     f"{'PASS' if peak <= MAX_RSS else 'MISS'}")
+    lines.append("   load average after: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
+    print("\n".join(lines))
+    doc.update(environment=env, rows=rows, targets=verdicts)
+    return doc
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--classes", type=int, default=20)
-    ap.add_argument("--train-per-class", type=int, default=100)
-    ap.add_argument("--val-per-class", type=int, default=20)
-    ap.add_argument("--workers", type=int, default=2)
-    ap.add_argument("--test", type=int, default=10)
-    ap.add_argument("--dir", type=Path, default=None, help="work folder (default: a temp dir)")
-    a = ap.parse_args()
-    work = Path(a.dir or tempfile.mkdtemp(prefix="imagenet-prep-bench-"))
-    arch = work / "archives"
-    if not (arch / TRAIN).exists():
-        make_replica(arch, classes=a.classes, train_per_class=a.train_per_class,
-                     val_per_class=a.val_per_class, test=10, seed=1, workers=a.workers)
-    train_bytes = (arch / TRAIN).stat().st_size
-    val_bytes = (arch / VAL).stat().st_size
-    n_train = count_images(arch / TRAIN)
-    with tarfile.open(arch / VAL) as tf:
-        n_val = len(tf.getnames())
-    cat(arch / TRAIN, arch / VAL)  # warm the page cache for every contender
-    rows = []
-
-    def run(name: str, fn, nbytes: int, nimg: int, base: str | None = None) -> None:
-        best = min(timed(fn) for _ in range(2)) if "cat" in name else timed(fn)
-        rows.append((name, best, nbytes / 1e6 / best, nimg / best, base))
-
-    ds = work / "ds"
-
-    def ours_extract() -> None:
-        shutil.rmtree(ds, ignore_errors=True)
-        cli("extract", "--archives", arch, "--out", ds, "--splits", "train",
-            "--workers", a.workers)
-
-    def tar_extract() -> None:
-        shutil.rmtree(work / "gnu", ignore_errors=True)
-        gnu_tar_two_step(arch / TRAIN, work / "gnu")
-
-    run("extract train: GNU tar two-step", tar_extract, train_bytes, n_train)
-    run("extract train: imagenet-prep", ours_extract, train_bytes, n_train,
-        "extract train: GNU tar two-step")
-    shutil.rmtree(work / "gnu", ignore_errors=True)
-
-    have_tfrecord = True
-    try:
-        import imagenet_prep.sinks.tfrecord  # noqa: F401
-    except ImportError:
-        have_tfrecord = False
-    if have_tfrecord:
-        cli("extract", "--archives", arch, "--out", ds, "--workers", a.workers)
-        cli("valtree", ds, "--archives", arch)
-        cli("bbox", ds, "--archives", arch)
-
-        def tf_from(route: str) -> None:
-            for sub in ("tfrecord_train", "tfrecord_val"):
-                shutil.rmtree(ds / sub, ignore_errors=True)
-            (ds / ".imagenet-prep" / "tfrecord.json").unlink(missing_ok=True)
-            extra = ["--from-folders"] if route == "folders" else ["--archives", arch]
-            cli("tfrecord", ds, *extra, "--train-shards", 16, "--val-shards", 4,
-                "--workers", a.workers)
-
-        nbytes, nimg = train_bytes + val_bytes, n_train + n_val
-        copy_out = work / "copy.bin"
-
-        def copy_input() -> None:
-            subprocess.run(f"cat {arch / TRAIN} {arch / VAL} > {copy_out} && sync {copy_out}",
-                           shell=True, check=True)
-            copy_out.unlink()
-
-        run("read input: cat > /dev/null", lambda: cat(arch / TRAIN, arch / VAL), nbytes, nimg)
-        run("copy input: cat > file; sync", copy_input, nbytes, nimg)
-        for route in ("archives", "folders"):
-            run(f"tfrecord from {route}", lambda r=route: tf_from(r), nbytes, nimg,
-                "copy input: cat > file; sync")
-
-    secs = {r[0]: r[1] for r in rows}
-    print(f"\nreplica: {n_train} train + {n_val} val images, {train_bytes / 1e6:.0f} MB train "
-          f"archive, avg {train_bytes / n_train / 1e3:.0f} KB/image, workers {a.workers}\n")
-    print(f"{'task':<34} {'s':>7} {'MB/s':>8} {'img/s':>8}  ratio")
-    for name, s, mbs, ips, base in rows:
-        ratio = f"{secs[base] / s:5.2f}x the speed of {base}" if base else "(baseline)"
-        print(f"{name:<34} {s:7.2f} {mbs:8.0f} {ips:8.0f}  {ratio}")
-    if a.dir is None:
-        shutil.rmtree(work)
+    a = _args()
+    a.cache.mkdir(parents=True, exist_ok=True)
+    doc = run_scaling(a) if a.scaling else run_stages(a)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    paths = [a.cache / f"results-{'scaling-' if a.scaling else ''}{stamp}.json"]
+    if a.json:
+        paths.append(a.json)
+    for p in paths:
+        p.write_text(json.dumps(doc, indent=1, default=str) + "\n")
+    print(f"\nresults: {', '.join(map(str, paths))}")
 
 
 if __name__ == "__main__":

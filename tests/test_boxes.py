@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import os
+import random
 import re
 import tarfile
 import xml.etree.ElementTree as ET
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 from tarutil import add_file
 
-from imagenet_prep import metadata
+from imagenet_prep import boxes, metadata
 from imagenet_prep.boxes import csv_lines, is_box_xml_path
 from imagenet_prep.cli import main
 from imagenet_prep.errors import PrepError, UnsafeArchiveError
@@ -267,3 +268,108 @@ def test_cli(tmp_path, capsys):
     assert "13 boxes from 11 images" in out
     assert main(["bbox", str(ds), "--archives", str(arch)]) == 0
     assert "already complete" in capsys.readouterr().out
+
+
+# --- the fast scanner reads what ElementTree reads -------------------------------------
+
+_PLAIN = QUIRKS[f"{A}/{A}_1.xml"]
+
+
+def _with(old: bytes, new: bytes) -> bytes:
+    assert old in _PLAIN
+    return _PLAIN.replace(old, new, 1)
+
+
+TRICKY = {
+    "attribute": _with(b"<xmin>", b'<xmin unit="px">'),
+    "space in tag": _with(b"<xmin>", b"<xmin >"),
+    "self-closing": _with(b"<xmin>10</xmin>", b"<xmin/>"),
+    "empty element": _with(b"<xmin>10</xmin>", b"<xmin></xmin>"),
+    "comment in text": _with(b"<xmin>10</xmin>", b"<xmin>1<!-- c -->0</xmin>"),
+    "cdata": _with(b"<xmin>10</xmin>", b"<xmin><![CDATA[10]]></xmin>"),
+    "entity": _with(b"<xmin>10</xmin>", b"<xmin>&#49;0</xmin>"),
+    "default namespace": _with(b"<annotation>", b'<annotation xmlns="urn:x">'),
+    "prefixed name": _with(b"<xmin>10</xmin>", b'<p:xmin xmlns:p="urn:p">10</p:xmin>'),
+    "unbound prefix": _with(b"<xmin>10</xmin>", b"<p:xmin>10</p:xmin>"),
+    "crlf": _PLAIN.replace(b"><", b">\r\n<"),
+    "cr in text": _with(b"<name>" + A.encode(), b"<name>\r" + A.encode()),
+    "utf-8 text": _with(b"<name>" + A.encode(), "<name>Hündin".encode()),
+    "latin-1 bytes": _with(b"<name>" + A.encode(), b"<name>H\xfcndin"),
+    "bom": b"\xef\xbb\xbf" + _PLAIN,
+    "declaration": b'<?xml version="1.0"?>\n' + _PLAIN,
+    "two roots": _PLAIN + b"<annotation/>",
+    "text after root": _PLAIN + b"junk",
+    "whitespace around": b" \n\t" + _PLAIN + b"\n ",
+    "unclosed": _PLAIN[:-14],
+    "mismatched": _with(b"</xmin>", b"</ymin>"),
+    "child in xmin": _with(b"<xmin>10</xmin>", b"<xmin>1<b>2</b>0</xmin>"),
+    "longer tag name": _with(b"<xmin>10</xmin>", b"<xmin>10</xmin><xminimum>3</xminimum>"),
+    "field as root": b"<xmin>5</xmin>",
+    "nul": _with(b"<xmin>10", b"<xmin>1\x000"),
+    "control char": _with(b"<xmin>10", b"<xmin>1\x0b0"),
+    "gt in text": _with(b"<xmin>10", b"<xmin>10>"),
+    "cdata end in text": _with(b"<xmin>10", b"<xmin>10]]>"),
+    "utf-16": _PLAIN.decode().encode("utf-16"),
+    "empty": b"",
+    # documents of the ILSVRC layout itself, which the scanner matches whole
+    "indented layout": _PLAIN.replace(b"><", b">\n\t\t<"),
+    "no source": _with(b"<source><database>ILSVRC_2012</database></source>", b""),
+    "no objects": xml(A, "x", (10, 10), []),
+    "three objects": xml(A, "x", (50, 40), [(A, (1, 2, 3, 4)), (B, ("5.5", 6, 7, 8)),
+                                             ("Scottish_deerhound", (9, 10, 11, 12))]),
+    "empty coordinate": _with(b"<ymin>20</ymin>", b"<ymin></ymin>"),
+    "spaces in text": _with(b"<ymin>20</ymin>", b"<ymin> 2 0 </ymin>"),
+    "del in text": _with(b"<name>" + A.encode(), b"<name>\x7f" + A.encode()),
+    "form feed between": _with(b"<size>", b"<size>\x0c"),
+    "bracket in text": _with(b"<xmin>10", b"<xmin>[10]"),
+    "tag outside layout": _with(b"<segmented>", b"<note>x</note><segmented>"),
+}
+
+
+def _tree_or_error(data: bytes):
+    try:
+        return boxes._tree_fields(data, "x")
+    except PrepError:
+        return "error"
+
+
+@pytest.mark.parametrize("case", list(TRICKY))
+def test_scanner_agrees_with_elementtree(case):
+    data = TRICKY[case]
+    fast = boxes._scan_fields(data)
+    assert fast is None or fast == _tree_or_error(data)
+
+
+def test_scanner_reads_ordinary_files():
+    ordinary = [d for r, d in QUIRKS.items() if is_box_xml_path(r) and not d.startswith(b"<?")
+                and r != f"{OUTSIDE}/broken.xml"]
+    for data in ordinary:
+        assert boxes._scan_fields(data) == boxes._tree_fields(data, "x")
+    assert boxes._scan_fields(TRICKY["whitespace around"]) is not None
+    assert boxes._LAYOUT.fullmatch(_PLAIN) and boxes._LAYOUT.fullmatch(TRICKY["three objects"])
+    assert not boxes._LAYOUT.fullmatch(TRICKY["tag outside layout"])  # read the other way
+    assert boxes._scan_fields(TRICKY["tag outside layout"]) is not None
+
+
+def test_scanner_agrees_on_random_edits():
+    rng = random.Random(6)
+    pieces = [b"<xmin>7</xmin>", b"<xmin>-1</xmin>", b"<xmin></xmin>", b"<xmin/>", b"<b/>",
+              b"<name>" + B.encode() + b"</name>", b"<width>0</width>", b"<height> 9 </height>",
+              b"<b><ymax>3.5</ymax></b>", b"<filename></filename>", b"text", b"\n\t", b" ",
+              b"<xmin a='1'>2</xmin>", b"<", b"&amp;", b"<!-- c -->"]
+    sources = [d for d in QUIRKS.values() if d.startswith(b"<annotation>")]
+    answered = 0
+    for _ in range(3000):
+        data = bytearray(rng.choice(sources))
+        for _ in range(rng.randint(1, 3)):
+            ends = [i + 1 for i, c in enumerate(data) if c == ord(">")]
+            at = rng.choice(ends)
+            if rng.random() < 0.8:
+                data[at:at] = rng.choice(pieces)
+            else:
+                del data[at:at + rng.randint(1, 30)]
+        fast = boxes._scan_fields(bytes(data))
+        if fast is not None:
+            answered += 1
+            assert fast == _tree_or_error(bytes(data)), bytes(data)
+    assert answered > 1000  # the scanner is exercised, not bypassed

@@ -1,5 +1,6 @@
-"""Header-only tar index: offsets, nesting, safety checks and damaged archives."""
+"""Header-only tar index: offsets, nesting, safety checks, damaged archives, .tar.gz streams."""
 
+import gzip
 import io
 import tarfile
 
@@ -7,7 +8,13 @@ import pytest
 from tarutil import add_file, tar_bytes, write_tar
 
 from imagenet_prep.errors import CorruptArchiveError, UnsafeArchiveError
-from imagenet_prep.tarindex import ArchiveReader, iter_members, iter_nested, safe_member_name
+from imagenet_prep.tarindex import (
+    ArchiveReader,
+    iter_gz_members,
+    iter_members,
+    iter_nested,
+    safe_member_name,
+)
 
 
 def test_offsets_point_at_member_bytes(tmp_path):
@@ -127,3 +134,70 @@ def test_duplicate_names_refused(tmp_path):
 def test_missing_archive(tmp_path):
     with pytest.raises(CorruptArchiveError, match="not found"):
         list(iter_members(tmp_path / "nope.tar"))
+
+
+# --- .tar.gz streams ------------------------------------------------------------------
+
+def _gz_files() -> dict[str, bytes]:
+    files = {f"n01440764/n01440764_{i}.xml": bytes([65 + i % 26]) * (i * 37 % 1500)
+             for i in range(40)}
+    files["n01443537/" + "x" * 120 + ".xml"] = b"long name"  # GNU long name / pax record
+    files["n01443537/ünïcode.xml"] = b"non-ascii name"
+    return files
+
+
+def _tarfile_view(path) -> list[tuple[str, bytes]]:
+    """What tarfile itself reads from the stream: regular files, in order."""
+    with tarfile.open(path, "r|gz") as tf:
+        return [(m.name, tf.extractfile(m).read()) for m in tf if m.isreg()]
+
+
+@pytest.mark.parametrize("fmt", [tarfile.GNU_FORMAT, tarfile.PAX_FORMAT, tarfile.USTAR_FORMAT])
+def test_gz_members_equal_tarfile(tmp_path, fmt):
+    files = _gz_files()
+    if fmt == tarfile.USTAR_FORMAT:  # ustar splits long names into prefix + name instead
+        files = {k.replace("x" * 120, "d" * 60 + "/" + "x" * 60): v for k, v in files.items()}
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tf:
+        for name, data in files.items():
+            if name.endswith("_3.xml"):
+                d = tarfile.TarInfo(name.rsplit("/", 1)[0] + "/sub")
+                d.type = tarfile.DIRTYPE
+                tf.addfile(d)
+            add_file(tf, name, data)
+    path = tmp_path / "a.tar.gz"
+    path.write_bytes(gzip.compress(buf.getvalue(), mtime=0))
+    got = list(iter_gz_members(path))
+    assert got == _tarfile_view(path)
+    assert dict(got) == files
+
+
+@pytest.mark.parametrize("damage", ["cut-early", "cut-trailer", "flip", "bad-checksum", "plain"])
+def test_damaged_gz_refused(tmp_path, damage):
+    raw = bytearray(tar_bytes({f"a/{i}.xml": b"<a/>" * 50 for i in range(20)}))
+    if damage == "bad-checksum":
+        raw[512 + 512 + 148] ^= 0x01  # the second member's header
+    data = bytearray(gzip.compress(bytes(raw), mtime=0))
+    if damage == "cut-early":
+        data = data[: len(data) // 2]
+    elif damage == "cut-trailer":
+        data = data[:-3]
+    elif damage == "flip":
+        data[len(data) // 2] ^= 0xFF
+    elif damage == "plain":
+        data = bytearray(raw)
+    path = tmp_path / "bad.tar.gz"
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptArchiveError, match=r"bad\.tar\.gz: (truncated|not a readable)"):
+        list(iter_gz_members(path))
+
+
+def test_gz_links_refused(tmp_path):
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.GNU_FORMAT) as tf:
+        add_file(tf, "a/1.xml", b"x")
+        tf.addfile(_special("sym"))
+    path = tmp_path / "link.tar.gz"
+    path.write_bytes(gzip.compress(buf.getvalue(), mtime=0))
+    with pytest.raises(UnsafeArchiveError, match="symbolic link; refused"):
+        list(iter_gz_members(path))

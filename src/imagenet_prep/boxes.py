@@ -23,10 +23,12 @@ that is not a number, a zero width), this raises a PrepError naming the file.
 from __future__ import annotations
 
 import posixpath
+import re
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any
+from xml.parsers import expat
 
 from imagenet_prep.errors import PrepError
 
@@ -55,12 +57,102 @@ class BoxCounts:
 def is_box_xml_path(rel: str) -> bool:
     """True for `WNID/NAME.xml`, exactly what the reference's glob `<dir>/*/*.xml` matches."""
     parts = rel.split("/")
-    return (len(parts) == 2 and all(p and not p.startswith(".") for p in parts)
+    return (len(parts) == 2 and parts[0][:1] not in ("", ".") and parts[1][:1] not in ("", ".")
             and parts[1].endswith(".xml"))
 
 
-def _items(root: ET.Element, name: str) -> list[str | None]:
-    return [e.text for e in root.iter(name)]
+_FIELDS = ("xmin", "ymin", "xmax", "ymax", "width", "height", "name", "filename")
+_INDEX_B = {name.encode(): i for i, name in enumerate(_FIELDS)}
+_INDEX = {name: i for i, name in enumerate(_FIELDS)}
+Fields = tuple[list, list, list, list, list, list, list, list]  # texts per _FIELDS entry
+
+# 1. The layout of the ILSVRC box files, matched whole.  Character data here is ASCII
+#    without markup, references, `]` (so no `]]>`), CR (which XML would normalise) or
+#    control characters, and whitespace between elements is XML whitespace, so a
+#    document that matches is well-formed by construction and each element's text
+#    (ElementTree's `.text`) is exactly the captured bytes (None when empty).
+_TEXT = rb"([^<&\]\x00-\x08\x0b\x0c\x0e-\x1f\r]*)"
+_WS = rb"[ \t\n]*"
+
+
+def _leaf(tag: bytes, capture: bool = False, optional: bool = False) -> bytes:
+    text = _TEXT if capture else _TEXT.replace(b"(", b"(?:", 1)
+    leaf = b"<" + tag + b">" + text + b"</" + tag + b">" + _WS
+    return b"(?:" + leaf + b")?" if optional else leaf
+
+
+def _object(capture: bool) -> bytes:
+    return (b"<object>" + _WS + _leaf(b"name", capture)
+            + b"".join(_leaf(t, optional=True) for t in (b"pose", b"truncated", b"difficult"))
+            + b"<bndbox>" + _WS + b"".join(_leaf(t, capture) for t in _COORDS)
+            + b"</bndbox>" + _WS + b"</object>" + _WS)
+
+
+_COORDS = (b"xmin", b"ymin", b"xmax", b"ymax")
+_LAYOUT = re.compile(
+    _WS + b"<annotation>" + _WS + _leaf(b"folder", optional=True) + _leaf(b"filename", True)
+    + b"(?:<source>" + _WS + _leaf(b"database") + b"</source>" + _WS + b")?"
+    + b"<size>" + _WS + _leaf(b"width", True) + _leaf(b"height", True)
+    + _leaf(b"depth", optional=True) + b"</size>" + _WS + _leaf(b"segmented", optional=True)
+    + b"((?:" + _object(False) + b")*)</annotation>" + _WS)
+_OBJECT = re.compile(_object(True))
+
+# 2. Any other ASCII document: the field tags found by a pattern, once expat (the parser
+#    under ElementTree, with its namespace setting) has accepted the document.  A start
+#    tag `<xmin>` is followed by its text up to the next `<`; `<xmin` followed by an
+#    attribute, a space or `/>` goes to ElementTree.
+_FIELD_TAG = re.compile(rb"<(xmin|ymin|xmax|ymax|width|height|name|filename)(>([^<]*)|[\s/])")
+# What this pattern does not model: entities, CDATA, comments, PIs and declarations,
+# namespaces, carriage returns (normalised by XML), NUL (a UTF-16 signature).
+_UNUSUAL = (b"&", b"<!", b"<?", b"xmlns", b"\r", b"\x00")
+
+
+def _text(raw: bytes) -> str | None:
+    return raw.decode("ascii") if raw else None
+
+
+def _scan_fields(data: bytes) -> Fields | None:
+    """The texts of every field element in document order, or None to use ElementTree.
+
+    Equal to `_tree_fields` whenever it answers (tests/test_boxes.py checks tricky
+    documents and thousands of random edits); any doubt returns None.
+    """
+    if not data.isascii():
+        return None
+    m = _LAYOUT.fullmatch(data)
+    if m is not None:
+        objects = _OBJECT.findall(data, m.start(4), m.end(4))
+        return ([_text(o[1]) for o in objects], [_text(o[2]) for o in objects],
+                [_text(o[3]) for o in objects], [_text(o[4]) for o in objects],
+                [_text(m[2])], [_text(m[3])], [_text(o[0]) for o in objects], [_text(m[1])])
+    if any(u in data for u in _UNUSUAL):
+        return None
+    try:
+        expat.ParserCreate(None, "}").Parse(data, True)
+    except expat.ExpatError:
+        return None
+    fields: Fields = ([], [], [], [], [], [], [], [])
+    index = _INDEX_B
+    for tag, sep, text in _FIELD_TAG.findall(data):
+        if sep[:1] != b">":
+            return None
+        fields[index[tag]].append(_text(text))
+    return fields
+
+
+def _tree_fields(data: bytes, where: str) -> Fields:
+    """The same texts through ElementTree (`root.iter()`, as the reference walks it)."""
+    try:
+        root = ET.fromstring(data)
+    except ET.ParseError as e:
+        raise BoxXMLError(f"{where}: not a readable XML file ({e})") from None
+    fields: Fields = ([], [], [], [], [], [], [], [])
+    index = _INDEX
+    for e in root.iter():
+        i = index.get(e.tag)  # type: ignore[call-overload]
+        if i is not None:
+            fields[i].append(e.text)
+    return fields
 
 
 def _int(text: str | None | int, what: str, where: str) -> int:
@@ -80,38 +172,48 @@ def _nth(items: list[str | None], i: int) -> str | None | int:
 def parse_boxes(data: bytes, where: str) -> tuple[Any, list[tuple[float, float, float, float]]]:
     """(label, boxes) of one XML: label is the first `name` text (or -1), boxes are
     (xmin, ymin, xmax, ymax) normalised, ordered and clamped as the reference does."""
-    try:
-        root = ET.fromstring(data)
-    except ET.ParseError as e:
-        raise BoxXMLError(f"{where}: not a readable XML file ({e})") from None
-    xmins = _items(root, "xmin")
-    count = 0
-    while count < len(xmins) and _int(xmins[count], "xmin", where) != _MISSING:
-        count += 1
-    if count == 0:
-        return _nth(_items(root, "name"), 0), []
-    ymins, xmaxs, ymaxs = (_items(root, k) for k in ("ymin", "xmax", "ymax"))
-    width = _int(_nth(_items(root, "width"), 0), "width", where)
-    height = _int(_nth(_items(root, "height"), 0), "height", where)
-    filename = _nth(_items(root, "filename"), 0)
-    if not isinstance(filename, str):  # the reference computes filename + '.JPEG' and dies
+    fields = _scan_fields(data) or _tree_fields(data, where)
+    xmins, ymins, xmaxs, ymaxs, widths, heights, names, filenames = fields
+    xs = []
+    for text in xmins:  # boxes are counted up to the first xmin that reads as -1
+        x = _int(text, "xmin", where)
+        if x == _MISSING:
+            break
+        xs.append(x)
+    label = _nth(names, 0)
+    if not xs:
+        return label, []
+    width = _int(_nth(widths, 0), "width", where)
+    height = _int(_nth(heights, 0), "height", where)
+    if not isinstance(_nth(filenames, 0), str):  # the reference computes filename + '.JPEG'
         raise BoxXMLError(f"{where}: no <filename> text")
     if width == 0 or height == 0:
         raise BoxXMLError(f"{where}: image size is {width}x{height}")
+    fw, fh = float(width), float(height)
     boxes = []
-    for i in range(count):
-        xmin = float(_int(xmins[i], "xmin", where)) / float(width)
-        ymin = float(_int(_nth(ymins, i), "ymin", where)) / float(height)
-        xmax = float(_int(_nth(xmaxs, i), "xmax", where)) / float(width)
-        ymax = float(_int(_nth(ymaxs, i), "ymax", where)) / float(height)
-        x0, x1 = min(xmin, xmax), max(xmin, xmax)
-        y0, y1 = min(ymin, ymax), max(ymin, ymax)
-        boxes.append((_clamp(x0), _clamp(y0), _clamp(x1), _clamp(y1)))
-    return _nth(_items(root, "name"), 0), boxes
+    for i, x in enumerate(xs):
+        xmin = float(x) / fw
+        ymin = float(_int(_nth(ymins, i), "ymin", where)) / fh
+        xmax = float(_int(_nth(xmaxs, i), "xmax", where)) / fw
+        ymax = float(_int(_nth(ymaxs, i), "ymax", where)) / fh
+        x0, x1 = (xmin, xmax) if xmin <= xmax else (xmax, xmin)
+        y0, y1 = (ymin, ymax) if ymin <= ymax else (ymax, ymin)
+        boxes.append((min(max(x0, 0.0), 1.0), min(max(y0, 0.0), 1.0),
+                      min(max(x1, 0.0), 1.0), min(max(y1, 0.0), 1.0)))
+    return label, boxes
 
 
-def _clamp(v: float) -> float:
-    return min(max(v, 0.0), 1.0)
+def _lines(rel: str, data: bytes, challenge: frozenset[str] | set[str] | None, where: str
+           ) -> tuple[list[str], int]:
+    """(the reference's lines, boxes it skips) for a file of a class it reads."""
+    wnid, base = rel.split("/")
+    label, boxes = parse_boxes(data, where)
+    image = (base[:-4] if base.endswith(".xml") else posixpath.splitext(base)[0]) + ".JPEG"
+    if challenge is not None and label != wnid and label in challenge:
+        return [], len(boxes)  # every box of the file carries the same (other) label
+    lines = [f"{image},{x0:.4f},{y0:.4f},{x1:.4f},{y1:.4f}\n"
+             for x0, y0, x1, y1 in boxes if x0 < x1 and y0 < y1]
+    return lines, len(boxes) - len(lines)
 
 
 def csv_lines(
@@ -121,23 +223,12 @@ def csv_lines(
 
     `data` may be None for a file outside `challenge` (it is skipped unread).
     """
-    wnid, base = rel.split("/")
     counts = BoxCounts(files=1)
-    if challenge is not None and wnid not in challenge:
+    if challenge is not None and rel.split("/")[0] not in challenge:
         counts.files_skipped = 1
         return [], counts
     assert data is not None
-    label, boxes = parse_boxes(data, where)
-    image = posixpath.splitext(base)[0] + ".JPEG"
-    lines = []
-    for xmin, ymin, xmax, ymax in boxes:
-        if challenge is not None and label != wnid and label in challenge:
-            counts.boxes_skipped += 1
-            continue
-        if xmin >= xmax or ymin >= ymax:
-            counts.boxes_skipped += 1
-            continue
-        lines.append(f"{image},{xmin:.4f},{ymin:.4f},{xmax:.4f},{ymax:.4f}\n")
+    lines, counts.boxes_skipped = _lines(rel, data, challenge, where)
     counts.boxes_written = len(lines)
     if lines:
         counts.files_written = 1
@@ -155,18 +246,27 @@ def parse_batch(
     """
     items, challenge = batch
     lines: list[str] = []
-    total = BoxCounts()
+    files = files_skipped = boxes_skipped = files_written = 0
     for rel, data, where in items:
-        if data is None and (challenge is None or rel.split("/")[0] in challenge):
+        files += 1
+        if challenge is not None and rel.split("/", 1)[0] not in challenge:
+            files_skipped += 1
+            continue
+        if data is None:
             try:
                 with open(where, "rb") as f:
                     data = f.read()
             except OSError as e:
                 raise BoxXMLError(f"{where}: cannot read: {e.strerror}") from None
-        more, counts = csv_lines(rel, data, challenge, where)
-        lines += more
-        total.add(counts)
-    return lines, total
+        more, skipped = _lines(rel, data, challenge, where)
+        boxes_skipped += skipped
+        if more:
+            lines += more
+            files_written += 1
+        else:
+            files_skipped += 1
+    return lines, BoxCounts(files=files, boxes_written=len(lines), boxes_skipped=boxes_skipped,
+                            files_skipped=files_skipped, files_written=files_written)
 
 
 def parse_csv(text: str, where: str) -> Iterator[tuple[str, tuple[float, float, float, float]]]:

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import io
 import os
-import posixpath
 import tarfile
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -64,12 +64,14 @@ def safe_member_name(archive: Path | str, name: str) -> str:
         raise UnsafeArchiveError(f"{archive}: member {name!r} has an empty or invalid name")
     if name.startswith("/") or (len(name) > 1 and name[1] == ":"):
         raise UnsafeArchiveError(f"{archive}: member {name!r} has an absolute path; refused")
-    parts = [p for p in name.split("/") if p not in ("", ".")]
-    if any(p == ".." for p in parts) or "\\" in name:
+    parts = name.split("/")
+    if "" in parts or "." in parts:
+        parts = [p for p in parts if p not in ("", ".")]
+    if ".." in parts or "\\" in name:
         raise UnsafeArchiveError(f"{archive}: member {name!r} points outside the output; refused")
     if not parts:
         raise UnsafeArchiveError(f"{archive}: member {name!r} has an empty name")
-    return posixpath.join(*parts)
+    return "/".join(parts)
 
 
 def _check_kind(archive: Path | str, info: tarfile.TarInfo) -> bool:
@@ -109,9 +111,14 @@ def _plain_header(buf: bytes) -> tuple[str, int, bool] | None:
     if chksum != sum(buf) - sum(buf[148:156]) + 256:
         return None
     name = buf[:100].split(b"\x00", 1)[0]
-    if magic == b"ustar\x00" and buf[345] != 0:  # POSIX ustar: prefix + "/" + name
-        name = buf[345:500].split(b"\x00", 1)[0] + b"/" + name
-    return name.decode(_ENCODING, "surrogateescape"), size, buf[156:157] == b"5"
+    is_dir = buf[156:157] == b"5"
+    if buf[345] != 0:
+        if magic != b"ustar\x00":  # GNU: tarfile would read these bytes as a prefix too
+            return None
+        name = buf[345:500].split(b"\x00", 1)[0] + b"/" + name  # POSIX ustar prefix
+    if (is_dir and size) or (buf[156:157] == b"\x00" and name.endswith(b"/")):
+        return None  # a directory with data, an old-style directory: tarfile's rules
+    return name.decode(_ENCODING, "surrogateescape"), size, is_dir
 
 
 def iter_members(
@@ -224,14 +231,110 @@ def iter_nested(archive: Path | str) -> Iterator[tuple[Member, Iterator[Member]]
         os.close(fd)
 
 
+GZ_READ = 1 << 20  # compressed bytes per read
+GZ_OUT = 8 << 20  # at most this much decompressed per step: memory stays bounded
+
+
+class _GzStream:
+    """The decompressed bytes of a gzip file, consumed front to back from one buffer.
+
+    Reading through tarfile's stream mode costs ~100 us per member (10 s per 100,000
+    XMLs); slicing members out of a large decompressed buffer costs a few.  zlib checks
+    the gzip trailer (CRC and length) at the end, which tarfile's own reader does not.
+    `buf[pos:]` is what is not consumed yet.
+    """
+
+    def __init__(self, f: io.BufferedReader, label: str) -> None:
+        self._f, self._label = f, label
+        self._z = zlib.decompressobj(16 + zlib.MAX_WBITS)
+        self.buf, self.pos = b"", 0
+
+    def _more(self) -> bool:
+        """Decompress the next step onto the buffer; False once the gzip stream has ended."""
+        z = self._z
+        if z.eof:
+            return False
+        src = z.unconsumed_tail or self._f.read(GZ_READ)
+        if not src:
+            raise CorruptArchiveError(f"{self._label}: truncated: the gzip stream ends early "
+                                      "(an interrupted download?)")
+        try:
+            out = z.decompress(src, GZ_OUT)
+        except zlib.error as e:
+            raise CorruptArchiveError(f"{self._label}: not a readable .tar.gz ({e})") from None
+        self.buf = self.buf[self.pos:] + out
+        self.pos = 0
+        return True
+
+    def ensure(self, n: int) -> bool:
+        """Make `n` unconsumed bytes available; False if the stream ends first."""
+        while len(self.buf) - self.pos < n:
+            if not self._more():
+                return False
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        """File-like read, for tarfile when it takes over the rest of the stream."""
+        if n is None or n < 0:
+            while self._more():
+                pass
+            n = len(self.buf) - self.pos
+        else:
+            self.ensure(n)
+        data = self.buf[self.pos:self.pos + n]
+        self.pos += len(data)
+        return data
+
+    def drain(self) -> None:
+        """Read to the end of the gzip stream, so its CRC and length are checked."""
+        self.buf, self.pos = b"", 0
+        while self._more():
+            self.buf = b""
+
+
 def iter_gz_members(archive: Path) -> Iterator[tuple[str, bytes]]:
     """Stream (safe name, bytes) of the regular files of a small .tar.gz (box XMLs, devkit).
 
     A gzip stream cannot be indexed, so it is read once, in order; members are
-    checked as in `iter_members`.
+    checked as in `iter_members`.  Plain headers are parsed here; at the first
+    other one (long names, pax records, links) tarfile reads the rest of the stream.
     """
     try:
-        with tarfile.open(archive, mode="r|gz") as tf:
+        f = open(archive, "rb")
+    except FileNotFoundError:
+        raise CorruptArchiveError(f"{archive}: archive not found") from None
+    with f:
+        if f.peek(2)[:2] != b"\x1f\x8b":
+            raise CorruptArchiveError(f"{archive}: not a readable .tar.gz (not a gzip file)")
+        s = _GzStream(f, str(archive))
+        while True:
+            full = s.ensure(BLOCK)
+            head = s.buf[s.pos:s.pos + BLOCK]
+            plain = _plain_header(head) if full else None
+            if plain is None:
+                if not full or head.count(0) == BLOCK:
+                    # the end-of-archive marker, or a stream ending between members
+                    # (tarfile accepts both); the rest is read for the gzip CRC check
+                    s.drain()
+                    return
+                yield from _gz_rest(archive, s)
+                return
+            raw_name, size, is_dir = plain
+            name = safe_member_name(archive, raw_name)
+            step = BLOCK + size + (-size % BLOCK)
+            if not s.ensure(step):
+                raise CorruptArchiveError(f"{archive}: truncated: member {name!r} needs "
+                                          f"{size} bytes")
+            start = s.pos + BLOCK
+            s.pos += step
+            if not is_dir:
+                yield name, s.buf[start:start + size]
+
+
+def _gz_rest(archive: Path, stream: _GzStream) -> Iterator[tuple[str, bytes]]:
+    """The members from the stream's position on, read by tarfile (any header it knows)."""
+    try:
+        with tarfile.open(fileobj=stream, mode="r|") as tf:  # type: ignore[call-overload]
             for info in tf:
                 name = safe_member_name(archive, info.name)
                 if not _check_kind(archive, info):
@@ -239,8 +342,7 @@ def iter_gz_members(archive: Path) -> Iterator[tuple[str, bytes]]:
                 f = tf.extractfile(info)
                 assert f is not None
                 yield name, f.read()
-    except FileNotFoundError:
-        raise CorruptArchiveError(f"{archive}: archive not found") from None
+        stream.drain()
     except (tarfile.TarError, EOFError, OSError) as e:
         raise CorruptArchiveError(f"{archive}: not a readable .tar.gz ({e})") from None
 

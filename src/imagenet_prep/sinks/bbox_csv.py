@@ -52,9 +52,10 @@ def _folder_items(folder: Path) -> list[Item]:
 
 def _archive_items(archive: Path) -> Iterator[Item]:
     """The XMLs that extracting the archive would put where the glob finds them."""
+    prefix = f"{archive}:"
     for name, data in iter_gz_members(archive):
         if is_box_xml_path(name):
-            yield name, data, f"{archive}:{name}"
+            yield name, data, prefix + name
 
 
 def _batches(items: Iterator[Item] | list[Item], challenge: frozenset[str]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import stat
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,12 +19,13 @@ from imagenet_prep.archives import find_archive
 from imagenet_prep.catalog import flat_members, iter_classes
 from imagenet_prep.errors import CorruptArchiveError, PrepError
 from imagenet_prep.execute import run_tasks
-from imagenet_prep.fsutil import atomic_file, ensure_dir, os_error
+from imagenet_prep.fsutil import TMP_SUFFIX, ensure_dir, os_error
 from imagenet_prep.progress import bar
 from imagenet_prep.tarindex import ArchiveReader, Member, iter_gz_members
 
 SPLITS = ("train", "val", "test", "bbox_train", "bbox_val")
 CHUNK = 500  # images per task for flat archives
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC  # as open(path, "wb")
 
 
 @dataclass(frozen=True)
@@ -36,7 +38,7 @@ class CopyTask:
     key: str = ""
 
 
-def _final_size(path: Path) -> int | None:
+def _final_size(path: Path | str) -> int | None:
     """Size of a regular file at `path`, None if absent; anything else there is refused."""
     try:
         st = os.lstat(path)
@@ -51,14 +53,19 @@ def copy_members(task: CopyTask) -> tuple[str, int, int, int]:
     """Run one task; returns (key, files, bytes written, bytes skipped).
 
     A final name of the right size is complete (it only appears by rename); a
-    killed run's temporary file is simply overwritten.
+    killed run's temporary file is simply overwritten.  This runs once per image
+    (1.28 M times), so it works on plain strings and file descriptors: the same
+    steps as `fsutil.atomic_file` (temporary name, rename; removed on failure)
+    without a Path and a file object per image.
     """
     ensure_dir(task.folder)
+    folder = os.fspath(task.folder)
+    present = set(os.listdir(folder))  # one listing instead of a failed lstat per image
     written = skipped = 0
     with ArchiveReader(task.archive) as reader:
         for m in task.members:
-            final = task.folder / m.name
-            have = _final_size(final)
+            final = os.path.join(folder, m.name)
+            have = _final_size(final) if m.name in present else None
             if have == m.size:
                 skipped += m.size
                 continue
@@ -67,13 +74,45 @@ def copy_members(task: CopyTask) -> tuple[str, int, int, int]:
                     f"{final}: exists with other content than {task.archive.name}:{m.name}; "
                     "move it away and rerun"
                 )
-            with atomic_file(final) as f:
-                try:
-                    reader.copy_to(m.offset, m.size, f.fileno())
-                except OSError as e:
-                    raise os_error(final, e) from None
+            _create_atomic(final, lambda fd, m=m: reader.copy_to(m.offset, m.size, fd))
             written += m.size
     return task.key, len(task.members), written, skipped
+
+
+def _create_atomic(final: str, fill: Callable[[int], None]) -> None:
+    """Write `final` through its temporary name (`fill(fd)` writes the content), then
+    rename it; the temporary file is removed on any failure."""
+    head, tail = os.path.split(final)
+    tmp = os.path.join(head, f".{tail}{TMP_SUFFIX}")  # fsutil.tmp_path, on strings
+    try:
+        fd = os.open(tmp, _CREATE, 0o666)
+    except OSError as e:
+        raise os_error(tmp, e) from None
+    try:
+        try:
+            fill(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, final)
+    except OSError as e:
+        _unlink_quietly(tmp)
+        raise os_error(final, e) from None
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _unlink_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
 
 
 def _train_tasks(archive: Path, out: Path) -> list[CopyTask]:
@@ -87,19 +126,30 @@ def _flat_tasks(archive: Path, folder: Path) -> list[CopyTask]:
     ]
 
 
-def _extract_gz(archive: Path, dest: Path) -> tuple[int, int, dict[str, int]]:
-    """Stream a small .tar.gz (box XMLs) into `dest`; returns (files, bytes, per-folder counts)."""
+@dataclass(frozen=True)
+class GzTask:
+    """Stream the small .tar.gz `archive` (box XMLs) into `folder`: one task, in a worker."""
+
+    archive: Path
+    folder: Path
+
+
+def extract_gz(task: GzTask) -> tuple[int, int, dict[str, int]]:
+    """Run a GzTask; returns (files, bytes, files per top-level folder)."""
+    archive, dest = task.archive, os.fspath(task.folder)
     files = size = 0
     counts: dict[str, int] = {}
-    made: set[Path] = set()
+    present: dict[str, set[str]] = {}  # folder -> names there before this run wrote any
     for name, data in iter_gz_members(archive):
-        final = dest / name
-        if final.parent not in made:
-            made.add(ensure_dir(final.parent))
-        have = _final_size(final)
+        final = os.path.join(dest, name)
+        folder, base = os.path.split(final)
+        names = present.get(folder)
+        if names is None:
+            ensure_dir(Path(folder))
+            names = present[folder] = set(os.listdir(folder))
+        have = _final_size(final) if base in names else None
         if have is None:
-            with atomic_file(final) as f:
-                f.write(data)
+            _create_atomic(final, lambda fd, data=data: _write_all(fd, data))
         elif have != len(data):
             raise PrepError(f"{final}: exists with other content than {archive.name}:{name}")
         files += 1
@@ -111,10 +161,22 @@ def _extract_gz(archive: Path, dest: Path) -> tuple[int, int, dict[str, int]]:
     return files, size, counts
 
 
+def _run_task(item: tuple[str, CopyTask | GzTask]) -> tuple[str, tuple]:
+    """A pool task of any split: (split, the task's result)."""
+    split, task = item
+    return split, extract_gz(task) if isinstance(task, GzTask) else copy_members(task)
+
+
 def extract(
     archives: Path, dataset: Path, splits: tuple[str, ...] = SPLITS, workers: int | None = None,
 ) -> dict[str, dict]:
-    """Extract each split whose archive is present; returns per-split summaries."""
+    """Extract each split whose archive is present; returns per-split summaries.
+
+    Every image archive is indexed (and its layout checked) before anything is
+    written; then all splits share one pool, the box archives first: each is one
+    sequential stream, so it runs beside the image copies instead of after them.
+    A split's record is saved when its last task is done.
+    """
     if not archives.is_dir():
         raise PrepError(f"{archives}: archives folder not found")
     unknown = [s for s in splits if s not in SPLITS]
@@ -124,6 +186,9 @@ def extract(
     if not any(found.values()):
         raise PrepError(f"{archives}: none of the archives for {', '.join(splits)} is here")
     summary: dict[str, dict] = {}
+    t0 = time.monotonic()
+    todo: dict[str, dict] = {}  # split -> its archive, totals and tasks left
+    items: list[tuple[str, CopyTask | GzTask]] = []
     for split in splits:
         archive = found[split]
         if archive is None:
@@ -132,23 +197,38 @@ def extract(
         if done is not None:
             summary[split] = {**done, "seconds": 0.0, "written": 0, "skipped": True}
             continue
-        t0 = time.monotonic()
         dest = ensure_dir(dataset / split)
         if split.startswith("bbox"):
-            files, size, counts = _extract_gz(archive, dest)
-            written = size
-        else:
-            tasks = _train_tasks(archive, dest) if split == "train" else _flat_tasks(archive, dest)
-            files = sum(len(t.members) for t in tasks)
-            size = sum(m.size for t in tasks for m in t.members)
-            counts = {t.key: len(t.members) for t in tasks} if split == "train" else {}
-            written = 0
-            with bar(size, f"extract {split}", bytes_=True) as pb:
-                for _key, _n, w, s in run_tasks(copy_members, tasks, workers):
-                    written += w
-                    pb.update(w + s)
-        rec = {"split": split, "archive": archive.name, "archive_size": archive.stat().st_size,
-               "files": files, "bytes": size, "classes": counts}
-        records.save(dataset, f"extract-{split}", rec)
-        summary[split] = {**rec, "seconds": time.monotonic() - t0, "written": written}
-    return summary
+            todo[split] = {"archive": archive, "files": 0, "bytes": 0, "classes": {}, "left": 1,
+                           "written": 0}
+            items.insert(0, (split, GzTask(archive, dest)))
+            continue
+        tasks = _train_tasks(archive, dest) if split == "train" else _flat_tasks(archive, dest)
+        todo[split] = {
+            "archive": archive, "files": sum(len(t.members) for t in tasks),
+            "bytes": sum(m.size for t in tasks for m in t.members),
+            "classes": {t.key: len(t.members) for t in tasks} if split == "train" else {},
+            "left": len(tasks), "written": 0,
+        }
+        items += [(split, t) for t in tasks]
+    total = sum(t["bytes"] for s, t in todo.items() if not s.startswith("bbox"))
+    with bar(total, "extract", bytes_=True) as pb:
+        for split, result in run_tasks(_run_task, items, workers):
+            t = todo[split]
+            if split.startswith("bbox"):
+                t["files"], t["bytes"], t["classes"] = result
+                t["written"] = t["bytes"]
+            else:
+                _key, _n, w, s = result
+                t["written"] += w
+                pb.update(w + s)
+            t["left"] -= 1
+            if t["left"] == 0:
+                archive = t["archive"]
+                rec = {"split": split, "archive": archive.name,
+                       "archive_size": archive.stat().st_size, "files": t["files"],
+                       "bytes": t["bytes"], "classes": t["classes"]}
+                records.save(dataset, f"extract-{split}", rec)
+                summary[split] = {**rec, "seconds": time.monotonic() - t0,
+                                  "written": t["written"]}
+    return {split: summary[split] for split in splits if split in summary}

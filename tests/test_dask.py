@@ -131,7 +131,8 @@ def _blocking(real, ctl: Path, output_of, task):
     return real(task)
 
 
-def _first_file(task: tree.CopyTask) -> Path:
+def _first_file(item: tuple[str, tree.CopyTask]) -> Path:
+    task = item[1]
     return task.folder / task.members[0].name
 
 
@@ -157,8 +158,8 @@ def test_worker_killed_midway(stage, cluster, small_replica, reference, tmp_path
     ds = tmp_path / "ds"
     ds.mkdir()
     if stage == "extract":
-        fn = functools.partial(_blocking, tree.copy_members, ctl, _first_file)
-        monkeypatch.setattr(tree, "copy_members", fn)
+        fn = functools.partial(_blocking, tree._run_task, ctl, _first_file)
+        monkeypatch.setattr(tree, "_run_task", fn)
     else:
         fn = functools.partial(_blocking, tfrecord_sink.write_shard, ctl, _shard_file)
         monkeypatch.setattr(tfrecord_sink, "write_shard", fn)

@@ -11,7 +11,7 @@ import contextlib
 import errno
 import fcntl
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -71,7 +71,41 @@ def write_atomic(final: Path, data: bytes | str, *, fsync: bool = True) -> None:
         f.write(data.encode() if isinstance(data, str) else data)
 
 
-def _unlink_quietly(path: Path) -> None:
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC  # as open(path, "wb")
+
+
+def create_atomic(final: str, fill: Callable[[int], None]) -> None:
+    """`atomic_file` for the per-image hot path (1.28 M files): plain strings and a file
+    descriptor, no Path or file object.  `fill(fd)` writes the content; the temporary
+    name is renamed to `final`, or removed on any failure."""
+    head, tail = os.path.split(final)
+    tmp = os.path.join(head, f".{tail}{TMP_SUFFIX}")  # tmp_path, on strings
+    try:
+        fd = os.open(tmp, _CREATE, 0o666)
+    except OSError as e:
+        raise os_error(tmp, e) from None
+    try:
+        try:
+            fill(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, final)
+    except OSError as e:
+        _unlink_quietly(tmp)
+        raise os_error(final, e) from None
+    except BaseException:
+        _unlink_quietly(tmp)
+        raise
+
+
+def write_fd(fd: int, data: bytes) -> None:
+    """Write all of `data` to `fd` (finishing short writes)."""
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+
+
+def _unlink_quietly(path: Path | str) -> None:
     with contextlib.suppress(OSError):
         os.unlink(path)
 

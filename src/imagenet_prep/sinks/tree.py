@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import stat
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,13 +18,12 @@ from imagenet_prep.archives import find_archive
 from imagenet_prep.catalog import flat_members, iter_classes
 from imagenet_prep.errors import CorruptArchiveError, PrepError
 from imagenet_prep.execute import run_tasks
-from imagenet_prep.fsutil import TMP_SUFFIX, ensure_dir, os_error
+from imagenet_prep.fsutil import create_atomic, ensure_dir, write_fd
 from imagenet_prep.progress import bar
 from imagenet_prep.tarindex import ArchiveReader, Member, iter_gz_members
 
 SPLITS = ("train", "val", "test", "bbox_train", "bbox_val")
 CHUNK = 500  # images per task for flat archives
-_CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC  # as open(path, "wb")
 
 
 @dataclass(frozen=True)
@@ -54,9 +52,7 @@ def copy_members(task: CopyTask) -> tuple[str, int, int, int]:
 
     A final name of the right size is complete (it only appears by rename); a
     killed run's temporary file is simply overwritten.  This runs once per image
-    (1.28 M times), so it works on plain strings and file descriptors: the same
-    steps as `fsutil.atomic_file` (temporary name, rename; removed on failure)
-    without a Path and a file object per image.
+    (1.28 M times), so it works on plain strings and descriptors (`create_atomic`).
     """
     ensure_dir(task.folder)
     folder = os.fspath(task.folder)
@@ -74,45 +70,9 @@ def copy_members(task: CopyTask) -> tuple[str, int, int, int]:
                     f"{final}: exists with other content than {task.archive.name}:{m.name}; "
                     "move it away and rerun"
                 )
-            _create_atomic(final, lambda fd, m=m: reader.copy_to(m.offset, m.size, fd))
+            create_atomic(final, lambda fd, m=m: reader.copy_to(m.offset, m.size, fd))
             written += m.size
     return task.key, len(task.members), written, skipped
-
-
-def _create_atomic(final: str, fill: Callable[[int], None]) -> None:
-    """Write `final` through its temporary name (`fill(fd)` writes the content), then
-    rename it; the temporary file is removed on any failure."""
-    head, tail = os.path.split(final)
-    tmp = os.path.join(head, f".{tail}{TMP_SUFFIX}")  # fsutil.tmp_path, on strings
-    try:
-        fd = os.open(tmp, _CREATE, 0o666)
-    except OSError as e:
-        raise os_error(tmp, e) from None
-    try:
-        try:
-            fill(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, final)
-    except OSError as e:
-        _unlink_quietly(tmp)
-        raise os_error(final, e) from None
-    except BaseException:
-        _unlink_quietly(tmp)
-        raise
-
-
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        view = view[os.write(fd, view):]
-
-
-def _unlink_quietly(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
 
 
 def _train_tasks(archive: Path, out: Path) -> list[CopyTask]:
@@ -149,7 +109,7 @@ def extract_gz(task: GzTask) -> tuple[int, int, dict[str, int]]:
             names = present[folder] = set(os.listdir(folder))
         have = _final_size(final) if base in names else None
         if have is None:
-            _create_atomic(final, lambda fd, data=data: _write_all(fd, data))
+            create_atomic(final, lambda fd, data=data: write_fd(fd, data))
         elif have != len(data):
             raise PrepError(f"{final}: exists with other content than {archive.name}:{name}")
         files += 1

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import harness
+import measure
 import stages
 import tables
 from replica_cache import Replica, ReplicaParams, ensure_replica
@@ -99,12 +100,20 @@ def _environment(a: argparse.Namespace, work: Path) -> dict[str, Any]:
     }
 
 
+def _mem_available() -> int:
+    with open("/proc/meminfo") as f:
+        for line in f:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
 def _work_dir(a: argparse.Namespace, need: int) -> Path:
     if a.tmpfs:
-        free = shutil.disk_usage(SHM).free
+        free = min(shutil.disk_usage(SHM).free, _mem_available())
         if free < need:
-            sys.exit(f"--tmpfs: {SHM} has {free / 1e9:.1f} GB free, this run needs about "
-                     f"{need / 1e9:.1f} GB; use a smaller --scale or run without --tmpfs")
+            sys.exit(f"--tmpfs: {SHM} and RAM have {free / 1e9:.1f} GB free, this run needs "
+                     f"about {need / 1e9:.1f} GB; use a smaller --scale or run without --tmpfs")
         return SHM / f"imagenet-prep-bench-{os.getpid()}"
     return a.cache / f"work-{os.getpid()}"
 
@@ -122,10 +131,14 @@ def _place(replica: Replica, work: Path, tmpfs: bool) -> tuple[Path, Path]:
 def _ctx(replica: Replica, work: Path, a: argparse.Namespace) -> stages.Ctx:
     arch, box = _place(replica, work, a.tmpfs)
     # the reference's shard sizes: ~1251 train and ~391 val images per shard
-    return stages.Ctx(work=work, replica=replica, archives=arch, bbox_archives=box,
-                      workers=a.workers,
-                      train_shards=max(2, round(replica.train_images / 1251)),
-                      val_shards=max(2, round(replica.val_images / 391)))
+    ctx = stages.Ctx(work=work, replica=replica, archives=arch, bbox_archives=box,
+                     workers=a.workers,
+                     train_shards=max(2, round(replica.train_images / 1251)),
+                     val_shards=max(2, round(replica.val_images / 391)))
+    measure.run(ctx.cli("--help"))  # warm-up: bytecode and shared libraries in the cache
+    # the smallest of five: the part of each figure that is surely start-up, no more
+    ctx.startup = min(measure.run(ctx.cli("--help")).seconds for _ in range(5))
+    return ctx
 
 
 def _header(replica: Replica, ctx: stages.Ctx, env: dict[str, Any]) -> list[str]:
@@ -140,6 +153,9 @@ def _header(replica: Replica, ctx: stages.Ctx, env: dict[str, Any]) -> list[str]
         f"{'cold' if env['cold'] else 'warm'} page cache, median of {env['repeat']}, "
         f"--workers {ctx.workers}; load average before: "
         + " ".join(f"{x:.2f}" for x in env["load_before"]),
+        f"CLI start-up (`imagenet-prep --help`, fastest of 5): {ctx.startup:.2f} s, in every "
+        "imagenet-prep figure; targets are judged net of it (a constant that does not grow "
+        "with the data), both ratios shown",
         "'peak RSS': sampled peak of the whole process tree's summed RSS (shared pages "
         "counted per process); '1 proc': exact peak of its largest single process; "
         "* = imagenet-prep",
@@ -164,13 +180,17 @@ def run_stages(a: argparse.Namespace) -> dict[str, Any]:
     env = _environment(a, work)
     try:
         ctx = _ctx(replica, work, a)
-        stages.build_base(ctx)
-        sizes = _output_sizes(ctx)
+        chosen = a.stages.split(",")
+        sizes: dict[str, int] = {}
+        if set(chosen) - {"startup", "verify", "prepare"}:  # the others start from it
+            stages.build_base(ctx)
+            sizes = _output_sizes(ctx)
         print("\n".join(_header(replica, ctx, env)))
         all_results: dict[str, dict[str, harness.Result]] = {}
+        env["startup_seconds"] = round(ctx.startup, 3)
         doc: dict[str, Any] = {"environment": env, "replica": replica.facts, "stages": {}}
         printed: list[str] = []
-        for name in a.stages.split(","):
+        for name in chosen:
             stage = stages.STAGES[name](ctx)
             print(f"\n-- {name}")
             results = harness.run_stage(stage, a.repeat, cold=a.cold, tmpfs=a.tmpfs)
@@ -187,7 +207,8 @@ def run_stages(a: argparse.Namespace) -> dict[str, Any]:
                 "test": replica.archive_bytes("ILSVRC2012_img_test.tar"),
                 "small": total - replica.input_bytes
                 - replica.archive_bytes("ILSVRC2012_img_test.tar")}
-        sizes["bbox"] = sizes["bbox"] * c["bbox_scaled"] // max(1, c["bbox_train"])
+        if "bbox" in sizes:
+            sizes["bbox"] = sizes["bbox"] * c["bbox_scaled"] // max(1, c["bbox_train"])
         rows = tables.extrapolate(all_results, counts, arch, sizes)
         doc["extrapolation"] = rows
         doc["environment"]["load_after"] = os.getloadavg()
@@ -209,12 +230,12 @@ def run_scaling(a: argparse.Namespace) -> dict[str, Any]:
     env: dict[str, Any] = {}
     for n, replica in zip(sizes, replicas, strict=True):
         total = sum(replica.facts["archives"].values())
-        work = _work_dir(a, need=int(total * 3.5))
+        work = _work_dir(a, need=int(total * 2.3))  # archives, one output, headroom
         work.mkdir(parents=True, exist_ok=True)
         env = env or _environment(a, work)
         try:
             ctx = _ctx(replica, work, a)
-            stages.build_base(ctx)
+            stages.build_base(ctx, full=False)
             images = {"extract": replica.images,
                       "tfrecord": replica.train_images + replica.val_images}
             print(f"\n-- {n:,} images: {replica.root.name} ({replica.images:,} images)")
@@ -224,9 +245,11 @@ def run_scaling(a: argparse.Namespace) -> dict[str, Any]:
                 res = harness.run_stage(stage, a.repeat, cold=a.cold, tmpfs=a.tmpfs)["ours"]
                 if not res.samples:
                     continue
+                net = max(1e-3, res.seconds - ctx.startup)
                 row = {"stage": name, "size": n, "images": images[name],
-                       "seconds": res.seconds,
+                       "seconds": res.seconds, "startup": ctx.startup,
                        "s_per_1000": res.seconds * 1000 / images[name],
+                       "s_per_1000_net": net * 1000 / images[name],
                        "tree_rss": res.tree_rss, "max_rss": res.max_rss,
                        "runs": [s.seconds for s in res.samples]}
                 rows.append(row)
@@ -236,25 +259,31 @@ def run_scaling(a: argparse.Namespace) -> dict[str, Any]:
     lines = ["", "=" * 100, "== scaling: seconds per 1000 images and peak RSS at each size",
              f"   machine: {env.get('cpus')} cores, {'tmpfs' if a.tmpfs else env.get('fs')}, "
              f"median of {a.repeat}, --workers {a.workers}",
-             f"   {'stage':<10} {'images':>8} {'s':>8} {'s/1000':>8} {'peak RSS':>9} "
-             f"{'1 proc':>8}"]
+             "   s/1000 net: without the CLI start-up (fastest `--help` of 5 at that size), "
+             "the part that grows with the data",
+             f"   {'stage':<10} {'images':>8} {'s':>8} {'s/1000':>8} {'s/1000 net':>10} "
+             f"{'peak RSS':>9} {'1 proc':>8}"]
     for r in rows:
         lines.append(f"   {r['stage']:<10} {r['images']:>8,} {r['seconds']:8.2f} "
-                     f"{r['s_per_1000']:8.3f} {tables._mb(r['tree_rss']):>9} "
-                     f"{tables._mb(r['max_rss']):>8}")
+                     f"{r['s_per_1000']:8.3f} {r['s_per_1000_net']:10.3f} "
+                     f"{tables._mb(r['tree_rss']):>9} {tables._mb(r['max_rss']):>8}")
     verdicts = []
     for name in ("extract", "tfrecord"):
         mine = [r for r in rows if r["stage"] == name]
         if len(mine) < 2:
             continue
-        per = [r["s_per_1000"] for r in mine]
+        per = [r["s_per_1000_net"] for r in mine]
         mean = sum(per) / len(per)
         spread = max(abs(p / mean - 1) for p in per)
+        wall = [r["s_per_1000"] for r in mine]
+        wall_spread = max(abs(p / (sum(wall) / len(wall)) - 1) for p in wall)
         peak = max(max(r["tree_rss"] or 0, r["max_rss"]) for r in mine)
-        verdicts.append({"stage": name, "spread": spread, "peak_rss": peak,
-                         "spread_holds": spread <= SCALING_SPREAD, "rss_holds": peak <= MAX_RSS})
+        verdicts.append({"stage": name, "spread_net": spread, "spread_wall": wall_spread,
+                         "peak_rss": peak, "spread_holds": spread <= SCALING_SPREAD,
+                         "rss_holds": peak <= MAX_RSS})
         lines.append(f"   target: {name} s/1000 images within ±20% of their mean: "
-                     f"{spread * 100:.0f}% {'PASS' if spread <= SCALING_SPREAD else 'MISS'}")
+                     f"{wall_spread * 100:.0f}% wall, {spread * 100:.0f}% net of start-up "
+                     f"{'PASS' if spread <= SCALING_SPREAD else 'MISS'}")
         lines.append(f"   target: {name} peak RSS <= 512 MB at every size: {peak / 1e6:.0f} MB "
                      f"{'PASS' if peak <= MAX_RSS else 'MISS'}")
     lines.append("   load average after: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))

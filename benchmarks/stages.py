@@ -49,6 +49,7 @@ class Ctx:
     workers: int
     train_shards: int
     val_shards: int
+    startup: float = 0.0  # median seconds of `imagenet-prep --help`
 
     @property
     def base(self) -> Path:
@@ -112,15 +113,15 @@ def disk_bytes(*paths: Path) -> int:
     return total
 
 
-def build_base(ctx: Ctx, log=print) -> None:
-    """The untimed base dataset every other stage starts from (`prepare --only all`)."""
-    if (ctx.base / STATE / "tfrecord.json").is_file():
-        return
+def build_base(ctx: Ctx, full: bool = True, log=print) -> None:
+    """The untimed base dataset the stages start from: `prepare --only all`, or with
+    `full=False` only the box CSV (all that `tfrecord --archives` needs)."""
     rm(ctx.base)
     log("preparing the base dataset (untimed) ...")
-    subprocess.run(ctx.cli("prepare", "--archives", ctx.archives, "--out", ctx.base,
-                           "--only", "all", "--workers", ctx.workers, *ctx.shard_args),
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    cmd = (ctx.cli("prepare", "--archives", ctx.archives, "--out", ctx.base, "--only", "all",
+                   "--workers", ctx.workers, *ctx.shard_args) if full else
+           ctx.cli("bbox", ctx.base, "--archives", ctx.archives, "--workers", ctx.workers))
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     (ctx.work / "synsets-1000.txt").write_text("".join(w + "\n" for w in metadata.wnids()))
 
 
@@ -165,8 +166,9 @@ def verify(ctx: Ctx) -> Stage:
         baseline="md5sum",
         targets=[
             at_least("verify >= 0.9x md5sum with the same parallelism (per core)",
-                     "ours", "md5sum-par", 0.9),
-            at_least("verify of one archive >= 0.9x md5sum (one core)", "ours-1", "md5sum-1", 0.9),
+                     "ours", "md5sum-par", 0.9, ctx.startup),
+            at_least("verify of one archive >= 0.9x md5sum (one core)", "ours-1", "md5sum-1",
+                     0.9, ctx.startup),
         ],
         notes=["the train archive is most of the bytes, so a second core shortens the run only "
                "by the small archives"],
@@ -215,8 +217,8 @@ def extract(ctx: Ctx) -> Stage:
         ],
         baseline="tar",
         targets=[
-            at_least("extract >= 2x GNU tar two-step", "ours", "tar", 2.0),
-            at_least("extract >= 0.8x cp -r of the tree", "ours", "cp", 0.8),
+            at_least("extract >= 2x GNU tar two-step", "ours", "tar", 2.0, ctx.startup),
+            at_least("extract >= 0.8x cp -r of the tree", "ours", "cp", 0.8, ctx.startup),
             Target("no inner tar written",
                    lambda res: (f"{max(inner_tars, default=0)} .tar files",
                                 bool(inner_tars) and max(inner_tars) == 0)),
@@ -352,24 +354,24 @@ def bbox(ctx: Ctx) -> Stage:
         ],
         baseline="ref",
         targets=[
-            Target(f"bbox from the .tar.gz >= {TARGET_XML_PER_S:,} XML/s on {ctx.workers} "
-                   "cores (in-process time: the run's own clock, without start-up)",
-                   lambda res: _xml_rate(res["ours"], xmls)),
+            Target(f"bbox from the .tar.gz >= {TARGET_XML_PER_S:,} XML/s on {ctx.workers} cores",
+                   lambda res: _xml_rate(res["ours"], xmls, ctx.startup)),
         ],
         checks=[("CSV identical to the reference's (from .tar.gz and from folder)",
                  lambda: len(set(digests.values())) == 1 and len(digests) == 3)],
     )
 
 
-def _xml_rate(res: Result, xmls: int) -> tuple[str, bool]:
+def _xml_rate(res: Result, xmls: int, startup: float) -> tuple[str, bool]:
+    """XML/s net of the CLI start-up; the run's own clock (its --json `seconds`) beside."""
     if not res.samples:
         return "n/a", False
-    secs = res.report.get("seconds") if isinstance(res.report, dict) else None
-    if not secs:
-        return "n/a", False
-    wall = xmls / res.seconds
-    rate = xmls / secs
-    return f"{rate:,.0f} XML/s ({wall:,.0f}/s wall)", rate >= TARGET_XML_PER_S
+    net = xmls / max(1e-3, res.seconds - startup)
+    own = res.report.get("seconds") if isinstance(res.report, dict) else None
+    shown = f"{xmls / res.seconds:,.0f}/s wall, {net:,.0f}/s net of start-up"
+    if own:
+        shown += f", {xmls / own:,.0f}/s by its own clock"
+    return shown, net >= TARGET_XML_PER_S
 
 
 def _reset_tfrecord(ds: Path) -> None:
@@ -439,8 +441,10 @@ def tfrecord(ctx: Ctx) -> Stage:
         "images", r.train_images + r.val_images, total, contenders,
         baseline="copy",
         targets=[
-            at_least("tfrecord >= 0.5x a plain copy into as many files", "ours", "copy", 0.5),
-            at_least("tfrecord >= 10x the full-decode converter", "ours", "decode", 10.0),
+            at_least("tfrecord >= 0.5x a plain copy into as many files", "ours", "copy", 0.5,
+                     ctx.startup),
+            at_least("tfrecord >= 10x the full-decode converter", "ours", "decode", 10.0,
+                     ctx.startup),
         ],
         checks=[("same shard bytes from archives, folders" +
                  (" and Dask" if has_dask_local() else ""),

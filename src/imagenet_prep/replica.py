@@ -36,7 +36,6 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
-from scipy.io import savemat
 
 from imagenet_prep import metadata
 from imagenet_prep.archives import (
@@ -596,6 +595,8 @@ def _meta_mat(plan: _Plan) -> bytes:
             np.array(kids, dtype=kid_type).reshape(1, -1) if kids else np.zeros((0, 0), np.uint8),
             _uint(height), _uint(ntrain),
         )
+    from scipy.io import savemat  # here, not at the top: every command imports this module
+
     buf = io.BytesIO()
     savemat(buf, {"synsets": synsets}, format="5", oned_as="row")
     # scipy writes the current time into the 116-byte text header; the real file's

@@ -36,6 +36,7 @@ class Contender:
     teardown: Callable[[], None] | None = None
     warm: Sequence[Path] = ()
     json_out: bool = False  # stdout is our --json report; kept as `report`
+    max_runs: int | None = None  # a slow baseline no target depends on: fewer runs
 
 
 @dataclass
@@ -114,7 +115,7 @@ def run_stage(stage: Stage, repeat: int, *, cold: bool, tmpfs: bool, log=print
     for r in range(repeat):
         for c in stage.contenders:
             res = results[c.key]
-            if res.error:
+            if res.error or (c.max_runs is not None and len(res.samples) >= c.max_runs):
                 continue
             if c.setup:
                 c.setup()

@@ -43,6 +43,7 @@ HERE = Path(__file__).resolve().parent
 OUT = HERE / "out"
 SHM = Path("/dev/shm")
 MAX_RSS = 512e6
+FULL_IMAGES = {"extract": 1_431_167, "tfrecord": 1_331_167}  # ILSVRC2012 train+val(+test)
 SCALING_SPREAD = 0.20
 
 
@@ -286,6 +287,18 @@ def run_scaling(a: argparse.Namespace) -> dict[str, Any]:
                      f"{'PASS' if spread <= SCALING_SPREAD else 'MISS'}")
         lines.append(f"   target: {name} peak RSS <= 512 MB at every size: {peak / 1e6:.0f} MB "
                      f"{'PASS' if peak <= MAX_RSS else 'MISS'}")
+        # memory grows with the index: the line through the smallest and largest size
+        first, last = mine[0], mine[-1]
+        full = FULL_IMAGES[name]
+        for key, what in (("max_rss", "largest process"), ("tree_rss", "process tree")):
+            a, b = first[key] or 0, last[key] or 0
+            if a and b and last["images"] > first["images"]:
+                per = (b - a) / (last["images"] - first["images"])
+                at_full = b + per * (full - last["images"])
+                verdicts[-1][f"{key}_bytes_per_image"] = round(per, 1)
+                verdicts[-1][f"{key}_at_full"] = round(at_full)
+                lines.append(f"   note: {name} {what}: {per:,.0f} bytes more per image; "
+                             f"{at_full / 1e6:,.0f} MB extrapolated to {full:,} images")
     lines.append("   load average after: " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
     print("\n".join(lines))
     doc.update(environment=env, rows=rows, targets=verdicts)

@@ -43,7 +43,8 @@ _SMALL = tuple(bytes((i,)) for i in range(128))
 _TAG = {1: b"\x0a", 2: b"\x12", 3: b"\x1a"}  # fields 1..3, wire type 2 (length-delimited)
 
 
-def _varint(n: int) -> bytes:
+def varint(n: int) -> bytes:
+    """A protobuf varint (int64 negatives as ten bytes)."""
     if 0 <= n < 0x80:
         return _SMALL[n]
     if n < 0:
@@ -58,15 +59,15 @@ def _varint(n: int) -> bytes:
 
 def _field(number: int, payload: bytes) -> bytes:
     """A length-delimited field (wire type 2)."""
-    return b"".join((_TAG[number], _varint(len(payload)), payload))
+    return b"".join((_TAG[number], varint(len(payload)), payload))
 
 
 def bytes_feature(values: Sequence[bytes]) -> bytes:
     assert not isinstance(values, bytes), "pass a list of byte strings"
     if len(values) == 1:  # the common case, one join: tag, length, tag, length, value
         v = values[0]
-        head = _varint(len(v))
-        return b"".join((b"\x0a", _varint(1 + len(head) + len(v)), b"\x0a", head, v))
+        head = varint(len(v))
+        return b"".join((b"\x0a", varint(1 + len(head) + len(v)), b"\x0a", head, v))
     return _field(1, b"".join(_field(1, v) for v in values))
 
 
@@ -76,7 +77,7 @@ def float_feature(values: Sequence[float]) -> bytes:
 
 
 def int64_feature(values: Sequence[int]) -> bytes:
-    packed = b"".join(_varint(int(v)) for v in values)
+    packed = b"".join(varint(int(v)) for v in values)
     return _field(3, _field(1, packed) if values else b"")
 
 
@@ -85,8 +86,8 @@ _KEYS: dict[str, bytes] = {}
 
 def bytes_feature_parts(value: bytes) -> tuple[bytes, bytes]:
     """bytes_feature([value]) as (head, value), so a large value is never copied."""
-    head = _varint(len(value))
-    return b"".join((b"\x0a", _varint(1 + len(head) + len(value)), b"\x0a", head)), value
+    head = varint(len(value))
+    return b"".join((b"\x0a", varint(1 + len(head) + len(value)), b"\x0a", head)), value
 
 
 def encode_example_parts(features: Mapping[str, bytes | tuple[bytes, ...]]) -> list[bytes]:
@@ -104,10 +105,10 @@ def encode_example_parts(features: Mapping[str, bytes | tuple[bytes, ...]]) -> l
         value = features[key]
         pieces = value if isinstance(value, tuple) else (value,)
         size = sum(map(len, pieces))
-        vlen = _varint(size)
-        parts += (b"\x0a", _varint(len(kf) + 1 + len(vlen) + size), kf, b"\x12", vlen, *pieces)
+        vlen = varint(size)
+        parts += (b"\x0a", varint(len(kf) + 1 + len(vlen) + size), kf, b"\x12", vlen, *pieces)
     total = sum(map(len, parts))
-    return [b"\x0a", _varint(total), *parts]
+    return [b"\x0a", varint(total), *parts]
 
 
 def encode_example(features: Mapping[str, bytes | tuple[bytes, ...]]) -> bytes:

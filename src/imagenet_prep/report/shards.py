@@ -27,7 +27,7 @@ from imagenet_prep.progress import bar
 from imagenet_prep.report.model import Sample
 from imagenet_prep.report.thumbs import HEAD_BYTES, facts_from_head
 from imagenet_prep.sinks.tfrecord import LAYOUT, STATE
-from imagenet_prep.tfrecord_format import decode_example, record_spans
+from imagenet_prep.tfrecord_format import decode_example, record_spans, varint
 
 PEEK = 1024  # bytes of a record's data read to find its label and where its image starts
 KEEP_PER_CLASS = 16  # first records of each class remembered for the contact sheet
@@ -63,15 +63,6 @@ def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
             raise ValueError("varint too long")
 
 
-def _uvarint(n: int) -> bytes:
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 def _expect(buf: bytes, pos: int, tag: int) -> tuple[int, int]:
     """Read a field tag that must be `tag`, then its length; returns (length, position)."""
     got, pos = _read_varint(buf, pos)
@@ -82,7 +73,7 @@ def _expect(buf: bytes, pos: int, tag: int) -> tuple[int, int]:
 
 def decode_entries(entries: bytes) -> dict[str, list]:
     """Decode complete Features map entries (as they sit in a record) with decode_example."""
-    return decode_example(b"\x0a" + _uvarint(len(entries)) + entries)
+    return decode_example(b"\x0a" + varint(len(entries)) + entries)
 
 
 @dataclass(frozen=True, slots=True)

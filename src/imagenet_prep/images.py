@@ -158,3 +158,23 @@ def _why(e: Exception) -> str:
     """Pillow's message on one line, without the in-memory file's repr."""
     text = str(e).split("<_io.BytesIO")[0].strip()
     return (text.splitlines() or [""])[0] or type(e).__name__
+
+
+def stored_image_problems(where: str, image: bytes, width: int, height: int, said: str
+                          ) -> list[str]:
+    """What is wrong with an image a shard stores (empty: a JPEG in RGB or grayscale that
+    decodes fully at the `width` x `height` its metadata (`said`) gives)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            im = Image.open(io.BytesIO(image))
+            im.load()
+    except Exception as e:
+        return [f"{where}: image does not decode ({e})"]
+    if im.format not in ("JPEG", "MPO"):
+        return [f"{where}: image is {im.format}, not JPEG"]
+    if im.mode not in ("RGB", "L"):
+        return [f"{where}: image is {im.mode}, not RGB or grayscale"]
+    if im.size != (width, height):
+        return [f"{where}: image is {im.size[0]}x{im.size[1]}, {said} says {width}x{height}"]
+    return []

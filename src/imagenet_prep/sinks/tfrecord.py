@@ -12,18 +12,15 @@ the missing shards and refuses other options.
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import time
-import warnings
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from imagenet_prep import metadata, records
 from imagenet_prep.archives import TRAIN, VAL
@@ -31,7 +28,7 @@ from imagenet_prep.catalog import Catalog
 from imagenet_prep.errors import BadImageError, PrepError
 from imagenet_prep.execute import run_tasks
 from imagenet_prep.fsutil import atomic_file, ensure_dir, is_tmp_name, write_atomic
-from imagenet_prep.images import jpeg_for_record
+from imagenet_prep.images import jpeg_for_record, stored_image_problems
 from imagenet_prep.plan import (
     NO_BOXES,
     box_arrays,
@@ -372,7 +369,8 @@ def _check_shard(task: _CheckTask) -> tuple[int, list[str]]:
             if height <= 0 or width <= 0:
                 problems.append(f"{where}: size {width}x{height}")
             if task.decode_first and n == 1:
-                problems += _decode_check(where, ex["image/encoded"][0], width, height)
+                problems += stored_image_problems(where, ex["image/encoded"][0], width, height,
+                                                  "record")
     except RecordError as e:
         problems.append(str(e))
     if task.idx_path is not None:
@@ -382,21 +380,6 @@ def _check_shard(task: _CheckTask) -> tuple[int, list[str]]:
         except FileNotFoundError:
             problems.append(f"{task.idx_path}: missing")
     return n, problems
-
-
-def _decode_check(where: str, image: bytes, width: int, height: int) -> list[str]:
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            im = Image.open(io.BytesIO(image))
-            im.load()
-    except Exception as e:
-        return [f"{where}: image does not decode ({e})"]
-    if im.format != "JPEG" and im.format != "MPO":
-        return [f"{where}: image is {im.format}, not JPEG"]
-    if im.size != (width, height):
-        return [f"{where}: image is {im.size[0]}x{im.size[1]}, record says {width}x{height}"]
-    return []
 
 
 def _scan_split(dataset: Path, split: str) -> tuple[dict[int, Path], set[int], list[str]]:

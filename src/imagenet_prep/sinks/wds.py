@@ -19,27 +19,24 @@ test.json) is the shard index that `wids.ShardListDataset` reads.
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import re
 import tarfile
 import time
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import google_crc32c
 import numpy as np
-from PIL import Image
 
 from imagenet_prep import metadata, records
 from imagenet_prep.catalog import Catalog
 from imagenet_prep.errors import BadImageError, PrepError
 from imagenet_prep.execute import run_tasks
 from imagenet_prep.fsutil import atomic_file, ensure_dir, is_tmp_name, write_atomic
-from imagenet_prep.images import jpeg_for_record
+from imagenet_prep.images import jpeg_for_record, stored_image_problems
 from imagenet_prep.plan import (
     box_arrays,
     catalog_digest,
@@ -441,8 +438,8 @@ def _check_shard(task: _CheckTask) -> tuple[str, int, list[str]]:
                 problems.append(f"{where}: size {width}x{height}")
             elif task.decode_first and samples == 1:
                 jpg = exts["jpg"]
-                problems += _decode_check(where, os.pread(fd, jpg.size, jpg.offset), width,
-                                          height)
+                image = os.pread(fd, jpg.size, jpg.offset)
+                problems += stored_image_problems(where, image, width, height, ".json")
     if task.entry is not None:
         problems += _check_bytes(task.path, task.entry)
     return task.path.name, samples, problems
@@ -474,23 +471,6 @@ def _check_bytes(path: Path, entry: dict) -> list[str]:
             crc = google_crc32c.extend(crc, chunk)
     if crc != entry["crc32c"]:
         return [f"{path}: CRC32C mismatch: the shard changed after it was written"]
-    return []
-
-
-def _decode_check(where: str, image: bytes, width: int, height: int) -> list[str]:
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            im = Image.open(io.BytesIO(image))
-            im.load()
-    except Exception as e:
-        return [f"{where}: image does not decode ({e})"]
-    if im.format not in ("JPEG", "MPO"):
-        return [f"{where}: image is {im.format}, not JPEG"]
-    if im.mode not in ("RGB", "L"):
-        return [f"{where}: image is {im.mode}, not RGB or grayscale"]
-    if im.size != (width, height):
-        return [f"{where}: image is {im.size[0]}x{im.size[1]}, .json says {width}x{height}"]
     return []
 
 

@@ -34,7 +34,8 @@ VOLATILE = {"tfrecord-report.json", "wds-report.json", "prepare.json", "lock"}
 
 
 def output_digests(root: Path) -> dict[str, str]:
-    """Relative path -> sha256 of every output file (links followed), volatile records left out."""
+    """Relative path -> sha256 of every output file (links followed), volatile records left out;
+    in state records, the run's temporary folder is replaced by a placeholder."""
     out: dict[str, str] = {}
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
@@ -43,7 +44,10 @@ def output_digests(root: Path) -> dict[str, str]:
             rel = str(path.relative_to(root))
             if name in VOLATILE or (".imagenet-prep" in rel and name.startswith("probe-")):
                 continue
-            out[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+            data = path.read_bytes()
+            if ".imagenet-prep" in rel:  # records name the folders of the run
+                data = data.replace(str(root.parent).encode(), b"<TMP>")
+            out[rel] = hashlib.sha256(data).hexdigest()
     return out
 
 

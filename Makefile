@@ -26,7 +26,7 @@ demo: $(VENV)/.installed
 	$(VENV)/bin/imagenet-prep prepare --archives $(DEMO)/archives --out $(DEMO)/dataset \
 		--only all --train-shards 8 --val-shards 2 --wds --wds-shard-samples 100
 	$(VENV)/bin/imagenet-prep check $(DEMO)/dataset
-	@$(PY) -m imagenet_prep.tree $(DEMO)/dataset
+	@$(PY) -m imagenet_prep.cli.print_tree $(DEMO)/dataset
 
 lint: $(VENV)/.installed-test
 	$(VENV)/bin/ruff check src tests benchmarks

@@ -30,7 +30,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from mirror_server import MirrorServer  # noqa: E402
 
-from imagenet_prep.replica import make_replica  # noqa: E402
+from imagenet_prep.replica.build import make_replica  # noqa: E402
 
 TRAIN = "ILSVRC2012_img_train.tar"
 

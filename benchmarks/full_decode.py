@@ -22,7 +22,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from imagenet_prep.tfrecord_format import (
+from imagenet_prep.formats.tfrecord import (
     bytes_feature,
     bytes_feature_parts,
     encode_example_parts,

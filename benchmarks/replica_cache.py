@@ -27,11 +27,11 @@ from typing import Any
 
 import numpy as np
 
-import imagenet_prep.replica as replica_mod
-import imagenet_prep.replica_images as replica_images_mod
-from imagenet_prep import metadata
-from imagenet_prep.archives import BBOX_TRAIN, TRAIN, VAL
-from imagenet_prep.replica import make_replica
+import imagenet_prep.replica.build as replica_mod
+import imagenet_prep.replica.images as replica_images_mod
+from imagenet_prep.replica.build import make_replica
+from imagenet_prep.sources import metadata
+from imagenet_prep.sources.archives import BBOX_TRAIN, TRAIN, VAL
 
 FORMAT = 1
 BENCH_JSON = "bench.json"

@@ -21,8 +21,8 @@ from pathlib import Path
 from harness import Contender, Result, Stage, Target, at_least
 from replica_cache import Replica
 
-from imagenet_prep import metadata
-from imagenet_prep.archives import (
+from imagenet_prep.sources import metadata
+from imagenet_prep.sources.archives import (
     BBOX_TRAIN,
     BBOX_VAL,
     DEVKIT,

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from imagenet_prep.replica import make_replica
+from imagenet_prep.replica.build import make_replica
 
 SIZES = {
     "small": dict(classes=4, train_per_class=12, val_per_class=3, test=5, size=(64, 48)),

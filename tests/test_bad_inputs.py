@@ -20,7 +20,7 @@ from conftest import run_cli
 from expected import seed_extraction
 from tarutil import tar_bytes
 
-from imagenet_prep.tarindex import iter_members
+from imagenet_prep.sources.tarindex import iter_members
 
 VAL = "ILSVRC2012_img_val.tar"
 TRAIN = "ILSVRC2012_img_train.tar"

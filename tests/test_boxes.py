@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 from tarutil import add_file
 
-from imagenet_prep import boxes, metadata
-from imagenet_prep.boxes import csv_lines, is_box_xml_path
 from imagenet_prep.cli import main
 from imagenet_prep.errors import PrepError, UnsafeArchiveError
-from imagenet_prep.sinks.bbox_csv import CSV_NAME, write_bbox_csv
+from imagenet_prep.folders.bbox_csv import CSV_NAME, write_bbox_csv
+from imagenet_prep.sources import boxes, metadata
+from imagenet_prep.sources.boxes import csv_lines, is_box_xml_path
 
 W = metadata.wnids()
 A, B, C = W[0], W[1], W[2]  # challenge classes

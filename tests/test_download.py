@@ -22,11 +22,11 @@ import pytest
 from conftest import run_cli
 from mirror_server import MirrorServer
 
-from imagenet_prep.archives import MD5SUMS, SIZES, TEST, TEST_V10102019, TRAIN, VAL
 from imagenet_prep.download import Credentials, RetryPolicy, TransferOptions, download_archives
 from imagenet_prep.download.auth import parse_headers, redact, split_userinfo
 from imagenet_prep.download.transfer import load_state, state_path
 from imagenet_prep.errors import PrepError
+from imagenet_prep.sources.archives import MD5SUMS, SIZES, TEST, TEST_V10102019, TRAIN, VAL
 
 ARCHIVES = ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar", "ILSVRC2012_img_test.tar",
             "ILSVRC2012_bbox_train_v2.tar.gz", "ILSVRC2012_bbox_val_v3.tgz",

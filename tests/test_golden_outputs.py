@@ -23,7 +23,7 @@ from pathlib import Path
 import PIL
 import pytest
 
-from imagenet_prep.replica import make_replica
+from imagenet_prep.replica.build import make_replica
 
 GOLDEN = Path(__file__).parent / "golden" / "prepare_all.json"
 REPLICA = dict(classes=6, train_per_class=10, val_per_class=3, test=6, size=(64, 48), seed=11)

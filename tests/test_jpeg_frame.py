@@ -7,8 +7,8 @@ import tarfile
 
 from PIL import Image
 
-from imagenet_prep.images import conversion_reason, jpeg_frame, probe
-from imagenet_prep.tfrecord_format import frame, frame_parts
+from imagenet_prep.formats.images import conversion_reason, jpeg_frame, probe
+from imagenet_prep.formats.tfrecord import frame, frame_parts
 
 
 def _replica_images(archive) -> list[tuple[str, bytes]]:

@@ -5,7 +5,7 @@ import re
 from collections import Counter
 from importlib.resources import files
 
-from imagenet_prep import metadata
+from imagenet_prep.sources import metadata
 
 
 def test_counts_and_order():
@@ -53,7 +53,7 @@ def test_special_images_list():
 
 
 def test_bundled_files_match_provenance_checksums():
-    data = files("imagenet_prep.metadata").joinpath("data")
+    data = files("imagenet_prep.sources.metadata").joinpath("data")
     provenance = data.joinpath("PROVENANCE.md").read_text()
     rows = re.findall(r"^\| (\S+\.txt) \| \d+ \| \d+ \| ([0-9a-f]{64}) \|$", provenance, re.M)
     assert len(rows) == 7

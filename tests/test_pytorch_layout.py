@@ -15,10 +15,10 @@ from expected import bbox_val_truth, devkit_truth, devkit_words, seed_extraction
 from imagenet_prep.check import check_dataset
 from imagenet_prep.cli import main
 from imagenet_prep.errors import LabelError
-from imagenet_prep.sinks.flat import flatten
-from imagenet_prep.sinks.synsets import write_synsets
-from imagenet_prep.sinks.tree import extract
-from imagenet_prep.sinks.valtree import valtree
+from imagenet_prep.folders.extract import extract
+from imagenet_prep.folders.flatten import flatten
+from imagenet_prep.folders.synsets import write_synsets
+from imagenet_prep.folders.valtree import valtree
 
 
 def _files(root: Path) -> dict[str, bytes]:

@@ -21,9 +21,8 @@ import pytest
 from PIL import Image
 from scipy.io import loadmat
 
-from imagenet_prep import metadata
 from imagenet_prep.cli import main
-from imagenet_prep.replica import (
+from imagenet_prep.replica.build import (
     ARCHIVES,
     BBOX_TRAIN,
     BBOX_VAL,
@@ -38,7 +37,8 @@ from imagenet_prep.replica import (
     VAL,
     make_replica,
 )
-from imagenet_prep.replica_images import ImageTask, render
+from imagenet_prep.replica.images import ImageTask, render
+from imagenet_prep.sources import metadata
 
 PARAMS = dict(classes=20, train_per_class=50, val_per_class=10, test=20, size=(64, 48))
 SEED = 5
@@ -469,7 +469,7 @@ def test_cli(tmp_path, capsys):
 
 def test_meta_mat_integers_fit_real_scale():
     """The root node of a full-size replica counts 1.28 M training images (found at scale)."""
-    from imagenet_prep.replica import _uint
+    from imagenet_prep.replica.build import _uint
 
     assert _uint(255).dtype == np.uint8 and _uint(1000).dtype == np.uint16
     assert int(_uint(1_285_044)) == 1_285_044
@@ -479,7 +479,7 @@ def test_meta_mat_header_has_no_clock_time(tmp_path):
     """scipy stamps the current time into a MAT file; two runs a second apart differed."""
     from scipy.io import loadmat
 
-    from imagenet_prep.replica import MAT_HEADER
+    from imagenet_prep.replica.build import MAT_HEADER
 
     make_replica(tmp_path, classes=2, train_per_class=2, val_per_class=1, test=0, size=(16, 12))
     with tarfile.open(tmp_path / "ILSVRC2012_devkit_t12.tar.gz") as tf:

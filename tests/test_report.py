@@ -22,9 +22,9 @@ from expected import devkit_truth
 from PIL import Image
 
 from imagenet_prep.cli import main
+from imagenet_prep.folders.extract import extract
+from imagenet_prep.folders.valtree import valtree
 from imagenet_prep.report import build_report
-from imagenet_prep.sinks.tree import extract
-from imagenet_prep.sinks.valtree import valtree
 
 SECTIONS = {"summary", "counts", "check", "timings", "distributions", "converted", "contact",
             "plot-per-class-train", "plot-per-class-val", "plot-width", "plot-height",
@@ -308,8 +308,8 @@ def test_nothing_to_report(tmp_path):
 
 def test_shard_scan_reads_records_of_any_key_order(tmp_path):
     """Records whose keys are not in our writer's order (TensorFlow's may be) are read whole."""
+    from imagenet_prep.formats.tfrecord import bytes_feature, encode_example, frame, int64_feature
     from imagenet_prep.report.shards import ScanTask, peek, scan_shard
-    from imagenet_prep.tfrecord_format import bytes_feature, encode_example, frame, int64_feature
 
     jpeg = io.BytesIO()
     Image.new("RGB", (40, 30), (200, 10, 10)).save(jpeg, "JPEG")

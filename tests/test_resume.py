@@ -19,8 +19,8 @@ import pytest
 from conftest import run_cli, tree_digest
 
 from imagenet_prep.check import check_dataset
-from imagenet_prep.sinks.tree import extract
-from imagenet_prep.sinks.valtree import valtree
+from imagenet_prep.folders.extract import extract
+from imagenet_prep.folders.valtree import valtree
 
 KILLS = 5
 TF_SHARDS = ("--train-shards", "40", "--val-shards", "8")
@@ -161,7 +161,7 @@ def test_prepare_all_killed_and_rerun(replicas, clean_runs, tmp_path, point):
 
 
 def test_second_run_refused_while_one_is_active(small_replica, tmp_path):
-    from imagenet_prep.fsutil import dataset_lock
+    from imagenet_prep.runtime.files import dataset_lock
 
     ds = tmp_path / "ds"
     ds.mkdir()

@@ -8,7 +8,7 @@ import pytest
 from tarutil import add_file, tar_bytes, write_tar
 
 from imagenet_prep.errors import CorruptArchiveError, UnsafeArchiveError
-from imagenet_prep.tarindex import (
+from imagenet_prep.sources.tarindex import (
     ArchiveReader,
     iter_gz_members,
     iter_members,

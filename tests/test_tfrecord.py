@@ -32,14 +32,15 @@ from PIL import Image
 from tarutil import add_file, tar_bytes, write_tar
 from test_boxes import reference_run
 
-from imagenet_prep import metadata, records
 from imagenet_prep.cli import main
 from imagenet_prep.errors import BadImageError, PrepError
-from imagenet_prep.images import jpeg_for_record
-from imagenet_prep.sinks.tfrecord import check_tfrecords, write_tfrecords
-from imagenet_prep.tfrecord_format import decode_example, iter_records
+from imagenet_prep.formats.images import jpeg_for_record
+from imagenet_prep.formats.tfrecord import decode_example, iter_records
+from imagenet_prep.runtime import stage_state
+from imagenet_prep.shards.tfrecord import check_tfrecords, write_tfrecords
+from imagenet_prep.sources import metadata
 
-DATA = resource_files("imagenet_prep.metadata").joinpath("data")
+DATA = resource_files("imagenet_prep.sources.metadata").joinpath("data")
 SORTED_WNIDS = sorted(DATA.joinpath("synsets.txt").read_text().split())
 TEXTS = dict(line.split("\t", 1) for line in
              DATA.joinpath("imagenet_metadata.txt").read_text().splitlines())
@@ -281,7 +282,7 @@ def test_conversions_are_reported_by_content(inputs, written):
     assert report["skipped"] == []
     assert report["splits"]["train"]["records"] == 21
     assert report["splits"]["val"]["records"] == 8
-    saved = records.load(written[0], "tfrecord-report")
+    saved = stage_state.load(written[0], "tfrecord-report")
     assert saved["converted"] == report["converted"]
 
 
@@ -349,9 +350,9 @@ def test_rerun_writes_only_missing_shards(inputs, written, tmp_path):
     (train / "train-00001-of-00005").unlink()
     (ds / "tfrecord_val_idx" / "validation-00002-of-00003.idx").unlink()
     (train / ".train-00003-of-00005.ipart").write_bytes(b"half a shard")  # a killed run's
-    state = records.load(ds, "tfrecord")
+    state = stage_state.load(ds, "tfrecord")
     del state["shards"]["train-00004-of-00005"]  # renamed after the last state save
-    records.save(ds, "tfrecord", state)
+    stage_state.save(ds, "tfrecord", state)
     before = {p.name: p.stat().st_mtime_ns for p in train.iterdir()}
     time.sleep(0.01)
     report = write_tfrecords(ds, archives=archives, train_shards=5, val_shards=3, seed=3,

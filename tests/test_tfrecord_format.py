@@ -6,7 +6,7 @@ import struct
 
 import pytest
 
-from imagenet_prep.tfrecord_format import (
+from imagenet_prep.formats.tfrecord import (
     RecordError,
     bytes_feature,
     decode_example,

@@ -26,7 +26,7 @@ from expected import devkit_truth
 from PIL import Image
 
 from imagenet_prep.cli import main
-from imagenet_prep.replica import make_replica
+from imagenet_prep.replica.build import make_replica
 
 torchvision = pytest.importorskip("torchvision")
 torch = pytest.importorskip("torch")

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from imagenet_prep import archives
-from imagenet_prep.archives import Archive, find_archive, md5_file, verify_archives
 from imagenet_prep.cli import main
 from imagenet_prep.errors import PrepError
+from imagenet_prep.sources import archives
+from imagenet_prep.sources.archives import Archive, find_archive, md5_file, verify_archives
 
 SIX = (archives.TRAIN, archives.VAL, archives.TEST, archives.BBOX_TRAIN, archives.BBOX_VAL,
        archives.DEVKIT)

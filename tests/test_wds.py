@@ -35,12 +35,12 @@ from test_tfrecord import (
     replica_truth,
 )
 
-from imagenet_prep import records
 from imagenet_prep.check import check_dataset
 from imagenet_prep.cli import main
 from imagenet_prep.errors import PrepError
-from imagenet_prep.plan import parse_size, size_bounds
-from imagenet_prep.sinks.wds import check_wds, tar_header, write_wds
+from imagenet_prep.runtime import stage_state
+from imagenet_prep.shards.plan import parse_size, size_bounds
+from imagenet_prep.shards.wds import check_wds, tar_header, write_wds
 
 PREFIX = {"train": "train", "val": "validation", "test": "test"}
 
@@ -209,7 +209,7 @@ def test_size_cut(replica_wds, tmp_path):
     out = tmp_path / "sized"
     limit = parse_size("100KB")
     report = write_wds(out, archives=arch, shard_size=limit, workers=2)
-    state = records.load(out, "wds")
+    state = stage_state.load(out, "wds")
     assert state["options"] == {"seed": 0, "shard_size": 100_000}
     paths = shard_paths(out, "train")
     assert len(paths) == report["splits"]["train"]["shards"] > 2
@@ -270,9 +270,9 @@ def test_rerun_writes_only_missing_shards(replica_wds, tmp_path):
     reference = shard_files(src)
     (out / "train-000001.tar").unlink()
     (out / ".train-000003.tar.ipart").write_bytes(b"half a shard")  # a killed run's
-    state = records.load(out, "wds")
+    state = stage_state.load(out, "wds")
     del state["shards"]["train-000004.tar"]  # renamed after the last state save
-    records.save(out, "wds", state)
+    stage_state.save(out, "wds", state)
     before = {p.name: p.stat().st_mtime_ns for p in out.iterdir()}
     time.sleep(0.01)
     report = write_wds(out, archives=arch, shard_samples=10, workers=2,

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from imagenet_prep.execute import Workers
+from imagenet_prep.runtime.pool import Workers
 
 
 def add_workers(p: argparse.ArgumentParser, cluster: bool = False) -> None:
@@ -44,7 +44,7 @@ def open_workers(args: argparse.Namespace, dataset: str, archives: str | None = 
     if scheduler is None and local is None:
         yield args.workers
         return
-    from imagenet_prep.dask_executor import DaskExecutor
+    from imagenet_prep.runtime.dask_cluster import DaskExecutor
 
     setattr(args, dataset, Path(getattr(args, dataset)).resolve())
     if archives is not None and getattr(args, archives, None) is not None:

@@ -6,9 +6,9 @@ import argparse
 import sys
 from pathlib import Path
 
-from imagenet_prep.archives import ROLES, human_size
 from imagenet_prep.cli.common import add_json, emit, split_list
 from imagenet_prep.download import DEFAULT_BASE_URL
+from imagenet_prep.sources.archives import ROLES, human_size
 
 # The download modules (and requests) load only when a download runs: every other
 # command starts without them.

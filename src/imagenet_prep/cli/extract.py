@@ -13,8 +13,8 @@ from imagenet_prep.cli.common import (
     open_workers,
     split_list,
 )
-from imagenet_prep.fsutil import dataset_lock, ensure_dir
-from imagenet_prep.sinks.tree import SPLITS, extract
+from imagenet_prep.folders.extract import SPLITS, extract
+from imagenet_prep.runtime.files import dataset_lock, ensure_dir
 
 HELP = "extract images and box XMLs in one pass"
 DESCRIPTION = "extract train/val/test images and box XMLs in one pass (no inner tars on disk)"

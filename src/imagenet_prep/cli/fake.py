@@ -1,7 +1,7 @@
 """`imagenet-prep fake`: write a small synthetic replica of the six official archives.
 
 Real ImageNet is not needed to try the tool or to test it: the replica has the
-same layout and the same known quirks (see imagenet_prep.replica).
+same layout and the same known quirks (see imagenet_prep.replica.build).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import re
 from pathlib import Path
 
 from imagenet_prep.cli.common import add_workers
-from imagenet_prep.replica import (
+from imagenet_prep.replica.build import (
     DEFAULT_CLASSES,
     DEFAULT_SIZE,
     DEFAULT_TEST,

@@ -10,11 +10,11 @@ from imagenet_prep.cli.common import add_archives, add_json, add_workers, emit, 
 from imagenet_prep.cli.download import add_source_arguments, credentials, transfer_options
 from imagenet_prep.download import DEFAULT_BASE_URL
 from imagenet_prep.errors import PrepError
-from imagenet_prep.fsutil import dataset_lock, ensure_dir
-from imagenet_prep.labels import SOURCES
-from imagenet_prep.pipeline import ROLES_USED, TARGETS, prepare
-from imagenet_prep.plan import parse_size
-from imagenet_prep.sinks.flat import MODES
+from imagenet_prep.folders.flatten import MODES
+from imagenet_prep.prepare import ROLES_USED, TARGETS, prepare
+from imagenet_prep.runtime.files import dataset_lock, ensure_dir
+from imagenet_prep.shards.plan import parse_size
+from imagenet_prep.sources.labels import SOURCES
 
 HELP = "run every stage in order after a disk plan; reruns resume"
 DESCRIPTION = "run the whole preparation (disk plan, verify, extract, ..., tfrecord); reruns resume"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from imagenet_prep.cli.common import add_json, add_workers, emit
 from imagenet_prep.errors import PrepError
-from imagenet_prep.fsutil import dataset_lock
+from imagenet_prep.runtime.files import dataset_lock
 
 HELP = "write DATASET/report.html: counts, plots, converted files, a contact sheet"
 DESCRIPTION = ("write one self-contained HTML page (no network, no script): counts, timings "

@@ -14,9 +14,9 @@ from imagenet_prep.cli.common import (
     shard_run_lines,
     split_list,
 )
-from imagenet_prep.fsutil import dataset_lock, ensure_dir
-from imagenet_prep.labels import SOURCES
-from imagenet_prep.sinks.tfrecord import ON_BAD, write_tfrecords
+from imagenet_prep.runtime.files import dataset_lock, ensure_dir
+from imagenet_prep.shards.tfrecord import ON_BAD, write_tfrecords
+from imagenet_prep.sources.labels import SOURCES
 
 HELP = "write TFRecord shards in the reference schema"
 DESCRIPTION = ("write tfrecord_train/train-NNNNN-of-01024 and "

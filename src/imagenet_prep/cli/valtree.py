@@ -6,9 +6,9 @@ import argparse
 from pathlib import Path
 
 from imagenet_prep.cli.common import add_archives, add_json, emit
-from imagenet_prep.fsutil import dataset_lock
-from imagenet_prep.labels import SOURCES
-from imagenet_prep.sinks.valtree import valtree
+from imagenet_prep.folders.valtree import valtree
+from imagenet_prep.runtime.files import dataset_lock
+from imagenet_prep.sources.labels import SOURCES
 
 HELP = "group validation images into class folders"
 DESCRIPTION = "move val/*.JPEG into val/WNID/ using cross-checked validation labels"

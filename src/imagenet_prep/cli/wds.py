@@ -16,10 +16,10 @@ from imagenet_prep.cli.common import (
     split_list,
 )
 from imagenet_prep.errors import PrepError
-from imagenet_prep.fsutil import dataset_lock, ensure_dir
-from imagenet_prep.labels import SOURCES
-from imagenet_prep.plan import parse_size
-from imagenet_prep.sinks.wds import DEFAULT_SPLITS, ON_BAD, SPLITS, write_wds
+from imagenet_prep.runtime.files import dataset_lock, ensure_dir
+from imagenet_prep.shards.plan import parse_size
+from imagenet_prep.shards.wds import DEFAULT_SPLITS, ON_BAD, SPLITS, write_wds
+from imagenet_prep.sources.labels import SOURCES
 
 HELP = "write WebDataset tar shards for streaming PyTorch training"
 DESCRIPTION = (

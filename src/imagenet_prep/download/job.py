@@ -20,16 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from imagenet_prep.archives import (
-    MD5SUMS,
-    OFFICIAL,
-    ROLES,
-    SIZES,
-    human_size,
-    md5_file,
-    names_for_role,
-    reference,
-)
 from imagenet_prep.download import DEFAULT_BASE_URL
 from imagenet_prep.download.auth import Credentials
 from imagenet_prep.download.sources import NotFound, Remote, Source, open_source
@@ -40,8 +30,18 @@ from imagenet_prep.download.transfer import (
     fetch_file,
 )
 from imagenet_prep.errors import PrepError
-from imagenet_prep.fsutil import ensure_dir, os_error, write_atomic
-from imagenet_prep.progress import bar
+from imagenet_prep.runtime.files import ensure_dir, os_error, write_atomic
+from imagenet_prep.runtime.progress import bar
+from imagenet_prep.sources.archives import (
+    MD5SUMS,
+    OFFICIAL,
+    ROLES,
+    SIZES,
+    human_size,
+    md5_file,
+    names_for_role,
+    reference,
+)
 
 ORDER = ("devkit", "bbox_val", "bbox_train", "val", "test", "train")  # smallest first
 

@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from imagenet_prep.archives import human_size
 from imagenet_prep.download.ranges import RangeSet
 from imagenet_prep.download.sources import (
     CHUNK,
@@ -46,7 +45,8 @@ from imagenet_prep.download.sources import (
     SourceChanged,
 )
 from imagenet_prep.errors import PrepError
-from imagenet_prep.fsutil import os_error, write_atomic
+from imagenet_prep.runtime.files import os_error, write_atomic
+from imagenet_prep.sources.archives import human_size
 
 STATE_VERSION = 1
 MAX_CHANGES = 2  # restarts because the file changed on the server, before giving up

@@ -13,16 +13,17 @@ import time
 from pathlib import Path
 from typing import Any
 
-from imagenet_prep import __version__, metadata
+from imagenet_prep import __version__
 from imagenet_prep.errors import BadImageError, LabelError, PrepError
-from imagenet_prep.fsutil import write_atomic
-from imagenet_prep.labels import bbox_labels
 from imagenet_prep.report import gather
 from imagenet_prep.report.folders import FolderSplit, has_class_folders
 from imagenet_prep.report.html import GENERATOR, render
 from imagenet_prep.report.model import ContactClass, Report, Special, SplitView, Thumb
 from imagenet_prep.report.shards import ShardSplit, shard_files
 from imagenet_prep.report.thumbs import data_uri, facts, thumbnail
+from imagenet_prep.runtime.files import write_atomic
+from imagenet_prep.sources import metadata
+from imagenet_prep.sources.labels import bbox_labels
 
 REPORT_NAME = "report.html"
 MAX_SPECIALS = 100

@@ -14,13 +14,13 @@ from pathlib import Path
 
 import numpy as np
 
-from imagenet_prep import records
-from imagenet_prep.catalog import class_dirs
 from imagenet_prep.errors import BadImageError, PrepError
-from imagenet_prep.fsutil import is_tmp_name
-from imagenet_prep.progress import bar
 from imagenet_prep.report.model import Sample
 from imagenet_prep.report.thumbs import HEAD_BYTES, Facts, facts, facts_from_head
+from imagenet_prep.runtime import stage_state
+from imagenet_prep.runtime.files import is_tmp_name
+from imagenet_prep.runtime.progress import bar
+from imagenet_prep.sources.catalog import class_dirs
 
 RECORD = {"train": "extract-train", "val": "valtree"}
 KEEP_ODD = 100  # sampled files that are not plain JPEGs whose bytes are kept for thumbnails
@@ -57,7 +57,7 @@ class FolderSplit:
 
     def counts(self) -> tuple[dict[str, int], str]:
         """(WNID -> images, where that comes from): the stage's record, else a listing."""
-        rec = records.load(self.dataset, RECORD[self.split])
+        rec = stage_state.load(self.dataset, RECORD[self.split])
         present = class_dirs(self.root)
         if rec is not None and rec.get("classes") and sorted(rec["classes"]) == present:
             return dict(sorted(rec["classes"].items())), f"record {RECORD[self.split]}.json"

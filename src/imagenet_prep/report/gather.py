@@ -11,11 +11,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from imagenet_prep import records
+from imagenet_prep.folders.flatten import FLAT_DIR
 from imagenet_prep.report.model import Row, SplitView
 from imagenet_prep.report.shards import shard_files
-from imagenet_prep.sinks.flat import FLAT_DIR
-from imagenet_prep.sinks.tfrecord import LAYOUT, REPORT, STATE
+from imagenet_prep.runtime import stage_state
+from imagenet_prep.shards.tfrecord import LAYOUT, REPORT, STATE
 
 PREPARE = "prepare"  # the record `prepare` saves: stage timings of its last runs
 
@@ -34,7 +34,7 @@ class Recorded:
 def tfrecord_specials(dataset: Path) -> list[Recorded] | None:
     """Converted and left-out files from the TFRecord state (every shard of every run),
     sorted; None when no TFRecord run is recorded."""
-    state = records.load(dataset, STATE)
+    state = stage_state.load(dataset, STATE)
     if state is None:
         return None
     out = []
@@ -45,7 +45,7 @@ def tfrecord_specials(dataset: Path) -> list[Recorded] | None:
 
 
 def _row_for_split(dataset: Path, split: str, view: SplitView | None) -> Row | None:
-    rec = records.load(dataset, f"extract-{split}")
+    rec = stage_state.load(dataset, f"extract-{split}")
     recorded_bytes = rec["bytes"] if rec else None
     if view is not None:
         detail = f"from {view.source}; counts from {view.counts_from}"
@@ -65,14 +65,14 @@ def summary_rows(dataset: Path, views: dict[str, SplitView]) -> list[Row]:
     rows = [r for s in ("train", "val") if (r := _row_for_split(dataset, s, views.get(s)))]
     for split, what in (("test", "test images"), ("bbox_train", "train box XMLs"),
                         ("bbox_val", "val box XMLs")):
-        if rec := records.load(dataset, f"extract-{split}"):
+        if rec := stage_state.load(dataset, f"extract-{split}"):
             rows.append(Row(split, what, rec["files"], None, rec["bytes"],
                             f"record extract-{split}.json"))
     if (dataset / "synsets.txt").is_file():
         n = len((dataset / "synsets.txt").read_text().splitlines())
         rows.append(Row("synsets", "synsets.txt", n, n, (dataset / "synsets.txt").stat().st_size,
                         "lines (classes)"))
-    if rec := records.load(dataset, "bbox"):
+    if rec := stage_state.load(dataset, "bbox"):
         rows.append(Row("bbox_csv", "box CSV rows", rec["boxes_written"], None, rec["bytes"],
                         f"boxes of {rec['images']:,} images; {rec['files_skipped']:,} XMLs and "
                         f"{rec['boxes_skipped']:,} boxes outside the 1000 classes"))
@@ -80,7 +80,7 @@ def summary_rows(dataset: Path, views: dict[str, SplitView]) -> list[Row]:
         if (dataset / flat).is_dir():
             rows.append(Row(flat, f"{flat}/", None, None, None,
                             "present (links to the class folders; see check)"))
-    state = records.load(dataset, STATE) or {}
+    state = stage_state.load(dataset, STATE) or {}
     for split, lay in LAYOUT.items():
         shards = shard_files(dataset, split)
         if not shards:
@@ -98,8 +98,8 @@ def summary_rows(dataset: Path, views: dict[str, SplitView]) -> list[Row]:
 
 def timings(dataset: Path) -> dict[str, Any] | None:
     """Stage timings of the recorded `prepare` runs, and the TFRecord run's throughput."""
-    prep = records.load(dataset, PREPARE)
-    tf = records.load(dataset, REPORT)
+    prep = stage_state.load(dataset, PREPARE)
+    tf = stage_state.load(dataset, REPORT)
     if prep is None and tf is None:
         return None
     out: dict[str, Any] = {}

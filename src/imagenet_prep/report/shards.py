@@ -20,14 +20,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from imagenet_prep import metadata, records
 from imagenet_prep.errors import PrepError
-from imagenet_prep.execute import run_tasks
-from imagenet_prep.progress import bar
+from imagenet_prep.formats.tfrecord import decode_example, record_spans, varint
 from imagenet_prep.report.model import Sample
 from imagenet_prep.report.thumbs import HEAD_BYTES, facts_from_head
-from imagenet_prep.sinks.tfrecord import LAYOUT, STATE
-from imagenet_prep.tfrecord_format import decode_example, record_spans, varint
+from imagenet_prep.runtime import stage_state
+from imagenet_prep.runtime.pool import run_tasks
+from imagenet_prep.runtime.progress import bar
+from imagenet_prep.shards.tfrecord import LAYOUT, STATE
+from imagenet_prep.sources import metadata
 
 PEEK = 1024  # bytes of a record's data read to find its label and where its image starts
 KEEP_PER_CLASS = 16  # first records of each class remembered for the contact sheet
@@ -268,7 +269,7 @@ def _sizes(fd: int, offset: int, length: int, pk: Peek, ex: dict | None) -> tupl
 
 def _expected_records(dataset: Path, split: str, shards: list[Path]) -> int:
     """Records the split should hold: the TFRecord state's figure, else an estimate."""
-    state = records.load(dataset, STATE) or {}
+    state = stage_state.load(dataset, STATE) or {}
     if split in state.get("splits", {}):
         return int(state["splits"][split]["images"])
     first = record_spans(shards[0])

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from PIL import Image
 
 from imagenet_prep.errors import BadImageError
-from imagenet_prep.images import conversion_reason, jpeg_for_record, jpeg_frame, probe
+from imagenet_prep.formats.images import conversion_reason, jpeg_for_record, jpeg_frame, probe
 
 THUMB_PX = 96
 THUMB_QUALITY = 70

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from imagenet_prep import metadata, records
-from imagenet_prep.archives import DEVKIT
-from imagenet_prep.catalog import class_dirs
 from imagenet_prep.errors import PrepError
-from imagenet_prep.fsutil import write_atomic
-from imagenet_prep.labels import read_devkit
+from imagenet_prep.runtime import stage_state
+from imagenet_prep.runtime.files import write_atomic
+from imagenet_prep.sources import metadata
+from imagenet_prep.sources.archives import DEVKIT
+from imagenet_prep.sources.catalog import class_dirs
+from imagenet_prep.sources.labels import read_devkit
 
 
 def classes_present(dataset: Path) -> list[str]:
@@ -19,7 +20,7 @@ def classes_present(dataset: Path) -> list[str]:
         found = class_dirs(train)
         if found:
             return found
-    rec = records.load(dataset, "extract-train")
+    rec = stage_state.load(dataset, "extract-train")
     if rec:
         return sorted(rec["classes"])
     raise PrepError(f"{train}: no class folders; run `imagenet-prep extract` first")

@@ -19,18 +19,18 @@ from pathlib import Path
 
 import numpy as np
 
-from imagenet_prep.archives import find_archive
-from imagenet_prep.boxes import parse_csv
-from imagenet_prep.catalog import (
+from imagenet_prep.errors import PrepError
+from imagenet_prep.folders.bbox_csv import csv_is_complete, csv_path, write_bbox_csv
+from imagenet_prep.runtime.files import is_tmp_name
+from imagenet_prep.sources.archives import find_archive
+from imagenet_prep.sources.boxes import parse_csv
+from imagenet_prep.sources.catalog import (
     Catalog,
     flat_from_archive,
     grouped_from_folder,
     train_from_archive,
     with_labels,
 )
-from imagenet_prep.errors import PrepError
-from imagenet_prep.fsutil import is_tmp_name
-from imagenet_prep.sinks.bbox_csv import csv_is_complete, csv_path, write_bbox_csv
 
 Boxes = dict[str, list[tuple[float, float, float, float]]]
 NO_BOXES = np.zeros((0, 4), dtype=np.float32)
@@ -131,7 +131,7 @@ def split_catalog(split: str, dataset: Path, archives: Path | None, from_folders
         return train_from_archive(archive)
     if split == "test":
         return flat_from_archive(split, archive, None)
-    from imagenet_prep.labels import val_labels
+    from imagenet_prep.sources.labels import val_labels
 
     cat = flat_from_archive(split, archive, None)
     return with_labels(cat, val_labels(cat.names, archives=archives, dataset=dataset,

@@ -9,10 +9,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from imagenet_prep import metadata, records
-from imagenet_prep.catalog import class_dirs
-from imagenet_prep.fsutil import STATE_DIR, is_tmp_name
-from imagenet_prep.sinks.flat import FLAT_DIR, flat_name, iter_tree
+from imagenet_prep.folders.flatten import FLAT_DIR, flat_name, iter_tree
+from imagenet_prep.runtime import stage_state
+from imagenet_prep.runtime.files import STATE_DIR, is_tmp_name
+from imagenet_prep.sources import metadata
+from imagenet_prep.sources.catalog import class_dirs
 
 
 def _count_tree(root: Path) -> dict[str, int]:
@@ -46,7 +47,7 @@ def check_tmp_files(dataset: Path) -> list[str]:
 def check_splits(dataset: Path) -> list[str]:
     problems = []
     for split in ("train", "test", "bbox_train", "bbox_val"):
-        rec = records.load(dataset, f"extract-{split}")
+        rec = stage_state.load(dataset, f"extract-{split}")
         if rec is None:
             continue
         folder = dataset / split
@@ -62,7 +63,8 @@ def check_splits(dataset: Path) -> list[str]:
             if n != rec["files"]:
                 problems.append(f"{folder}: {n} files, expected {rec['files']}")
     val = dataset / "val"
-    extracted, grouped = records.load(dataset, "extract-val"), records.load(dataset, "valtree")
+    extracted = stage_state.load(dataset, "extract-val")
+    grouped = stage_state.load(dataset, "valtree")
     if grouped is not None:
         problems += _diff_counts("val", grouped["classes"], _count_tree(val))
         if val.is_dir() and (flat := [e.name for e in os.scandir(val)
@@ -131,15 +133,15 @@ def check_dataset(dataset: Path) -> tuple[list[str], dict]:
     problems += check_synsets(dataset)
     checked: dict = {"layout": True}
     if (dataset / "tfrecord_train").is_dir() or (dataset / "tfrecord_val").is_dir():
-        from imagenet_prep.sinks.tfrecord import check_tfrecords
+        from imagenet_prep.shards.tfrecord import check_tfrecords
 
         problems += check_tfrecords(dataset, None)
         checked["tfrecord"] = True
-        report = records.load(dataset, "tfrecord-report") or {}
+        report = stage_state.load(dataset, "tfrecord-report") or {}
         checked["skipped_images"] = report.get("skipped", [])
-    wds_dirs = [d for d in (dataset / "wds", dataset) if records.load(d, "wds") is not None]
+    wds_dirs = [d for d in (dataset / "wds", dataset) if stage_state.load(d, "wds") is not None]
     if wds_dirs or (dataset / "wds").is_dir():  # DATASET/wds, or a shard folder on its own
-        from imagenet_prep.sinks.wds import check_wds
+        from imagenet_prep.shards.wds import check_wds
 
         for folder in wds_dirs or [dataset / "wds"]:
             problems += check_wds(folder)

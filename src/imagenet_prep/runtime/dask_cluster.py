@@ -27,9 +27,9 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from imagenet_prep import __version__
-from imagenet_prep.archives import ROLES, find_archive
 from imagenet_prep.errors import PrepError
-from imagenet_prep.fsutil import STATE_DIR, state_dir, write_atomic
+from imagenet_prep.runtime.files import STATE_DIR, state_dir, write_atomic
+from imagenet_prep.sources.archives import ROLES, find_archive
 
 INSTALL_HINT = "pip install 'imagenet-prep[dask]'"
 RETRIES = 2  # extra attempts per task after an exception (a dead worker is Dask's allowed-failures)

@@ -4,7 +4,7 @@ Tasks are pure functions of their arguments, so results do not depend on the
 number of workers or where they run; callers that need order sort by task key.
 `workers` is what every stage passes through: an int (pool size), None (one
 process per core), or a `TaskExecutor` such as the Dask cluster of
-`imagenet_prep.dask_executor`.
+`imagenet_prep.runtime.dask_cluster`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from typing import Any, Protocol, TypeVar, runtime_checkable
 
-from imagenet_prep.fsutil import close_inherited_locks
+from imagenet_prep.runtime.files import close_inherited_locks
 
 _PR_SET_PDEATHSIG = 1
 T = TypeVar("T")

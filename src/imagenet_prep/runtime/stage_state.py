@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from imagenet_prep.fsutil import STATE_DIR, state_dir, write_atomic
+from imagenet_prep.runtime.files import STATE_DIR, state_dir, write_atomic
 
 
 def record_path(dataset: Path, name: str) -> Path:

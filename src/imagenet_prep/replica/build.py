@@ -37,8 +37,12 @@ from typing import IO, Any
 
 import numpy as np
 
-from imagenet_prep import metadata
-from imagenet_prep.archives import (
+from imagenet_prep.errors import PrepError
+from imagenet_prep.replica.images import ImageTask, image_rng, render_batch, worker_init
+from imagenet_prep.runtime.pool import default_workers
+from imagenet_prep.runtime.progress import bar
+from imagenet_prep.sources import metadata
+from imagenet_prep.sources.archives import (
     BBOX_TRAIN,
     BBOX_VAL,
     DEVKIT,
@@ -48,10 +52,6 @@ from imagenet_prep.archives import (
     TRAIN,
     VAL,
 )
-from imagenet_prep.errors import PrepError
-from imagenet_prep.execute import default_workers
-from imagenet_prep.progress import bar
-from imagenet_prep.replica_images import ImageTask, image_rng, render_batch, worker_init
 
 ARCHIVES = (TRAIN, VAL, TEST, BBOX_TRAIN, BBOX_VAL, DEVKIT)
 REPLICA_JSON = "replica.json"

@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from imagenet_prep.fsutil import STATE_DIR
+from imagenet_prep.runtime.files import STATE_DIR
 
 
 def describe(dataset: Path) -> list[str]:

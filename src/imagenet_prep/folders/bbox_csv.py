@@ -17,14 +17,15 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from imagenet_prep import metadata, records
-from imagenet_prep.archives import BBOX_TRAIN, find_archive
-from imagenet_prep.boxes import BoxCounts, is_box_xml_path, parse_batch
 from imagenet_prep.errors import PrepError
-from imagenet_prep.execute import run_tasks
-from imagenet_prep.fsutil import write_atomic
-from imagenet_prep.progress import bar
-from imagenet_prep.tarindex import iter_gz_members
+from imagenet_prep.runtime import stage_state
+from imagenet_prep.runtime.files import write_atomic
+from imagenet_prep.runtime.pool import run_tasks
+from imagenet_prep.runtime.progress import bar
+from imagenet_prep.sources import metadata
+from imagenet_prep.sources.archives import BBOX_TRAIN, find_archive
+from imagenet_prep.sources.boxes import BoxCounts, is_box_xml_path, parse_batch
+from imagenet_prep.sources.tarindex import iter_gz_members
 
 CSV_NAME = "imagenet_2012_bounding_boxes.csv"
 BATCH = 2000  # XMLs per pool task
@@ -80,7 +81,7 @@ def _sha256(path: Path) -> str:
 
 def csv_is_complete(dataset: Path) -> bool:
     """True when the CSV is the one a finished `bbox` run wrote (size and SHA-256 match)."""
-    rec = records.load(dataset, RECORD)
+    rec = stage_state.load(dataset, RECORD)
     path = csv_path(dataset)
     try:
         size = path.stat().st_size
@@ -95,7 +96,7 @@ def write_bbox_csv(
     """Write the box CSV; returns the summary (the reference's counters, source, size)."""
     dataset = Path(dataset)
     if csv_is_complete(dataset):
-        rec = records.load(dataset, RECORD)
+        rec = stage_state.load(dataset, RECORD)
         assert rec is not None
         return {**rec, "skipped": True, "seconds": 0.0}
     t0 = time.monotonic()
@@ -131,7 +132,7 @@ def write_bbox_csv(
         "boxes_written": counts.boxes_written, "images": counts.files_written,
         "bytes": out.stat().st_size, "sha256": _sha256(out),
     }
-    records.save(dataset, RECORD, summary)
+    stage_state.save(dataset, RECORD, summary)
     log = sys.stderr
     print(f"Identified {counts.files} XML files in {source}", file=log)
     print(f"Identified {len(challenge)} synset IDs", file=log)

@@ -22,14 +22,24 @@ from typing import Any
 
 import numpy as np
 
-from imagenet_prep import metadata, records
-from imagenet_prep.archives import TRAIN, VAL
-from imagenet_prep.catalog import Catalog
 from imagenet_prep.errors import BadImageError, PrepError
-from imagenet_prep.execute import run_tasks
-from imagenet_prep.fsutil import atomic_file, ensure_dir, is_tmp_name, write_atomic
-from imagenet_prep.images import jpeg_for_record, stored_image_problems
-from imagenet_prep.plan import (
+from imagenet_prep.formats.images import jpeg_for_record, stored_image_problems
+from imagenet_prep.formats.tfrecord import (
+    RecordError,
+    bytes_feature,
+    bytes_feature_parts,
+    decode_example,
+    encode_example_parts,
+    float_feature,
+    frame_parts,
+    int64_feature,
+    iter_records,
+    record_spans,
+)
+from imagenet_prep.runtime import stage_state
+from imagenet_prep.runtime.files import atomic_file, ensure_dir, is_tmp_name, write_atomic
+from imagenet_prep.runtime.pool import run_tasks
+from imagenet_prep.shards.plan import (
     NO_BOXES,
     box_arrays,
     catalog_digest,
@@ -44,19 +54,10 @@ from imagenet_prep.plan import (
     split_catalog,
     write_parts,
 )
-from imagenet_prep.sinks.shard_run import shard_notes, timed_run, write_shards
-from imagenet_prep.tfrecord_format import (
-    RecordError,
-    bytes_feature,
-    bytes_feature_parts,
-    decode_example,
-    encode_example_parts,
-    float_feature,
-    frame_parts,
-    int64_feature,
-    iter_records,
-    record_spans,
-)
+from imagenet_prep.shards.run import shard_notes, timed_run, write_shards
+from imagenet_prep.sources import metadata
+from imagenet_prep.sources.archives import TRAIN, VAL
+from imagenet_prep.sources.catalog import Catalog
 
 STATE = "tfrecord"
 REPORT = "tfrecord-report"
@@ -206,7 +207,7 @@ def _start_over(dataset: Path) -> str:
     folders = ", ".join(str(dataset / f) for lay in LAYOUT.values()
                         for f in (lay.folder, lay.idx_folder))
     return (f"to start over, delete {folders} and "
-            f"{records.record_path(dataset, STATE)}")
+            f"{stage_state.record_path(dataset, STATE)}")
 
 
 def write_tfrecords(
@@ -248,11 +249,11 @@ def write_tfrecords(
                   for s, c in cats.items()}
     options = _options(train_shards, val_shards, seed)
     state = check_state(
-        records.load(dataset, STATE), options, split_info, stage=STATE,
+        stage_state.load(dataset, STATE), options, split_info, stage=STATE,
         what=f"{dataset}: the TFRecords", start_over=_start_over(dataset),
         folders={s: dataset / LAYOUT[s].folder for s in LAYOUT},
         is_ours=lambda name: not is_tmp_name(name))
-    records.save(dataset, STATE, state)  # before any shard exists: a rerun can always compare
+    stage_state.save(dataset, STATE, state)  # before any shard exists: a rerun can always compare
 
     plans: dict[str, tuple[np.ndarray, list[tuple[int, int]]]] = {}
     boxes_of: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
@@ -300,7 +301,7 @@ def write_tfrecords(
         state=state, state_dir=dataset, state_name=STATE, count_key="records", desc="tfrecord")
     run = timed_run(run, len(todo), t0, t_write)
     report = _report(dataset, state, cats, shards_of, run, dali_index, from_folders)
-    records.save(dataset, REPORT, report)
+    stage_state.save(dataset, REPORT, report)
     return report
 
 
@@ -411,7 +412,7 @@ def check_tfrecords(
     the synset, and a decoded sample of images.
     """
     dataset = Path(dataset)
-    state = records.load(dataset, STATE) or {}
+    state = stage_state.load(dataset, STATE) or {}
     problems: list[str] = []
     for split, lay in LAYOUT.items():
         folder = dataset / lay.folder

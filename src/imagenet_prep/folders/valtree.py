@@ -10,11 +10,11 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from imagenet_prep import records
 from imagenet_prep.errors import PrepError
-from imagenet_prep.fsutil import ensure_dir, is_tmp_name, os_error
-from imagenet_prep.labels import val_labels
-from imagenet_prep.metadata import wnid_to_index
+from imagenet_prep.runtime import stage_state
+from imagenet_prep.runtime.files import ensure_dir, is_tmp_name, os_error
+from imagenet_prep.sources.labels import val_labels
+from imagenet_prep.sources.metadata import wnid_to_index
 
 
 def _is_image(name: str) -> bool:
@@ -72,5 +72,5 @@ def valtree(dataset: Path, archives: Path | None = None, source: str = "auto") -
     for w in labels:
         counts[w] = counts.get(w, 0) + 1
     rec = {"files": len(names), "moved": moved, "classes": counts, "source": source}
-    records.save(dataset, "valtree", rec)
+    stage_state.save(dataset, "valtree", rec)
     return rec

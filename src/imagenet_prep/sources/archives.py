@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 from imagenet_prep.errors import PrepError
-from imagenet_prep.execute import default_workers
-from imagenet_prep.progress import bar
+from imagenet_prep.runtime.pool import default_workers
+from imagenet_prep.runtime.progress import bar
 
 TRAIN = "ILSVRC2012_img_train.tar"
 VAL = "ILSVRC2012_img_val.tar"

@@ -13,9 +13,9 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-from imagenet_prep import records
-from imagenet_prep.execute import Workers, run_tasks
-from imagenet_prep.progress import bar
+from imagenet_prep.runtime import stage_state
+from imagenet_prep.runtime.pool import Workers, run_tasks
+from imagenet_prep.runtime.progress import bar
 
 SAVE_EVERY = 2.0  # seconds between state saves while shards finish
 
@@ -37,9 +37,9 @@ def write_shards(
             run["images"] += done
             pb.update(done)
             if time.monotonic() - last_save > SAVE_EVERY:
-                records.save(state_dir, state_name, state)
+                stage_state.save(state_dir, state_name, state)
                 last_save = time.monotonic()
-    records.save(state_dir, state_name, state)
+    stage_state.save(state_dir, state_name, state)
     return run
 
 

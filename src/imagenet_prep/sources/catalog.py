@@ -15,10 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from imagenet_prep import metadata
 from imagenet_prep.errors import CorruptArchiveError, PrepError
-from imagenet_prep.fsutil import is_tmp_name
-from imagenet_prep.tarindex import ArchiveReader, Member, iter_members, iter_nested
+from imagenet_prep.runtime.files import is_tmp_name
+from imagenet_prep.sources import metadata
+from imagenet_prep.sources.tarindex import ArchiveReader, Member, iter_members, iter_nested
 
 
 @dataclass

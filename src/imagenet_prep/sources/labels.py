@@ -13,10 +13,10 @@ import xml.etree.ElementTree as ET
 from collections.abc import Sequence
 from pathlib import Path
 
-from imagenet_prep import metadata
-from imagenet_prep.archives import BBOX_VAL, DEVKIT
 from imagenet_prep.errors import CorruptArchiveError, LabelError
-from imagenet_prep.tarindex import iter_gz_members
+from imagenet_prep.sources import metadata
+from imagenet_prep.sources.archives import BBOX_VAL, DEVKIT
+from imagenet_prep.sources.tarindex import iter_gz_members
 
 SOURCES = ("auto", "devkit", "bbox", "bundled")
 

@@ -13,14 +13,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from imagenet_prep import records
-from imagenet_prep.archives import find_archive
-from imagenet_prep.catalog import flat_members, iter_classes
 from imagenet_prep.errors import CorruptArchiveError, PrepError
-from imagenet_prep.execute import run_tasks
-from imagenet_prep.fsutil import create_atomic, ensure_dir, write_fd
-from imagenet_prep.progress import bar
-from imagenet_prep.tarindex import ArchiveReader, Member, iter_gz_members
+from imagenet_prep.runtime import stage_state
+from imagenet_prep.runtime.files import create_atomic, ensure_dir, write_fd
+from imagenet_prep.runtime.pool import run_tasks
+from imagenet_prep.runtime.progress import bar
+from imagenet_prep.sources.archives import find_archive
+from imagenet_prep.sources.catalog import flat_members, iter_classes
+from imagenet_prep.sources.tarindex import ArchiveReader, Member, iter_gz_members
 
 SPLITS = ("train", "val", "test", "bbox_train", "bbox_val")
 CHUNK = 500  # images per task for flat archives
@@ -153,7 +153,7 @@ def extract(
         archive = found[split]
         if archive is None:
             continue
-        done = records.load(dataset, f"extract-{split}")
+        done = stage_state.load(dataset, f"extract-{split}")
         if done is not None:
             summary[split] = {**done, "seconds": 0.0, "written": 0, "skipped": True}
             continue
@@ -188,7 +188,7 @@ def extract(
                 rec = {"split": split, "archive": archive.name,
                        "archive_size": archive.stat().st_size, "files": t["files"],
                        "bytes": t["bytes"], "classes": t["classes"]}
-                records.save(dataset, f"extract-{split}", rec)
+                stage_state.save(dataset, f"extract-{split}", rec)
                 summary[split] = {**rec, "seconds": time.monotonic() - t0,
                                   "written": t["written"]}
     return {split: summary[split] for split in splits if split in summary}

@@ -13,10 +13,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from imagenet_prep import records
-from imagenet_prep.archives import ROLES, find_archive
 from imagenet_prep.errors import PrepError
-from imagenet_prep.sinks.tree import SPLITS
+from imagenet_prep.folders.extract import SPLITS
+from imagenet_prep.runtime import stage_state
+from imagenet_prep.sources.archives import ROLES, find_archive
 
 TARGETS = {
     "pytorch": ("verify", "extract", "valtree", "flatten", "synsets"),
@@ -53,7 +53,7 @@ def disk_plan(archives: Path, dataset: Path, stages: tuple[str, ...], flatten_mo
         if stage == "extract":
             plan[stage] = sum(
                 _archive_bytes(archives, s) for s in SPLITS
-                if records.load(dataset, f"extract-{s}") is None
+                if stage_state.load(dataset, f"extract-{s}") is None
             )
         elif stage == "flatten":
             plan[stage] = 0 if flatten_mode != "copy" else sum(
@@ -86,11 +86,11 @@ def prepare(
     `download`, if given, runs first and fetches the missing archives (see
     imagenet_prep.download); its report becomes the "download" stage.
     """
-    from imagenet_prep.archives import verify_archives
-    from imagenet_prep.sinks.flat import flatten
-    from imagenet_prep.sinks.synsets import write_synsets
-    from imagenet_prep.sinks.tree import extract
-    from imagenet_prep.sinks.valtree import valtree
+    from imagenet_prep.folders.extract import extract
+    from imagenet_prep.folders.flatten import flatten
+    from imagenet_prep.folders.synsets import write_synsets
+    from imagenet_prep.folders.valtree import valtree
+    from imagenet_prep.sources.archives import verify_archives
 
     stages = TARGETS[only] + (("wds",) if wds else ())
     if wds_shard_size is not None and wds_shard_samples is not None:
@@ -137,7 +137,7 @@ def prepare(
         elif stage == "extract":
             result = extract(archives, dataset, workers=workers)
         elif stage == "valtree":
-            if records.load(dataset, "extract-val") is None:
+            if stage_state.load(dataset, "extract-val") is None:
                 continue
             result = valtree(dataset, archives, labels)
         elif stage == "flatten":
@@ -146,13 +146,13 @@ def prepare(
         elif stage == "synsets":
             result = write_synsets(dataset, archives)
         elif stage == "bbox":
-            from imagenet_prep.sinks.bbox_csv import write_bbox_csv
+            from imagenet_prep.folders.bbox_csv import write_bbox_csv
 
             if not find_archive(archives, "bbox_train") and not (dataset / "bbox_train").is_dir():
                 continue
             result = write_bbox_csv(dataset, archives=archives, workers=workers)
         elif stage == "wds":
-            from imagenet_prep.sinks.wds import write_wds
+            from imagenet_prep.shards.wds import write_wds
 
             result = write_wds(
                 dataset / "wds", dataset=dataset, archives=archives, shard_size=wds_shard_size,
@@ -160,7 +160,7 @@ def prepare(
                 on_bad_image=on_bad_image, labels=labels,
             )
         else:
-            from imagenet_prep.sinks.tfrecord import write_tfrecords
+            from imagenet_prep.shards.tfrecord import write_tfrecords
 
             result = write_tfrecords(
                 dataset, archives=archives, train_shards=train_shards, val_shards=val_shards,
@@ -171,10 +171,11 @@ def prepare(
         report["stages"][stage] = {"seconds": round(seconds, 3), "result": result}
         log(f"{stage:<9} done in {seconds:7.1f} s")
     report["seconds"] = round(time.monotonic() - t_all, 3)
-    runs = (records.load(dataset, "prepare") or {}).get("runs", [])[-9:]  # the report shows them
+    # the report shows the last ten runs
+    runs = (stage_state.load(dataset, "prepare") or {}).get("runs", [])[-9:]
     runs.append({"only": only, "seconds": report["seconds"],
                  "stages": [[s, v["seconds"]] for s, v in report["stages"].items()]})
-    records.save(dataset, "prepare", {"runs": runs})
+    stage_state.save(dataset, "prepare", {"runs": runs})
     if write_report:
         from imagenet_prep.report import build_report
 

@@ -31,13 +31,12 @@ from typing import Any
 import google_crc32c
 import numpy as np
 
-from imagenet_prep import metadata, records
-from imagenet_prep.catalog import Catalog
 from imagenet_prep.errors import BadImageError, PrepError
-from imagenet_prep.execute import run_tasks
-from imagenet_prep.fsutil import atomic_file, ensure_dir, is_tmp_name, write_atomic
-from imagenet_prep.images import jpeg_for_record, stored_image_problems
-from imagenet_prep.plan import (
+from imagenet_prep.formats.images import jpeg_for_record, stored_image_problems
+from imagenet_prep.runtime import stage_state
+from imagenet_prep.runtime.files import atomic_file, ensure_dir, is_tmp_name, write_atomic
+from imagenet_prep.runtime.pool import run_tasks
+from imagenet_prep.shards.plan import (
     box_arrays,
     catalog_digest,
     check_state,
@@ -52,8 +51,10 @@ from imagenet_prep.plan import (
     split_catalog,
     write_parts,
 )
-from imagenet_prep.sinks.shard_run import shard_notes, timed_run, write_shards
-from imagenet_prep.tarindex import iter_members
+from imagenet_prep.shards.run import shard_notes, timed_run, write_shards
+from imagenet_prep.sources import metadata
+from imagenet_prep.sources.catalog import Catalog
+from imagenet_prep.sources.tarindex import iter_members
 
 STATE = "wds"
 REPORT = "wds-report"
@@ -312,10 +313,10 @@ def write_wds(
                   for s, c in cats.items()}
     options = _options(shard_size, shard_samples, seed)
     state = check_state(
-        records.load(out, STATE), options, split_info, stage=STATE,
+        stage_state.load(out, STATE), options, split_info, stage=STATE,
         what=f"{out}: the WebDataset shards", folders=dict.fromkeys(SPLITS, out),
         is_ours=is_ours, start_over=f"to start over, delete {out}")
-    records.save(out, STATE, state)  # before any shard exists: a rerun can always compare
+    stage_state.save(out, STATE, state)  # before any shard exists: a rerun can always compare
     remove_stale_tmp(out)
     boxes_of = {"train": box_arrays(cats["train"], by_name, np.float64)} if "train" in cats \
         else {}
@@ -352,7 +353,7 @@ def write_wds(
         if not path.is_file() or path.read_text() != text:
             write_atomic(path, text)
     report = _report(out, state, cats, timed_run(run, len(todo), t0, t_write), from_folders)
-    records.save(out, REPORT, report)
+    stage_state.save(out, REPORT, report)
     return report
 
 
@@ -502,7 +503,7 @@ def check_wds(folder: Path, sample: int = 20, workers: int | None = None) -> lis
     CRC32C against the state, and a decoded sample of images.
     """
     folder = Path(folder)
-    state = records.load(folder, STATE) or {}
+    state = stage_state.load(folder, STATE) or {}
     problems: list[str] = []
     by_prefix: dict[str, dict[int, Path]] = {p: {} for p in PREFIX.values()}
     for entry in sorted(os.listdir(folder)):

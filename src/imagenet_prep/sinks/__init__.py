@@ -1,1 +1,0 @@
-"""Writers of the output layouts: class trees, flat folders, synsets, box CSV, TFRecords."""

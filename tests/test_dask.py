@@ -26,13 +26,13 @@ from distributed import Client, LocalCluster  # noqa: E402
 
 import imagenet_prep.runtime.dask_cluster as dx  # noqa: E402
 from imagenet_prep.errors import PrepError  # noqa: E402
+from imagenet_prep.folders import extract as tree  # noqa: E402
 from imagenet_prep.folders.bbox_csv import write_bbox_csv  # noqa: E402
 from imagenet_prep.runtime.files import tmp_path as ipart_path  # noqa: E402
 from imagenet_prep.runtime.pool import run_tasks  # noqa: E402
+from imagenet_prep.shards import tfrecord as tfrecord_sink  # noqa: E402
 from imagenet_prep.shards.tfrecord import write_tfrecords  # noqa: E402
 from imagenet_prep.shards.wds import write_wds  # noqa: E402
-from imagenet_prep.shards import tfrecord as tfrecord_sink  # noqa: E402
-from imagenet_prep.folders import extract as tree  # noqa: E402
 from imagenet_prep.sources.archives import find_archive  # noqa: E402
 from imagenet_prep.sources.catalog import iter_classes  # noqa: E402
 

@@ -32,12 +32,13 @@ from PIL import Image
 from tarutil import add_file, tar_bytes, write_tar
 from test_boxes import reference_run
 
+from imagenet_prep.check.tfrecord import check_tfrecords
 from imagenet_prep.cli import main
 from imagenet_prep.errors import BadImageError, PrepError
 from imagenet_prep.formats.images import jpeg_for_record
 from imagenet_prep.formats.tfrecord import decode_example, iter_records
 from imagenet_prep.runtime import stage_state
-from imagenet_prep.shards.tfrecord import check_tfrecords, write_tfrecords
+from imagenet_prep.shards.tfrecord import write_tfrecords
 from imagenet_prep.sources import metadata
 
 DATA = resource_files("imagenet_prep.sources.metadata").joinpath("data")

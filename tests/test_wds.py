@@ -36,11 +36,13 @@ from test_tfrecord import (
 )
 
 from imagenet_prep.check import check_dataset
+from imagenet_prep.check.wds import check_wds
 from imagenet_prep.cli import main
 from imagenet_prep.errors import PrepError
+from imagenet_prep.formats.webdataset import tar_header
 from imagenet_prep.runtime import stage_state
 from imagenet_prep.shards.plan import parse_size, size_bounds
-from imagenet_prep.shards.wds import check_wds, tar_header, write_wds
+from imagenet_prep.shards.wds import write_wds
 
 PREFIX = {"train": "train", "val": "validation", "test": "test"}
 

@@ -133,7 +133,7 @@ def check_dataset(dataset: Path) -> tuple[list[str], dict]:
     problems += check_synsets(dataset)
     checked: dict = {"layout": True}
     if (dataset / "tfrecord_train").is_dir() or (dataset / "tfrecord_val").is_dir():
-        from imagenet_prep.shards.tfrecord import check_tfrecords
+        from imagenet_prep.check.tfrecord import check_tfrecords
 
         problems += check_tfrecords(dataset, None)
         checked["tfrecord"] = True
@@ -141,7 +141,7 @@ def check_dataset(dataset: Path) -> tuple[list[str], dict]:
         checked["skipped_images"] = report.get("skipped", [])
     wds_dirs = [d for d in (dataset / "wds", dataset) if stage_state.load(d, "wds") is not None]
     if wds_dirs or (dataset / "wds").is_dir():  # DATASET/wds, or a shard folder on its own
-        from imagenet_prep.shards.wds import check_wds
+        from imagenet_prep.check.wds import check_wds
 
         for folder in wds_dirs or [dataset / "wds"]:
             problems += check_wds(folder)

@@ -18,18 +18,19 @@ from pathlib import Path
 from typing import Any
 
 from imagenet_prep.errors import PrepError
+from imagenet_prep.layout import BBOX_RECORD, BOX_CSV
 from imagenet_prep.runtime import stage_state
 from imagenet_prep.runtime.files import write_atomic
-from imagenet_prep.runtime.pool import run_tasks
+from imagenet_prep.runtime.pool import Workers, run_tasks
 from imagenet_prep.runtime.progress import bar
 from imagenet_prep.sources import metadata
 from imagenet_prep.sources.archives import BBOX_TRAIN, find_archive
 from imagenet_prep.sources.boxes import BoxCounts, is_box_xml_path, parse_batch
 from imagenet_prep.sources.tarindex import iter_gz_members
 
-CSV_NAME = "imagenet_2012_bounding_boxes.csv"
+CSV_NAME = BOX_CSV
 BATCH = 2000  # XMLs per pool task
-RECORD = "bbox"
+RECORD = BBOX_RECORD
 
 Item = tuple[str, bytes | None, str]  # (WNID/NAME.xml, bytes or None to read in the worker, where)
 
@@ -142,3 +143,22 @@ def write_bbox_csv(
     print(f"Wrote {counts.boxes_written} bounding boxes from {counts.files_written} "
           "annotated images.", file=log)
     return {**summary, "skipped": False, "seconds": time.monotonic() - t0}
+
+
+def ensure_csv(dataset: Path, archives: Path | None, workers: Workers, stage: str
+               ) -> Path | None:
+    """The box CSV that a shard stage reads, made first when box XMLs exist and it is not
+    complete; None (with a note) when there is neither a CSV nor XMLs to make one."""
+    path = csv_path(dataset)
+    if csv_is_complete(dataset):
+        return path
+    have_xml = (dataset / "bbox_train").is_dir() or (
+        archives is not None and find_archive(archives, "bbox_train") is not None)
+    if have_xml:
+        write_bbox_csv(dataset, archives=archives, workers=workers)
+        return path
+    if path.is_file():
+        return path
+    print(f"{stage}: no {path.name} and no box XMLs: train records get empty box lists",
+          file=sys.stderr)
+    return None

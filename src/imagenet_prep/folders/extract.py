@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imagenet_prep.errors import CorruptArchiveError, PrepError
+from imagenet_prep.layout import EXTRACT_SPLITS
 from imagenet_prep.runtime import stage_state
 from imagenet_prep.runtime.files import create_atomic, ensure_dir, write_fd
 from imagenet_prep.runtime.pool import run_tasks
@@ -22,7 +23,7 @@ from imagenet_prep.sources.archives import find_archive
 from imagenet_prep.sources.catalog import flat_members, iter_classes
 from imagenet_prep.sources.tarindex import ArchiveReader, Member, iter_gz_members
 
-SPLITS = ("train", "val", "test", "bbox_train", "bbox_val")
+SPLITS = EXTRACT_SPLITS
 CHUNK = 500  # images per task for flat archives
 
 

@@ -13,12 +13,12 @@ import sys
 from pathlib import Path
 
 from imagenet_prep.errors import PrepError
+from imagenet_prep.layout import FLAT_DIR
 from imagenet_prep.runtime.files import atomic_file, ensure_dir, is_tmp_name, os_error, tmp_path
 from imagenet_prep.runtime.progress import bar
 from imagenet_prep.sources.catalog import class_dirs
 
 MODES = ("hardlink", "symlink", "copy")
-FLAT_DIR = {"train": "train_flatten", "val": "val_flatten"}
 _NO_LINKS = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP}
 
 

@@ -270,3 +270,8 @@ def decode_example(data: bytes) -> dict[str, list]:
                     value = _view(v)
             out[key] = _decode_feature(value)
     return out
+
+
+def idx_text(spans: list[tuple[int, int]]) -> str:
+    """DALI's index: one `offset size` line per record (as its tfrecord2idx writes)."""
+    return "".join(f"{o} {n}\n" for o, n in spans)

@@ -15,6 +15,7 @@ from typing import Any
 
 from imagenet_prep import __version__
 from imagenet_prep.errors import BadImageError, LabelError, PrepError
+from imagenet_prep.layout import REPORT_HTML
 from imagenet_prep.report import gather
 from imagenet_prep.report.folders import FolderSplit, has_class_folders
 from imagenet_prep.report.html import GENERATOR, render
@@ -25,7 +26,7 @@ from imagenet_prep.runtime.files import write_atomic
 from imagenet_prep.sources import metadata
 from imagenet_prep.sources.labels import bbox_labels
 
-REPORT_NAME = "report.html"
+REPORT_NAME = REPORT_HTML
 MAX_SPECIALS = 100
 VAL_CMYK = "ILSVRC2012_val_00019877.JPEG"  # formats.md §11.1: not in TensorFlow's list
 

@@ -16,9 +16,8 @@ from pathlib import Path
 from typing import IO
 
 from imagenet_prep.errors import LockedError, PrepError
+from imagenet_prep.layout import STATE_DIR, TMP_SUFFIX
 
-TMP_SUFFIX = ".ipart"
-STATE_DIR = ".imagenet-prep"
 _held_locks: set[int] = set()  # lock fds of this process, closed in forked workers
 
 

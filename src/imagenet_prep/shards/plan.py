@@ -13,14 +13,12 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
 from imagenet_prep.errors import PrepError
-from imagenet_prep.folders.bbox_csv import csv_is_complete, csv_path, write_bbox_csv
 from imagenet_prep.runtime.files import is_tmp_name
 from imagenet_prep.sources.archives import find_archive
 from imagenet_prep.sources.boxes import parse_csv
@@ -147,26 +145,13 @@ def catalog_digest(cat: Catalog, *, sizes: bool = False) -> str:
     return h.hexdigest()
 
 
-def load_boxes(dataset: Path, archives: Path | None, workers: int | None, stage: str
-               ) -> tuple[Boxes, str | None]:
-    """name -> boxes in CSV order, and the CSV's SHA-256 (None: no boxes available).
-
-    The CSV is DATASET's, made first by the `bbox` stage (from DATASET/bbox_train or
-    the box archive) when it is not complete.
-    """
-    path = csv_path(dataset)
-    if not csv_is_complete(dataset):
-        have_xml = (dataset / "bbox_train").is_dir() or (
-            archives is not None and find_archive(archives, "bbox_train") is not None)
-        if have_xml:
-            write_bbox_csv(dataset, archives=archives, workers=workers)
-        elif not path.is_file():
-            print(f"{stage}: no {path.name} and no box XMLs: train records get empty box lists",
-                  file=sys.stderr)
-            return {}, None
-    data = path.read_bytes()
+def load_boxes(csv: Path | None) -> tuple[Boxes, str | None]:
+    """name -> boxes in CSV order, and the CSV's SHA-256 (None: no boxes available)."""
+    if csv is None:
+        return {}, None
+    data = csv.read_bytes()
     out: Boxes = {}
-    for name, box in parse_csv(data.decode("ascii", errors="replace"), str(path)):
+    for name, box in parse_csv(data.decode("ascii", errors="replace"), str(csv)):
         out.setdefault(name, []).append(box)
     return out, hashlib.sha256(data).hexdigest()
 

@@ -12,8 +12,6 @@ the missing shards and refuses other options.
 
 from __future__ import annotations
 
-import os
-import re
 import time
 from dataclasses import dataclass
 from functools import cache
@@ -23,22 +21,20 @@ from typing import Any
 import numpy as np
 
 from imagenet_prep.errors import BadImageError, PrepError
-from imagenet_prep.formats.images import jpeg_for_record, stored_image_problems
+from imagenet_prep.folders.bbox_csv import ensure_csv
+from imagenet_prep.formats.images import jpeg_for_record
 from imagenet_prep.formats.tfrecord import (
-    RecordError,
     bytes_feature,
     bytes_feature_parts,
-    decode_example,
     encode_example_parts,
     float_feature,
     frame_parts,
+    idx_text,
     int64_feature,
-    iter_records,
     record_spans,
 )
 from imagenet_prep.runtime import stage_state
 from imagenet_prep.runtime.files import atomic_file, ensure_dir, is_tmp_name, write_atomic
-from imagenet_prep.runtime.pool import run_tasks
 from imagenet_prep.shards.plan import (
     NO_BOXES,
     box_arrays,
@@ -189,11 +185,6 @@ def write_shard(task: ShardTask) -> dict[str, Any]:
     }
 
 
-def idx_text(spans: list[tuple[int, int]]) -> str:
-    """DALI's index: one `offset size` line per record (as its tfrecord2idx writes)."""
-    return "".join(f"{o} {n}\n" for o, n in spans)
-
-
 # --- planning (main process) ----------------------------------------------------------
 
 def _options(train_shards: int, val_shards: int, seed: int) -> dict:
@@ -243,7 +234,7 @@ def write_tfrecords(
         raise PrepError(f"nothing to convert: none of {where} exists")
     by_name, boxes_sha = ({}, None)
     if "train" in cats:
-        by_name, boxes_sha = load_boxes(dataset, archives, workers, STATE)
+        by_name, boxes_sha = load_boxes(ensure_csv(dataset, archives, workers, STATE))
     split_info = {s: {"images": len(c), "digest": catalog_digest(c),
                       "boxes_sha256": boxes_sha if s == "train" else None}
                   for s, c in cats.items()}
@@ -333,124 +324,3 @@ def _report(dataset: Path, state: dict, cats: dict[str, Catalog], shards_of: dic
         "options": state["options"], "dali_index": dali_index, "splits": splits,
         "converted": converted, "skipped": skipped, "run": run,
     }
-
-
-# --- check ----------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class _CheckTask:
-    path: Path
-    idx_path: Path | None
-    decode_first: bool
-
-
-def _check_shard(task: _CheckTask) -> tuple[int, list[str]]:
-    """(records, problems) of one shard: CRCs, labels, and optionally one decoded image."""
-    problems: list[str] = []
-    known = metadata.wnids()
-    n = 0
-    spans = []
-    try:
-        for offset, data in iter_records(task.path):
-            spans.append((offset, len(data) + 16))
-            where = f"{task.path}: record {n} (byte {offset})"
-            n += 1
-            try:
-                ex = decode_example(data)
-                label = ex["image/class/label"][0]
-                synset = ex["image/class/synset"][0].decode()
-                height, width = ex["image/height"][0], ex["image/width"][0]
-            except (KeyError, IndexError, ValueError, UnicodeDecodeError) as e:
-                problems.append(f"{where}: not a reference Example ({e})")
-                continue
-            if not 1 <= label <= 1000:
-                problems.append(f"{where}: label {label} outside 1..1000")
-            elif known[label - 1] != synset:
-                problems.append(f"{where}: label {label} but synset {synset}")
-            if height <= 0 or width <= 0:
-                problems.append(f"{where}: size {width}x{height}")
-            if task.decode_first and n == 1:
-                problems += stored_image_problems(where, ex["image/encoded"][0], width, height,
-                                                  "record")
-    except RecordError as e:
-        problems.append(str(e))
-    if task.idx_path is not None:
-        try:
-            if task.idx_path.read_text() != idx_text(spans):
-                problems.append(f"{task.idx_path}: does not match {task.path.name}")
-        except FileNotFoundError:
-            problems.append(f"{task.idx_path}: missing")
-    return n, problems
-
-
-def _scan_split(dataset: Path, split: str) -> tuple[dict[int, Path], set[int], list[str]]:
-    """(shard index -> path, totals seen, problems) from the names in a split's folder."""
-    folder = dataset / LAYOUT[split].folder
-    pattern = re.compile(rf"{LAYOUT[split].prefix}-(\d{{5}})-of-(\d{{5}})")
-    shards: dict[int, Path] = {}
-    totals: set[int] = set()
-    problems = []
-    for entry in sorted(os.listdir(folder)):
-        if is_tmp_name(entry):
-            problems.append(f"{folder / entry}: leftover temporary file")
-        elif m := pattern.fullmatch(entry):
-            shards[int(m.group(1))] = folder / entry
-            totals.add(int(m.group(2)))
-        else:
-            problems.append(f"{folder / entry}: not a {LAYOUT[split].prefix} shard")
-    return shards, totals, problems
-
-
-def check_tfrecords(
-    dataset: Path, expected_counts: dict[str, int] | None = None, sample: int = 20,
-    workers: int | None = None,
-) -> list[str]:
-    """Problems with the TFRecord shards (empty when all is well).
-
-    Every record's CRCs, the shard set, records per shard (differing by at most one),
-    the total against `expected_counts` (else the state record), labels 1..1000 matching
-    the synset, and a decoded sample of images.
-    """
-    dataset = Path(dataset)
-    state = stage_state.load(dataset, STATE) or {}
-    problems: list[str] = []
-    for split, lay in LAYOUT.items():
-        folder = dataset / lay.folder
-        expected = (expected_counts or {}).get(split)
-        if not folder.is_dir():
-            if expected:
-                problems.append(f"{folder}: missing (expected {expected} records)")
-            continue
-        shards, totals, found = _scan_split(dataset, split)
-        problems += found
-        if not shards:
-            problems.append(f"{folder}: no shards")
-            continue
-        if len(totals) > 1:
-            problems.append(f"{folder}: shards of different totals {sorted(totals)}")
-        total = max(totals)
-        missing = [k for k in range(total) if k not in shards]
-        if missing:
-            problems.append(f"{folder}: {len(missing)} of {total} shards missing, first "
-                            f"{shard_name(split, missing[0], total)}")
-        idx_dir = dataset / lay.idx_folder
-        step = max(1, len(shards) // max(1, sample)) if sample else 0
-        tasks = [
-            _CheckTask(path, idx_dir / (path.name + IDX_SUFFIX) if idx_dir.is_dir() else None,
-                       bool(step) and j % step == 0 and j // step < sample)
-            for j, (_, path) in enumerate(sorted(shards.items()))
-        ]
-        counts = []
-        for n, more in run_tasks(_check_shard, tasks, workers):
-            counts.append(n)
-            problems += more
-        skipped = sum(len(e["skipped"]) for e in state.get("shards", {}).values()
-                      if e.get("split") == split)
-        if counts and max(counts) - min(counts) > 1 + skipped:
-            problems.append(f"{folder}: shard sizes range from {min(counts)} to {max(counts)} "
-                            "records; they should differ by at most one")
-        if expected is None and split in state.get("splits", {}):
-            expected = state["splits"][split]["images"] - skipped
-        if expected is not None and sum(counts) != expected:
-            problems.append(f"{folder}: {sum(counts)} records, expected {expected}")
-    return problems

@@ -20,9 +20,7 @@ test.json) is the shard index that `wids.ShardListDataset` reads.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tarfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,10 +30,17 @@ import google_crc32c
 import numpy as np
 
 from imagenet_prep.errors import BadImageError, PrepError
-from imagenet_prep.formats.images import jpeg_for_record, stored_image_problems
+from imagenet_prep.folders.bbox_csv import ensure_csv
+from imagenet_prep.formats.images import jpeg_for_record
+from imagenet_prep.formats.webdataset import (
+    BLOCK,
+    INDEX_KIND,
+    end_of_archive,
+    member_parts,
+    sample_key,
+)
 from imagenet_prep.runtime import stage_state
-from imagenet_prep.runtime.files import atomic_file, ensure_dir, is_tmp_name, write_atomic
-from imagenet_prep.runtime.pool import run_tasks
+from imagenet_prep.runtime.files import atomic_file, ensure_dir, write_atomic
 from imagenet_prep.shards.plan import (
     box_arrays,
     catalog_digest,
@@ -54,7 +59,6 @@ from imagenet_prep.shards.plan import (
 from imagenet_prep.shards.run import shard_notes, timed_run, write_shards
 from imagenet_prep.sources import metadata
 from imagenet_prep.sources.catalog import Catalog
-from imagenet_prep.sources.tarindex import iter_members
 
 STATE = "wds"
 REPORT = "wds-report"
@@ -63,9 +67,7 @@ DEFAULT_SPLITS = ("train", "val")
 ON_BAD = ("fail", "skip")
 PREFIX = {"train": "train", "val": "validation", "test": "test"}
 DEFAULT_SHARD_SIZE = 10**9
-INDEX_KIND = "wids-shard-index-v1"
 
-BLOCK = tarfile.BLOCKSIZE
 SAMPLE_OVERHEAD = 5 * BLOCK  # three headers, one block of .cls and one of .json
 _SHARD_RE = re.compile(r"(train|validation|test)-(\d{6})\.tar")
 _INDEX_NAMES = frozenset(f"{p}.json" for p in PREFIX.values())
@@ -83,64 +85,6 @@ def index_name(split: str) -> str:
 def is_ours(name: str) -> bool:
     """A file name this sink writes in its folder (shards and indexes)."""
     return bool(_SHARD_RE.fullmatch(name)) or name in _INDEX_NAMES
-
-
-# --- tar members ----------------------------------------------------------------------
-
-def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.size, info.mtime, info.mode = size, 0, 0o644
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    return info
-
-
-def tar_header(name: str, size: int) -> bytes:
-    """tarfile's GNU header for a regular file (fixed owner, mode and time) named `name`.
-
-    tarfile's `tobuf` costs ~40 us; three per sample would cost more than the rest of
-    the sample, so the header is tarfile's own template with the name, size and
-    checksum put in (~2 us).  Names over 100 bytes and sizes from 8 GiB (never
-    images) take tarfile's way; the tests compare both for many names and sizes.
-    """
-    raw = name.encode("utf-8", "surrogateescape")
-    if len(raw) > 100 or size >= 8**11:
-        return _tarinfo(name, size).tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape")
-    size_field = b"%011o\0" % size
-    chksum = _TPL_SUM + sum(raw) + sum(size_field)
-    return b"".join((raw, bytes(100 - len(raw)), _TPL_A, size_field, _TPL_B,
-                     b"%06o\0" % chksum, _TPL_C))
-
-
-_TPL = _tarinfo("x", 0).tobuf(tarfile.GNU_FORMAT, "utf-8", "surrogateescape")
-_TPL_A, _TPL_B, _TPL_C = _TPL[100:124], _TPL[136:148], _TPL[155:]
-# the checksum sums every byte with its own field read as spaces (8 * 32 = 256)
-_TPL_SUM = sum(_TPL) - sum(_TPL[:100]) - sum(_TPL[124:136]) - sum(_TPL[148:156]) + 256
-_PAD = bytes(BLOCK)
-
-
-def member_parts(name: str, data: bytes) -> list[bytes]:
-    """Header, data and padding of one member (the data object itself, not a copy)."""
-    pad = -len(data) % BLOCK
-    return [tar_header(name, len(data)), data, _PAD[:pad]] if pad else \
-        [tar_header(name, len(data)), data]
-
-
-def end_of_archive(offset: int) -> bytes:
-    """Two zero blocks, then zeros to a multiple of 10240 bytes, as tarfile closes a tar."""
-    end = offset + 2 * BLOCK
-    return bytes(2 * BLOCK + (-end % tarfile.RECORDSIZE))
-
-
-# --- samples --------------------------------------------------------------------------
-
-def sample_key(name: str, where: str) -> str:
-    """The file name without its extension; WebDataset splits a member name at its first dot."""
-    key = name.rsplit(".", 1)[0] if "." in name else name
-    if "." in key or not key:
-        raise PrepError(f"{where}: {name!r} cannot be a WebDataset key (a dot before the "
-                        "extension, or no name)")
-    return key
 
 
 def sample_json(name: str, label: int, width: int, height: int, boxes: np.ndarray) -> bytes:
@@ -302,7 +246,7 @@ def write_wds(
         raise PrepError(f"nothing to convert: none of {where} exists")
     by_name, boxes_sha = ({}, None)
     if "train" in cats:
-        by_name, boxes_sha = load_boxes(dataset, archives, workers, STATE)
+        by_name, boxes_sha = load_boxes(ensure_csv(dataset, archives, workers, STATE))
     plans: dict[str, tuple[np.ndarray, list[tuple[int, int]]]] = {}
     for split, cat in cats.items():
         order = shuffle_order(cat.names, seed)
@@ -381,164 +325,3 @@ def _report(out: Path, state: dict, cats: dict[str, Catalog], run: dict[str, Any
         "options": state["options"], "splits": splits, "converted": converted,
         "skipped": skipped, "run": run,
     }
-
-
-# --- check ----------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class _CheckTask:
-    path: Path
-    split: str
-    entry: dict | None  # the state's record of this shard
-    decode_first: bool
-
-
-def _check_shard(task: _CheckTask) -> tuple[str, int, list[str]]:
-    """(name, samples, problems) of one shard: tar structure, sample members, labels, metadata,
-    the state's size and CRC32C, and optionally the first image decoded."""
-    problems: list[str] = []
-    wnids = metadata.wnids()
-    want_exts = ("json", "jpg") if task.split == "test" else ("cls", "json", "jpg")
-    samples = 0
-    try:
-        members = list(_sample_members(task.path))
-    except PrepError as e:
-        return task.path.name, 0, [str(e)]
-    with open(task.path, "rb") as f:
-        fd = f.fileno()
-        for key, group in members:
-            where = f"{task.path}: sample {samples} ({key})"
-            samples += 1
-            exts = {ext: m for ext, m in group}
-            if sorted(exts) != sorted(want_exts) or len(group) != len(want_exts):
-                problems.append(f"{where}: members {sorted(e for e, _ in group)}, expected "
-                                f"{sorted(want_exts)}")
-                continue
-            try:
-                meta = json.loads(os.pread(fd, exts["json"].size, exts["json"].offset))
-                label, wnid = meta["label"], meta["wnid"]
-                width, height, filename = meta["width"], meta["height"], meta["filename"]
-            except (ValueError, KeyError, TypeError) as e:
-                problems.append(f"{where}: unreadable .json ({e})")
-                continue
-            if sample_key(filename, where) != key:
-                problems.append(f"{where}: .json names {filename!r}")
-            if task.split == "test":
-                if label is not None or wnid is not None:
-                    problems.append(f"{where}: a test sample with a label")
-            else:
-                cls = os.pread(fd, exts["cls"].size, exts["cls"].offset)
-                if not isinstance(label, int) or not 0 <= label < len(wnids):
-                    problems.append(f"{where}: label {label!r} outside 0..999")
-                elif cls != str(label).encode():
-                    problems.append(f"{where}: .cls {cls!r} but .json label {label}")
-                elif wnids[label] != wnid:
-                    problems.append(f"{where}: label {label} but WNID {wnid}")
-            if not (isinstance(width, int) and isinstance(height, int)) or width <= 0 \
-                    or height <= 0:
-                problems.append(f"{where}: size {width}x{height}")
-            elif task.decode_first and samples == 1:
-                jpg = exts["jpg"]
-                image = os.pread(fd, jpg.size, jpg.offset)
-                problems += stored_image_problems(where, image, width, height, ".json")
-    if task.entry is not None:
-        problems += _check_bytes(task.path, task.entry)
-    return task.path.name, samples, problems
-
-
-def _sample_members(path: Path):
-    """(key, [(ext, member)]) per sample in tar order; member names checked on the way."""
-    key, group = None, []
-    for m in iter_members(path):
-        stem, dot, ext = m.name.partition(".")
-        if not dot or "/" in m.name or not ext:
-            raise PrepError(f"{path}: member {m.name!r} is not KEY.EXT")
-        if stem != key:
-            if group:
-                yield key, group
-            key, group = stem, []
-        group.append((ext, m))
-    if group:
-        yield key, group
-
-
-def _check_bytes(path: Path, entry: dict) -> list[str]:
-    size = path.stat().st_size
-    if size != entry["bytes"]:
-        return [f"{path}: {size} bytes, the state records {entry['bytes']}"]
-    crc = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            crc = google_crc32c.extend(crc, chunk)
-    if crc != entry["crc32c"]:
-        return [f"{path}: CRC32C mismatch: the shard changed after it was written"]
-    return []
-
-
-def _check_index(folder: Path, split: str, shards: dict[int, Path], counts: dict[str, int]
-                 ) -> list[str]:
-    path = folder / index_name(split)
-    try:
-        doc = json.loads(path.read_text())
-        listed = [(s["url"], s["nsamples"]) for s in doc["shardlist"]]
-        kind = doc.get("__kind__")
-    except FileNotFoundError:
-        return [f"{path}: missing"]
-    except (ValueError, KeyError, TypeError) as e:
-        return [f"{path}: not a shard index ({e})"]
-    problems = [] if kind == INDEX_KIND else [f"{path}: __kind__ is {kind!r}"]
-    want = [(p.name, counts.get(p.name)) for _, p in sorted(shards.items())]
-    if listed != want:
-        problems.append(f"{path}: lists {len(listed)} shards / {sum(n for _, n in listed)} "
-                        f"samples, the folder holds {len(want)} / "
-                        f"{sum(n or 0 for _, n in want)}")
-    return problems
-
-
-def check_wds(folder: Path, sample: int = 20, workers: int | None = None) -> list[str]:
-    """Problems with a folder of WebDataset shards (empty when all is well).
-
-    Every shard's tar structure and samples, the shard set (numbered from 0, no gap),
-    each split's index against the shards, the totals and every shard's size and
-    CRC32C against the state, and a decoded sample of images.
-    """
-    folder = Path(folder)
-    state = stage_state.load(folder, STATE) or {}
-    problems: list[str] = []
-    by_prefix: dict[str, dict[int, Path]] = {p: {} for p in PREFIX.values()}
-    for entry in sorted(os.listdir(folder)):
-        if is_tmp_name(entry):
-            problems.append(f"{folder / entry}: leftover temporary file")
-        elif m := _SHARD_RE.fullmatch(entry):
-            by_prefix[m.group(1)][int(m.group(2))] = folder / entry
-    for split, prefix in PREFIX.items():
-        shards = by_prefix[prefix]
-        recorded = state.get("splits", {}).get(split)
-        if not shards:
-            if recorded is not None or (folder / index_name(split)).exists():
-                problems.append(f"{folder}: no {prefix} shards")
-            continue
-        missing = [k for k in range(max(shards) + 1) if k not in shards]
-        if recorded is not None and recorded.get("shards", len(shards)) > len(shards):
-            missing += list(range(max(shards) + 1, recorded["shards"]))
-        if missing:
-            problems.append(f"{folder}: {len(missing)} {prefix} shards missing, first "
-                            f"{shard_name(split, missing[0])}")
-        step = max(1, len(shards) // max(1, sample)) if sample else 0
-        tasks = [
-            _CheckTask(path, split, state.get("shards", {}).get(path.name),
-                       bool(step) and j % step == 0 and j // step < sample)
-            for j, (_, path) in enumerate(sorted(shards.items()))
-        ]
-        results = {name: (n, more) for name, n, more in run_tasks(_check_shard, tasks, workers)}
-        counts = {name: n for name, (n, _) in results.items()}
-        problems += [p for name in sorted(results) for p in results[name][1]]
-        problems += _check_index(folder, split, shards, counts)
-        if recorded is not None:
-            skipped = sum(len(e["skipped"]) for e in state.get("shards", {}).values()
-                          if e.get("split") == split)
-            expected = recorded["images"] - skipped
-            if sum(counts.values()) != expected:
-                problems.append(f"{folder}: {sum(counts.values())} {prefix} samples, "
-                                f"expected {expected}")
-    return problems

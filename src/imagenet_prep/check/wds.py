@@ -1,0 +1,166 @@
+"""Check WebDataset shards: tar structure, sample members, labels, metadata, bytes, indexes."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import google_crc32c
+
+from imagenet_prep.errors import PrepError
+from imagenet_prep.formats.images import stored_image_problems
+from imagenet_prep.formats.webdataset import INDEX_KIND, iter_samples, sample_key
+from imagenet_prep.layout import WDS_PREFIX as PREFIX
+from imagenet_prep.layout import WDS_RECORD as STATE
+from imagenet_prep.layout import WDS_SHARD_RE as _SHARD_RE
+from imagenet_prep.layout import wds_index_name as index_name
+from imagenet_prep.layout import wds_shard_name as shard_name
+from imagenet_prep.runtime import stage_state
+from imagenet_prep.runtime.files import is_tmp_name
+from imagenet_prep.runtime.pool import run_tasks
+from imagenet_prep.sources import metadata
+
+
+@dataclass(frozen=True)
+class _CheckTask:
+    path: Path
+    split: str
+    entry: dict | None  # the state's record of this shard
+    decode_first: bool
+
+
+def _check_shard(task: _CheckTask) -> tuple[str, int, list[str]]:
+    """(name, samples, problems) of one shard: tar structure, sample members, labels, metadata,
+    the state's size and CRC32C, and optionally the first image decoded."""
+    problems: list[str] = []
+    wnids = metadata.wnids()
+    want_exts = ("json", "jpg") if task.split == "test" else ("cls", "json", "jpg")
+    samples = 0
+    try:
+        members = list(iter_samples(task.path))
+    except PrepError as e:
+        return task.path.name, 0, [str(e)]
+    with open(task.path, "rb") as f:
+        fd = f.fileno()
+        for key, group in members:
+            where = f"{task.path}: sample {samples} ({key})"
+            samples += 1
+            exts = {ext: m for ext, m in group}
+            if sorted(exts) != sorted(want_exts) or len(group) != len(want_exts):
+                problems.append(f"{where}: members {sorted(e for e, _ in group)}, expected "
+                                f"{sorted(want_exts)}")
+                continue
+            try:
+                meta = json.loads(os.pread(fd, exts["json"].size, exts["json"].offset))
+                label, wnid = meta["label"], meta["wnid"]
+                width, height, filename = meta["width"], meta["height"], meta["filename"]
+            except (ValueError, KeyError, TypeError) as e:
+                problems.append(f"{where}: unreadable .json ({e})")
+                continue
+            if sample_key(filename, where) != key:
+                problems.append(f"{where}: .json names {filename!r}")
+            if task.split == "test":
+                if label is not None or wnid is not None:
+                    problems.append(f"{where}: a test sample with a label")
+            else:
+                cls = os.pread(fd, exts["cls"].size, exts["cls"].offset)
+                if not isinstance(label, int) or not 0 <= label < len(wnids):
+                    problems.append(f"{where}: label {label!r} outside 0..999")
+                elif cls != str(label).encode():
+                    problems.append(f"{where}: .cls {cls!r} but .json label {label}")
+                elif wnids[label] != wnid:
+                    problems.append(f"{where}: label {label} but WNID {wnid}")
+            if not (isinstance(width, int) and isinstance(height, int)) or width <= 0 \
+                    or height <= 0:
+                problems.append(f"{where}: size {width}x{height}")
+            elif task.decode_first and samples == 1:
+                jpg = exts["jpg"]
+                image = os.pread(fd, jpg.size, jpg.offset)
+                problems += stored_image_problems(where, image, width, height, ".json")
+    if task.entry is not None:
+        problems += _check_bytes(task.path, task.entry)
+    return task.path.name, samples, problems
+
+
+def _check_bytes(path: Path, entry: dict) -> list[str]:
+    size = path.stat().st_size
+    if size != entry["bytes"]:
+        return [f"{path}: {size} bytes, the state records {entry['bytes']}"]
+    crc = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 22):
+            crc = google_crc32c.extend(crc, chunk)
+    if crc != entry["crc32c"]:
+        return [f"{path}: CRC32C mismatch: the shard changed after it was written"]
+    return []
+
+
+def _check_index(folder: Path, split: str, shards: dict[int, Path], counts: dict[str, int]
+                 ) -> list[str]:
+    path = folder / index_name(split)
+    try:
+        doc = json.loads(path.read_text())
+        listed = [(s["url"], s["nsamples"]) for s in doc["shardlist"]]
+        kind = doc.get("__kind__")
+    except FileNotFoundError:
+        return [f"{path}: missing"]
+    except (ValueError, KeyError, TypeError) as e:
+        return [f"{path}: not a shard index ({e})"]
+    problems = [] if kind == INDEX_KIND else [f"{path}: __kind__ is {kind!r}"]
+    want = [(p.name, counts.get(p.name)) for _, p in sorted(shards.items())]
+    if listed != want:
+        problems.append(f"{path}: lists {len(listed)} shards / {sum(n for _, n in listed)} "
+                        f"samples, the folder holds {len(want)} / "
+                        f"{sum(n or 0 for _, n in want)}")
+    return problems
+
+
+def check_wds(folder: Path, sample: int = 20, workers: int | None = None) -> list[str]:
+    """Problems with a folder of WebDataset shards (empty when all is well).
+
+    Every shard's tar structure and samples, the shard set (numbered from 0, no gap),
+    each split's index against the shards, the totals and every shard's size and
+    CRC32C against the state, and a decoded sample of images.
+    """
+    folder = Path(folder)
+    state = stage_state.load(folder, STATE) or {}
+    problems: list[str] = []
+    by_prefix: dict[str, dict[int, Path]] = {p: {} for p in PREFIX.values()}
+    for entry in sorted(os.listdir(folder)):
+        if is_tmp_name(entry):
+            problems.append(f"{folder / entry}: leftover temporary file")
+        elif m := _SHARD_RE.fullmatch(entry):
+            by_prefix[m.group(1)][int(m.group(2))] = folder / entry
+    for split, prefix in PREFIX.items():
+        shards = by_prefix[prefix]
+        recorded = state.get("splits", {}).get(split)
+        if not shards:
+            if recorded is not None or (folder / index_name(split)).exists():
+                problems.append(f"{folder}: no {prefix} shards")
+            continue
+        missing = [k for k in range(max(shards) + 1) if k not in shards]
+        if recorded is not None and recorded.get("shards", len(shards)) > len(shards):
+            missing += list(range(max(shards) + 1, recorded["shards"]))
+        if missing:
+            problems.append(f"{folder}: {len(missing)} {prefix} shards missing, first "
+                            f"{shard_name(split, missing[0])}")
+        step = max(1, len(shards) // max(1, sample)) if sample else 0
+        tasks = [
+            _CheckTask(path, split, state.get("shards", {}).get(path.name),
+                       bool(step) and j % step == 0 and j // step < sample)
+            for j, (_, path) in enumerate(sorted(shards.items()))
+        ]
+        results = {name: (n, more) for name, n, more in run_tasks(_check_shard, tasks, workers)}
+        counts = {name: n for name, (n, _) in results.items()}
+        problems += [p for name in sorted(results) for p in results[name][1]]
+        problems += _check_index(folder, split, shards, counts)
+        if recorded is not None:
+            skipped = sum(len(e["skipped"]) for e in state.get("shards", {}).values()
+                          if e.get("split") == split)
+            expected = recorded["images"] - skipped
+            if sum(counts.values()) != expected:
+                problems.append(f"{folder}: {sum(counts.values())} {prefix} samples, "
+                                f"expected {expected}")
+    return problems

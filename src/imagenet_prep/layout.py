@@ -1,0 +1,83 @@
+"""Every name imagenet-prep gives to something on disk, declared once.
+
+The stages that write a dataset, `check` that proves it and `report` that shows it
+all import their folder, file, state-record and shard names from here, so none of
+them needs to import another's writer to know where things are.  The names are
+the classic recipe's contract (docs/layout.md); changing one changes the product.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+# --- the dataset folder ------------------------------------------------------------------
+
+STATE_DIR = ".imagenet-prep"  # state records, reports and the lock live here
+TMP_SUFFIX = ".ipart"  # a file being written is `.NAME.ipart` in its final folder
+EXTRACT_SPLITS = ("train", "val", "test", "bbox_train", "bbox_val")  # DATASET/<split>/
+FLAT_DIR = {"train": "train_flatten", "val": "val_flatten"}
+SYNSETS_TXT = "synsets.txt"
+BOX_CSV = "imagenet_2012_bounding_boxes.csv"
+REPORT_HTML = "report.html"
+WDS_DIR = "wds"  # DATASET/wds: the WebDataset shards that `prepare --wds` writes
+
+# --- state records (DATASET/.imagenet-prep/NAME.json) --------------------------------------
+
+
+def extract_record(split: str) -> str:
+    """`extract-train`, `extract-val`, ...: what extraction wrote of one split."""
+    return f"extract-{split}"
+
+
+VALTREE_RECORD = "valtree"
+BBOX_RECORD = "bbox"
+PREPARE_RECORD = "prepare"  # stage timings of the last `prepare` runs
+
+
+# --- shard outputs -----------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class TFRecordSplit:
+    """Where a split's TFRecord shards and DALI indexes go, and the shards' name prefix."""
+
+    folder: str
+    prefix: str
+    idx_folder: str
+
+
+TFRECORD = {
+    "train": TFRecordSplit("tfrecord_train", "train", "tfrecord_train_idx"),
+    "val": TFRecordSplit("tfrecord_val", "validation", "tfrecord_val_idx"),
+}
+TFRECORD_RECORD = "tfrecord"
+TFRECORD_REPORT = "tfrecord-report"
+DALI_IDX_SUFFIX = ".idx"
+TFRECORD_MAX_SHARDS = 99_999  # the reference's `%.5d` names hold five digits
+
+
+def tfrecord_shard_name(split: str, k: int, shards: int) -> str:
+    """`train-00000-of-01024`, `validation-00127-of-00128` (the reference's `%s-%.5d-of-%.5d`)."""
+    return f"{TFRECORD[split].prefix}-{k:05d}-of-{shards:05d}"
+
+
+def tfrecord_shard_pattern(split: str) -> re.Pattern[str]:
+    """Matches a split's shard names; groups: shard number, total."""
+    return re.compile(rf"{TFRECORD[split].prefix}-(\d{{5}})-of-(\d{{5}})")
+
+
+WDS_PREFIX = {"train": "train", "val": "validation", "test": "test"}
+WDS_RECORD = "wds"
+WDS_REPORT = "wds-report"
+WDS_SHARD_RE = re.compile(r"(train|validation|test)-(\d{6})\.tar")
+WDS_MAX_SHARDS = 1_000_000  # six digits
+
+
+def wds_shard_name(split: str, k: int) -> str:
+    """`train-000000.tar`: the brace pattern train-{000000..000146}.tar names them all."""
+    return f"{WDS_PREFIX[split]}-{k:06d}.tar"
+
+
+def wds_index_name(split: str) -> str:
+    """The wids shard index of a split: `train.json`, `validation.json`, `test.json`."""
+    return f"{WDS_PREFIX[split]}.json"

@@ -10,16 +10,20 @@ from __future__ import annotations
 import os
 import stat
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import google_crc32c
+
 from imagenet_prep.errors import CorruptArchiveError, PrepError
-from imagenet_prep.layout import EXTRACT_SPLITS
+from imagenet_prep.folders.valtree import scan_val
+from imagenet_prep.layout import EXTRACT_SPLITS, extract_record
 from imagenet_prep.runtime import stage_state
+from imagenet_prep.runtime.file_manifest import damaged_files, load_piece, piece_path, save_piece
 from imagenet_prep.runtime.files import create_atomic, ensure_dir, write_fd
 from imagenet_prep.runtime.pool import run_tasks
 from imagenet_prep.runtime.progress import bar
-from imagenet_prep.sources.archives import find_archive
+from imagenet_prep.sources.archives import find_archive, fingerprint
 from imagenet_prep.sources.catalog import flat_members, iter_classes
 from imagenet_prep.sources.tarindex import ArchiveReader, Member, iter_gz_members
 
@@ -29,12 +33,16 @@ CHUNK = 500  # images per task for flat archives
 
 @dataclass(frozen=True)
 class CopyTask:
-    """Copy `members` of `archive` into `folder` (member names are plain file names)."""
+    """Copy `members` of `archive` into `folder` (member names are plain file names) and
+    record them in the file-manifest piece `piece`; `damaged` names are copied again."""
 
     archive: Path
     folder: Path
     members: tuple[Member, ...]
     key: str = ""
+    piece: Path | None = None
+    damaged: frozenset[str] = frozenset()
+    placed: tuple[tuple[str, str], ...] = ()  # (name, class folder) of val images grouped
 
 
 def _final_size(path: Path | str) -> int | None:
@@ -48,43 +56,110 @@ def _final_size(path: Path | str) -> int | None:
     return st.st_size
 
 
+def _copy_with_crc(reader: ArchiveReader, m: Member, fd: int) -> int:
+    """Copy one member into `fd`; returns its CRC32C (the bytes pass through once)."""
+    data = reader.read(m.offset, m.size)
+    write_fd(fd, data)
+    return google_crc32c.value(data)
+
+
 def copy_members(task: CopyTask) -> tuple[str, int, int, int]:
     """Run one task; returns (key, files, bytes written, bytes skipped).
 
-    A final name of the right size is complete (it only appears by rename); a
-    killed run's temporary file is simply overwritten.  This runs once per image
-    (1.28 M times), so it works on plain strings and descriptors (`create_atomic`).
+    A file is kept when the task's manifest piece lists it with the size found on
+    disk (final names only appear by rename); a missing, truncated or damaged file
+    is copied again.  A file of another size that no piece lists is not ours: refused.
+    This runs once per image (1.28 M times), so it works on plain strings and
+    descriptors (`create_atomic`) and one listing per folder.
     """
     ensure_dir(task.folder)
     folder = os.fspath(task.folder)
     present = set(os.listdir(folder))  # one listing instead of a failed lstat per image
+    placed = dict(task.placed)
+    known = load_piece(task.piece) if task.piece is not None else {}
+    rows: list[tuple[str, int, int]] = []
     written = skipped = 0
     with ArchiveReader(task.archive) as reader:
         for m in task.members:
-            final = os.path.join(folder, m.name)
-            have = _final_size(final) if m.name in present else None
-            if have == m.size:
+            if m.name in placed:  # moved into its class folder by valtree: repaired there
+                final = os.path.join(folder, placed[m.name], m.name)
+                have = _final_size(final)
+            else:
+                final = os.path.join(folder, m.name)
+                have = _final_size(final) if m.name in present else None
+            entry = known.get(m.name)
+            if have == m.size and entry is not None and entry[0] == m.size \
+                    and m.name not in task.damaged:
+                rows.append((m.name, m.size, entry[1]))
                 skipped += m.size
                 continue
-            if have is not None:
+            if have is not None and have != m.size and entry is None:
                 raise PrepError(
                     f"{final}: exists with other content than {task.archive.name}:{m.name}; "
                     "move it away and rerun"
                 )
-            create_atomic(final, lambda fd, m=m: reader.copy_to(m.offset, m.size, fd))
+            crc = 0
+
+            def fill(fd: int, m: Member = m) -> None:
+                nonlocal crc
+                crc = _copy_with_crc(reader, m, fd)
+
+            create_atomic(final, fill)
+            rows.append((m.name, m.size, crc))
             written += m.size
+    if task.piece is not None and (written or len(known) != len(rows)):
+        save_piece(task.piece, rows)
     return task.key, len(task.members), written, skipped
 
 
-def _train_tasks(archive: Path, out: Path) -> list[CopyTask]:
-    return [CopyTask(archive, out / wnid, images, wnid) for wnid, images in iter_classes(archive)]
+def _train_tasks(archive: Path, dataset: Path, damaged: frozenset[str]) -> list[CopyTask]:
+    out = dataset / "train"
+    return [CopyTask(archive, out / wnid, images, wnid, piece_path(dataset, "train", wnid),
+                     _names_in(damaged, f"train/{wnid}/"))
+            for wnid, images in iter_classes(archive)]
 
 
-def _flat_tasks(archive: Path, folder: Path) -> list[CopyTask]:
+def _flat_tasks(archive: Path, dataset: Path, split: str, damaged: frozenset[str]
+                ) -> list[CopyTask]:
     ms = flat_members(archive)
-    return [
-        CopyTask(archive, folder, tuple(ms[i:i + CHUNK]), f"{i}") for i in range(0, len(ms), CHUNK)
-    ]
+    gone = _names_in(damaged, f"{split}/")
+    return [CopyTask(archive, dataset / split, tuple(ms[i:i + CHUNK]), f"{i}",
+                     piece_path(dataset, split, f"{i:08d}"), gone)
+            for i in range(0, len(ms), CHUNK)]
+
+
+def _names_in(paths: frozenset[str], prefix: str) -> frozenset[str]:
+    """Base names of the damaged files under `prefix` (val files also in class folders)."""
+    return frozenset(p.rsplit("/", 1)[-1] for p in paths if p.startswith(prefix))
+
+
+def _placed(tasks: list[CopyTask], folder: Path) -> list[CopyTask]:
+    """Val tasks told where `valtree` put each image, so a rerun neither copies grouped
+    images back into val/ nor misses their damage."""
+    grouped = scan_val(folder)[1]
+    if not grouped:
+        return tasks
+    return [replace(t, placed=tuple((m.name, grouped[m.name]) for m in t.members
+                                    if m.name in grouped)) for t in tasks]
+
+
+def _gz_damaged(damaged: frozenset[str], split: str) -> frozenset[str]:
+    return frozenset(p[len(split) + 1:] for p in damaged if p.startswith(f"{split}/"))
+
+
+def refuse_replaced_archive(dataset: Path, split: str, archive: Path) -> None:
+    """An archive other than the one a split was extracted from (another size) is refused:
+    mixing two sets of archives in one dataset gives wrong labels silently."""
+    rec = stage_state.load(dataset, extract_record(split))
+    if rec is None or "archive_size" not in rec:
+        return
+    size = archive.stat().st_size
+    if rec["archive_size"] != size or rec.get("fingerprint", fingerprint(archive)) != \
+            fingerprint(archive):
+        raise PrepError(
+            f"{archive}: not the {rec['archive']} that {dataset / split} was extracted from "
+            f"({size} bytes, {rec['archive_size']} then, or other content); use the same "
+            "archives, or start over in an empty folder")
 
 
 @dataclass(frozen=True)
@@ -93,12 +168,16 @@ class GzTask:
 
     archive: Path
     folder: Path
+    piece: Path | None = None
+    damaged: frozenset[str] = frozenset()
 
 
 def extract_gz(task: GzTask) -> tuple[int, int, dict[str, int]]:
     """Run a GzTask; returns (files, bytes, files per top-level folder)."""
     archive, dest = task.archive, os.fspath(task.folder)
-    files = size = 0
+    known = load_piece(task.piece) if task.piece is not None else {}
+    rows: list[tuple[str, int, int]] = []
+    files = size = written = 0
     counts: dict[str, int] = {}
     present: dict[str, set[str]] = {}  # folder -> names there before this run wrote any
     for name, data in iter_gz_members(archive):
@@ -109,16 +188,22 @@ def extract_gz(task: GzTask) -> tuple[int, int, dict[str, int]]:
             ensure_dir(Path(folder))
             names = present[folder] = set(os.listdir(folder))
         have = _final_size(final) if base in names else None
-        if have is None:
-            create_atomic(final, lambda fd, data=data: write_fd(fd, data))
-        elif have != len(data):
+        entry = known.get(name)
+        crc = google_crc32c.value(data)
+        if have is not None and have != len(data) and entry is None:
             raise PrepError(f"{final}: exists with other content than {archive.name}:{name}")
+        if have != len(data) or entry != (len(data), crc) or name in task.damaged:
+            create_atomic(final, lambda fd, data=data: write_fd(fd, data))
+            written += 1
+        rows.append((name, len(data), crc))
         files += 1
         size += len(data)
         top = name.split("/", 1)[0] if "/" in name else ""
         counts[top] = counts.get(top, 0) + 1
     if not files:
         raise CorruptArchiveError(f"{archive}: holds no files")
+    if task.piece is not None and (written or len(known) != len(rows)):
+        save_piece(task.piece, rows)
     return files, size, counts
 
 
@@ -150,21 +235,23 @@ def extract(
     t0 = time.monotonic()
     todo: dict[str, dict] = {}  # split -> its archive, totals and tasks left
     items: list[tuple[str, CopyTask | GzTask]] = []
+    damaged = frozenset(damaged_files(dataset))
     for split in splits:
         archive = found[split]
         if archive is None:
             continue
-        done = stage_state.load(dataset, f"extract-{split}")
-        if done is not None:
-            summary[split] = {**done, "seconds": 0.0, "written": 0, "skipped": True}
-            continue
+        refuse_replaced_archive(dataset, split, archive)
         dest = ensure_dir(dataset / split)
         if split.startswith("bbox"):
             todo[split] = {"archive": archive, "files": 0, "bytes": 0, "classes": {}, "left": 1,
                            "written": 0}
-            items.insert(0, (split, GzTask(archive, dest)))
+            items.insert(0, (split, GzTask(archive, dest, piece_path(dataset, split, split),
+                                           _gz_damaged(damaged, split))))
             continue
-        tasks = _train_tasks(archive, dest) if split == "train" else _flat_tasks(archive, dest)
+        if split == "train":
+            tasks = _train_tasks(archive, dataset, damaged)
+        else:
+            tasks = _placed(_flat_tasks(archive, dataset, split, damaged), dest)
         todo[split] = {
             "archive": archive, "files": sum(len(t.members) for t in tasks),
             "bytes": sum(m.size for t in tasks for m in t.members),
@@ -187,9 +274,10 @@ def extract(
             if t["left"] == 0:
                 archive = t["archive"]
                 rec = {"split": split, "archive": archive.name,
-                       "archive_size": archive.stat().st_size, "files": t["files"],
+                       "archive_size": archive.stat().st_size,
+                       "fingerprint": fingerprint(archive), "files": t["files"],
                        "bytes": t["bytes"], "classes": t["classes"]}
-                stage_state.save(dataset, f"extract-{split}", rec)
+                stage_state.save(dataset, extract_record(split), rec)
                 summary[split] = {**rec, "seconds": time.monotonic() - t0,
                                   "written": t["written"]}
     return {split: summary[split] for split in splits if split in summary}

@@ -9,7 +9,9 @@ which take precedence over the official table for the files they list.
 
 from __future__ import annotations
 
+import difflib
 import hashlib
+import os
 import threading
 from collections.abc import Callable, Collection, Iterable
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -79,6 +81,51 @@ def find_archive(archives_dir: Path, role: str) -> Path | None:
         if path.is_file():
             return path
     return None
+
+
+def _near_miss(archives_dir: Path, name: str) -> str | None:
+    """A file in the folder that was probably meant to be `name`, described."""
+    try:
+        present = [e.name for e in os.scandir(archives_dir) if e.is_file()]
+    except OSError:
+        return None
+    for other in present:
+        if other.lower() == name.lower():
+            return f"{other} differs only in case; rename it to {name}"
+    close = difflib.get_close_matches(name, present, n=1, cutoff=0.85)
+    return f"{close[0]} looks like a misnamed copy; rename it to {name}" if close else None
+
+
+def require_archives(archives_dir: Path, roles: Iterable[str], why: str) -> dict[str, Path]:
+    """role -> path of every archive `why` needs; the first one missing stops the run before
+    any work, with a near-miss name pointed out."""
+    if not Path(archives_dir).is_dir():
+        raise PrepError(f"{archives_dir}: archives folder not found")
+    found: dict[str, Path] = {}
+    for role in roles:
+        path = find_archive(archives_dir, role)
+        if path is None:
+            name = names_for_role(role)[0]
+            hint = _near_miss(archives_dir, name)
+            raise PrepError(f"{Path(archives_dir) / name}: missing, and {why} needs it"
+                            + (f" ({hint})" if hint else ""))
+        found[role] = path
+    return found
+
+
+def fingerprint(path: Path, span: int = 1 << 16) -> str:
+    """A cheap identity of an archive: its size and the SHA-256 of its first and last 64 KiB.
+
+    Recorded with what was made from it, so that a rerun on another archive of the same
+    name (and even the same size) is refused rather than mixed in; a full MD5 is `verify`'s.
+    """
+    size = path.stat().st_size
+    h = hashlib.sha256(str(size).encode())
+    with open(path, "rb") as f:
+        h.update(f.read(span))
+        f.seek(max(0, size - span))
+        h.update(f.read(span))
+    return h.hexdigest()[:32]
 
 
 @dataclass

@@ -1,0 +1,70 @@
+"""What a dataset was asked to contain, recorded before any work.
+
+`check` proves a dataset against this record, not against whatever happens to be
+on disk: an output that was asked for and is absent, half-made or damaged is a
+problem, and a folder with no record is "nothing to check".  Each run adds what it
+was asked for (outputs with their options, the archives it reads, identified by
+name, size, a content fingerprint and, once verified, the MD5), and refuses
+archives other than the ones the dataset was made from.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from imagenet_prep.errors import PrepError
+from imagenet_prep.runtime import stage_state
+
+EXPECT = "expect"  # state record name
+VERSION = 1
+
+
+def load(dataset: Path) -> dict[str, Any] | None:
+    """The expectation, or None when nothing was ever asked of this folder."""
+    rec = stage_state.load(dataset, EXPECT)
+    if rec is None:
+        return None
+    if rec.get("version") != VERSION or not isinstance(rec.get("outputs"), dict) \
+            or not isinstance(rec.get("archives"), dict):
+        raise PrepError(f"{stage_state.record_path(dataset, EXPECT)}: not an expectation "
+                        f"record of this version ({VERSION}); delete it and rerun")
+    return rec
+
+
+def archive_identity(path: Path, md5: str | None = None) -> dict[str, Any]:
+    """How an archive is recognised later: name, size, fingerprint, and the MD5 if known."""
+    from imagenet_prep.sources.archives import fingerprint
+
+    ident: dict[str, Any] = {"name": path.name, "size": path.stat().st_size,
+                             "fingerprint": fingerprint(path)}
+    if md5:
+        ident["md5"] = md5
+    return ident
+
+
+def expect(dataset: Path, outputs: dict[str, dict[str, Any]],
+           archives: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Add `outputs` (name -> its options) and `archives` (role -> identity) to the record.
+
+    An archive whose identity differs from the recorded one is refused: the dataset
+    was made from another file, and mixing the two gives wrong labels silently.
+    """
+    rec = load(dataset) or {"version": VERSION, "outputs": {}, "archives": {}}
+    for role, ident in archives.items():
+        before = rec["archives"].get(role)
+        if before is None:
+            rec["archives"][role] = ident
+            continue
+        differs = [k for k in ("size", "fingerprint", "md5")
+                   if k in before and k in ident and before[k] != ident[k]]
+        if differs:
+            raise PrepError(
+                f"{ident['name']}: not the archive this dataset was made from ({differs[0]} "
+                f"differs from the recorded {before['name']}); use the same archives, or "
+                f"start over in an empty folder")
+        rec["archives"][role] = {**before, **ident}
+    for name, options in outputs.items():
+        rec["outputs"][name] = {**rec["outputs"].get(name, {}), **options}
+    stage_state.save(dataset, EXPECT, rec)
+    return rec

@@ -1,0 +1,94 @@
+"""What each extracted file should hold: name, size and CRC32C, one small piece per task.
+
+Extraction writes 1.3 M files; `check` proves them from these pieces and a rerun
+trusts a file only when the piece lists it with the size found on disk.  A piece
+covers one pool task (a class folder of train, a chunk of val or test, a box
+archive), is written atomically when the task ends and holds no timestamps, so a
+killed run costs at most the files of the tasks it was running, and no piece
+or list of all files is ever held in memory at once.
+
+Piece: DATASET/.imagenet-prep/files/SPLIT/KEY.tsv, one `name<TAB>size<TAB>crc32c`
+line per file (crc32c as 8 hex digits), in archive order.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import google_crc32c
+
+from imagenet_prep.errors import PrepError
+from imagenet_prep.layout import STATE_DIR
+from imagenet_prep.runtime.files import ensure_dir, is_tmp_name, write_atomic
+
+FILES_DIR = "files"
+Entry = tuple[int, int]  # size, crc32c
+
+
+def piece_dir(dataset: Path, split: str) -> Path:
+    return dataset / STATE_DIR / FILES_DIR / split
+
+
+def piece_path(dataset: Path, split: str, key: str) -> Path:
+    """The piece of one task: `key` is a WNID, a chunk's first index, or the archive role."""
+    return piece_dir(dataset, split) / f"{key or split}.tsv"
+
+
+def load_piece(path: Path) -> dict[str, Entry]:
+    """name -> (size, crc32c) of a piece; {} when absent.  A damaged piece is refused."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="surrogateescape")
+    except FileNotFoundError:
+        return {}
+    out: dict[str, Entry] = {}
+    for n, line in enumerate(text.splitlines(), 1):
+        try:
+            name, size, crc = line.split("\t")
+            out[name] = (int(size), int(crc, 16))
+        except ValueError:
+            raise PrepError(f"{path}: line {n} is damaged; delete the file and rerun to "
+                            "extract that part again") from None
+    return out
+
+
+def piece_text(rows: list[tuple[str, int, int]]) -> str:
+    return "".join(f"{name}\t{size}\t{crc:08x}\n" for name, size, crc in rows)
+
+
+def save_piece(path: Path, rows: list[tuple[str, int, int]]) -> None:
+    """Write the piece (no fsync: a lost piece only means the task's files are copied again)."""
+    ensure_dir(path.parent)
+    write_atomic(path, piece_text(rows).encode("utf-8", "surrogateescape"), fsync=False)
+
+
+def iter_pieces(dataset: Path, split: str) -> Iterator[tuple[Path, dict[str, Entry]]]:
+    """Every piece of a split, in sorted name order."""
+    folder = piece_dir(dataset, split)
+    try:
+        names = sorted(n for n in os.listdir(folder) if not is_tmp_name(n))
+    except FileNotFoundError:
+        return
+    for name in names:
+        yield folder / name, load_piece(folder / name)
+
+
+def file_crc32c(path: str | Path, block: int = 1 << 20) -> int:
+    """CRC32C of a whole file, streamed."""
+    crc = 0
+    with open(path, "rb", buffering=0) as f:
+        while chunk := f.read(block):
+            crc = google_crc32c.extend(crc, chunk)
+    return crc
+
+
+DAMAGED = "damaged"  # state record: files `check` found damaged, for the next run to redo
+
+
+def damaged_files(dataset: Path) -> list[str]:
+    """Paths (relative to DATASET) that the last `check` found damaged."""
+    from imagenet_prep.runtime import stage_state
+
+    rec = stage_state.load(dataset, DAMAGED)
+    return list(rec.get("files", [])) if isinstance(rec, dict) else []

@@ -86,7 +86,8 @@ def find_archive(archives_dir: Path, role: str) -> Path | None:
 def _near_miss(archives_dir: Path, name: str) -> str | None:
     """A file in the folder that was probably meant to be `name`, described."""
     try:
-        present = [e.name for e in os.scandir(archives_dir) if e.is_file()]
+        present = [e.name for e in os.scandir(archives_dir)
+                   if e.is_file() and e.name not in OFFICIAL]  # a known archive is not a miss
     except OSError:
         return None
     for other in present:

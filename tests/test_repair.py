@@ -1,0 +1,109 @@
+"""A rerun repairs what is missing or damaged, from the data, and refuses other archives."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import run_cli, tree_digest
+
+from imagenet_prep.errors import PrepError
+from imagenet_prep.folders.extract import extract
+from imagenet_prep.replica.build import make_replica
+from imagenet_prep.sources.archives import TRAIN, VAL, require_archives
+
+
+def _extract(archives: Path, dataset: Path) -> None:
+    extract(archives, dataset, workers=2)
+
+
+@pytest.fixture
+def extracted(tmp_path, small_replica) -> tuple[Path, Path, dict[str, str]]:
+    ds = tmp_path / "ds"
+    _extract(small_replica, ds)
+    return small_replica, ds, tree_digest(ds)
+
+
+def _first_class(ds: Path) -> Path:
+    return sorted(p for p in (ds / "train").iterdir() if p.is_dir())[0]
+
+
+def test_deleted_class_folder_is_extracted_again(extracted):
+    archives, ds, clean = extracted
+    shutil.rmtree(_first_class(ds))
+    _extract(archives, ds)
+    assert tree_digest(ds) == clean
+
+
+def test_deleted_split_is_extracted_again(extracted):
+    archives, ds, clean = extracted
+    shutil.rmtree(ds / "train")
+    shutil.rmtree(ds / "bbox_val")
+    _extract(archives, ds)
+    assert tree_digest(ds) == clean
+
+
+@pytest.mark.parametrize("damage", ["truncate", "empty"])
+def test_truncated_image_is_copied_again(extracted, damage):
+    archives, ds, clean = extracted
+    image = sorted(_first_class(ds).iterdir())[0]
+    size = image.stat().st_size
+    with open(image, "r+b") as f:
+        f.truncate(size // 2 if damage == "truncate" else 0)
+    _extract(archives, ds)
+    assert tree_digest(ds) == clean
+
+
+def test_unrelated_file_of_another_size_is_refused_not_replaced(extracted):
+    archives, ds, _ = extracted
+    # a file at one of our names that no manifest lists: someone else's, never overwritten
+    piece_dir = ds / ".imagenet-prep" / "files" / "train"
+    victim = sorted(_first_class(ds).iterdir())[0]
+    shutil.rmtree(piece_dir)
+    victim.write_bytes(b"not ours")
+    with pytest.raises(PrepError, match="exists with other content"):
+        _extract(archives, ds)
+    assert victim.read_bytes() == b"not ours"
+
+
+def test_replaced_archive_of_the_same_size_is_refused(tmp_path, extracted):
+    archives, ds, _ = extracted
+    other = tmp_path / "other"
+    shutil.copytree(archives, other)
+    data = bytearray((other / VAL).read_bytes())
+    data[600] ^= 0xFF  # inside the first member's bytes: same size, other content
+    (other / VAL).write_bytes(bytes(data))
+    proc = run_cli("extract", "--archives", other, "--out", ds, check=False)
+    assert proc.returncode != 0
+    assert len(proc.stderr.strip().splitlines()) == 1
+    assert f"{other / VAL}: not the {VAL}" in proc.stderr
+
+
+def test_require_archives_names_a_near_miss(tmp_path, small_replica):
+    folder = tmp_path / "a"
+    shutil.copytree(small_replica, folder)
+    (folder / TRAIN).rename(folder / TRAIN.upper().replace(".TAR", ".tar"))
+    with pytest.raises(PrepError, match="differs only in case"):
+        require_archives(folder, ("val", "train"), "--only tensorflow")
+    (folder / TRAIN.upper().replace(".TAR", ".tar")).rename(folder / "ILSVRC2012_img_trian.tar")
+    with pytest.raises(PrepError, match="misnamed copy"):
+        require_archives(folder, ("train",), "--only tensorflow")
+    (folder / "ILSVRC2012_img_trian.tar").unlink()
+    with pytest.raises(PrepError, match=rf"{TRAIN}: missing, and --only tensorflow needs it$"):
+        require_archives(folder, ("train",), "--only tensorflow")
+
+
+def test_extract_of_a_fresh_replica_equals_the_repaired_one(tmp_path):
+    """Damage everywhere at once (a class, a val file, the box folder): one rerun mends all."""
+    archives = tmp_path / "a"
+    make_replica(archives, classes=3, train_per_class=6, val_per_class=2, test=3,
+                 size=(32, 24), seed=5, workers=1)
+    ds = tmp_path / "ds"
+    _extract(archives, ds)
+    clean = tree_digest(ds)
+    shutil.rmtree(_first_class(ds))
+    sorted((ds / "val").iterdir())[0].write_bytes(b"")
+    shutil.rmtree(ds / "bbox_train")
+    _extract(archives, ds)
+    assert tree_digest(ds) == clean

@@ -14,7 +14,6 @@ line per file (crc32c as 8 hex digits), in archive order.
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
 from pathlib import Path
 
 import google_crc32c
@@ -63,15 +62,13 @@ def save_piece(path: Path, rows: list[tuple[str, int, int]]) -> None:
     write_atomic(path, piece_text(rows).encode("utf-8", "surrogateescape"), fsync=False)
 
 
-def iter_pieces(dataset: Path, split: str) -> Iterator[tuple[Path, dict[str, Entry]]]:
-    """Every piece of a split, in sorted name order."""
+def piece_paths(dataset: Path, split: str) -> list[Path]:
+    """Every piece of a split, sorted (the pieces themselves are read by whoever needs them)."""
     folder = piece_dir(dataset, split)
     try:
-        names = sorted(n for n in os.listdir(folder) if not is_tmp_name(n))
+        return [folder / n for n in sorted(os.listdir(folder)) if not is_tmp_name(n)]
     except FileNotFoundError:
-        return
-    for name in names:
-        yield folder / name, load_piece(folder / name)
+        return []
 
 
 def file_crc32c(path: str | Path, block: int = 1 << 20) -> int:

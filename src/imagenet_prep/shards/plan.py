@@ -24,6 +24,7 @@ from imagenet_prep.sources.archives import find_archive
 from imagenet_prep.sources.boxes import parse_csv
 from imagenet_prep.sources.catalog import (
     Catalog,
+    Names,
     flat_from_archive,
     grouped_from_folder,
     train_from_archive,
@@ -103,7 +104,8 @@ def flat_from_folder(split: str, root: Path) -> Catalog:
     if not rows:
         raise PrepError(f"{root}: no images")
     return Catalog(
-        split=split, names=[r[0] for r in rows], labels=np.full(len(rows), -1, dtype=np.int16),
+        split=split, names=Names.of(r[0] for r in rows),
+        labels=np.full(len(rows), -1, dtype=np.int16),
         sizes=np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows)), root=root,
     )
 

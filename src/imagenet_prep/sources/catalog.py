@@ -9,9 +9,10 @@ Per image it keeps a name, a label and two integers (about 100 bytes per image,
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import overload
 
 import numpy as np
 
@@ -19,6 +20,44 @@ from imagenet_prep.errors import CorruptArchiveError, PrepError
 from imagenet_prep.runtime.files import is_tmp_name
 from imagenet_prep.sources import metadata
 from imagenet_prep.sources.tarindex import ArchiveReader, Member, iter_members, iter_nested
+
+_ENC = ("utf-8", "surrogateescape")  # member names are bytes in the tar; kept as they are
+
+
+class Names(Sequence[str]):
+    """File names held as one fixed-width bytes array: ~30 bytes a name instead of ~80
+    for a list of str (1.28 M training names: 38 MB), indexable like a list."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: np.ndarray) -> None:
+        self.raw = raw
+
+    @classmethod
+    def of(cls, names: Iterable[str]) -> Names:
+        encoded = [n.encode(*_ENC) for n in names]
+        return cls(np.array(encoded, dtype=f"S{max(map(len, encoded), default=1)}"))
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+    @overload
+    def __getitem__(self, i: int) -> str: ...
+    @overload
+    def __getitem__(self, i: slice | np.ndarray) -> Names: ...
+    def __getitem__(self, i):  # type: ignore[no-untyped-def]
+        if isinstance(i, (int, np.integer)):
+            return self.raw[i].decode(*_ENC)
+        return Names(self.raw[i])
+
+    def __iter__(self) -> Iterator[str]:
+        for b in self.raw.tolist():
+            yield b.decode(*_ENC)
+
+    def __eq__(self, other: object) -> bool:
+        return list(self) == list(other) if isinstance(other, Sequence) else NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]
 
 
 @dataclass
@@ -30,7 +69,7 @@ class Catalog:
     """
 
     split: str
-    names: list[str]
+    names: Names
     labels: np.ndarray
     sizes: np.ndarray
     offsets: np.ndarray | None = None
@@ -59,7 +98,7 @@ class Catalog:
         """The same split restricted to `indices` (in that order); cheap to pickle for a task."""
         idx = np.asarray(indices, dtype=np.int64)
         return Catalog(
-            split=self.split, names=[self.names[i] for i in idx], labels=self.labels[idx],
+            split=self.split, names=self.names[idx], labels=self.labels[idx],
             sizes=self.sizes[idx], offsets=None if self.offsets is None else self.offsets[idx],
             archive=self.archive, root=self.root,
         )
@@ -109,7 +148,7 @@ def _make(split: str, rows: list[tuple[str, int, int, int]], **kw: object) -> Ca
     """rows: (name, label, offset, size), already sorted."""
     return Catalog(
         split=split,
-        names=[r[0] for r in rows],
+        names=Names.of(r[0] for r in rows),
         labels=np.fromiter((r[1] for r in rows), dtype=np.int16, count=len(rows)),
         offsets=np.fromiter((r[2] for r in rows), dtype=np.int64, count=len(rows)),
         sizes=np.fromiter((r[3] for r in rows), dtype=np.int64, count=len(rows)),
@@ -154,14 +193,29 @@ def flat_members(archive: Path) -> list[Member]:
 
 
 def train_from_archive(archive: Path) -> Catalog:
-    """Index ILSVRC2012_img_train.tar (a tar of per-class tars) by headers only."""
+    """Index ILSVRC2012_img_train.tar (a tar of per-class tars) by headers only.
+
+    Built a class at a time into arrays (no object per image survives the class), then
+    ordered by (label, name) as a sort of the rows would.
+    """
     wnid_index = metadata.wnid_to_index()
-    rows = [(m.name, wnid_index[wnid], m.offset, m.size)
-            for wnid, images in iter_classes(archive) for m in images]
-    if not rows:
+    parts: list[tuple[int, Names, np.ndarray, np.ndarray]] = []
+    for wnid, images in iter_classes(archive):
+        names = Names.of(m.name for m in images)
+        order = np.argsort(names.raw, kind="stable")
+        offsets = np.fromiter((m.offset for m in images), dtype=np.int64, count=len(images))
+        sizes = np.fromiter((m.size for m in images), dtype=np.int64, count=len(images))
+        parts.append((wnid_index[wnid], names[order], offsets[order], sizes[order]))
+    if not parts:
         raise CorruptArchiveError(f"{archive}: holds no class archives")
-    rows.sort(key=lambda r: (r[1], r[0]))
-    return _make("train", rows, archive=Path(archive))
+    parts.sort(key=lambda p: p[0])
+    width = max(p[1].raw.dtype.itemsize for p in parts)
+    return Catalog(
+        split="train", names=Names(np.concatenate([p[1].raw.astype(f"S{width}") for p in parts])),
+        labels=np.concatenate([np.full(len(p[1]), p[0], dtype=np.int16) for p in parts]),
+        offsets=np.concatenate([p[2] for p in parts]), sizes=np.concatenate([p[3] for p in parts]),
+        archive=Path(archive),
+    )
 
 
 def flat_from_archive(split: str, archive: Path, labels: Sequence[str] | None) -> Catalog:

@@ -133,7 +133,7 @@ def _blocking(real, ctl: Path, output_of, task):
 
 def _first_file(item: tuple[str, tree.CopyTask]) -> Path:
     task = item[1]
-    return task.folder / task.members[0].name
+    return task.folder / task.names[0]
 
 
 def _shard_file(task: tfrecord_sink.ShardTask) -> Path:

@@ -10,10 +10,13 @@ from __future__ import annotations
 import os
 import stat
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import google_crc32c
+import numpy as np
 
 from imagenet_prep.errors import CorruptArchiveError, PrepError
 from imagenet_prep.folders.valtree import scan_val
@@ -25,6 +28,7 @@ from imagenet_prep.runtime.pool import run_tasks
 from imagenet_prep.runtime.progress import bar
 from imagenet_prep.sources.archives import find_archive, fingerprint
 from imagenet_prep.sources.catalog import flat_members, iter_classes
+from imagenet_prep.sources.names import Names
 from imagenet_prep.sources.tarindex import ArchiveReader, Member, iter_gz_members
 
 SPLITS = EXTRACT_SPLITS
@@ -38,11 +42,24 @@ class CopyTask:
 
     archive: Path
     folder: Path
-    members: tuple[Member, ...]
+    names: Names  # compact: a task list of the whole train split is ~50 bytes an image
+    offsets: np.ndarray
+    sizes: np.ndarray
     key: str = ""
     piece: Path | None = None
     damaged: frozenset[str] = frozenset()
     placed: tuple[tuple[str, str], ...] = ()  # (name, class folder) of val images grouped
+
+    @classmethod
+    def of(cls, archive: Path, folder: Path, members: Sequence[Member], **kw: Any) -> CopyTask:
+        return cls(archive, folder, Names.of(m.name for m in members),
+                   np.fromiter((m.offset for m in members), np.int64, len(members)),
+                   np.fromiter((m.size for m in members), np.int64, len(members)), **kw)
+
+    def members(self) -> Iterator[Member]:
+        for name, offset, size in zip(self.names, self.offsets.tolist(), self.sizes.tolist(),
+                                      strict=True):
+            yield Member(name, offset, size)
 
 
 def _final_size(path: Path | str) -> int | None:
@@ -80,7 +97,7 @@ def copy_members(task: CopyTask) -> tuple[str, int, int, int]:
     rows: list[tuple[str, int, int]] = []
     written = skipped = 0
     with ArchiveReader(task.archive) as reader:
-        for m in task.members:
+        for m in task.members():
             if m.name in placed:  # moved into its class folder by valtree: repaired there
                 final = os.path.join(folder, placed[m.name], m.name)
                 have = _final_size(final)
@@ -109,13 +126,14 @@ def copy_members(task: CopyTask) -> tuple[str, int, int, int]:
             written += m.size
     if task.piece is not None and (written or len(known) != len(rows)):
         save_piece(task.piece, rows)
-    return task.key, len(task.members), written, skipped
+    return task.key, len(task.names), written, skipped
 
 
 def _train_tasks(archive: Path, dataset: Path, damaged: frozenset[str]) -> list[CopyTask]:
     out = dataset / "train"
-    return [CopyTask(archive, out / wnid, images, wnid, piece_path(dataset, "train", wnid),
-                     _names_in(damaged, f"train/{wnid}/"))
+    return [CopyTask.of(archive, out / wnid, images, key=wnid,
+                        piece=piece_path(dataset, "train", wnid),
+                        damaged=_names_in(damaged, f"train/{wnid}/"))
             for wnid, images in iter_classes(archive)]
 
 
@@ -123,8 +141,8 @@ def _flat_tasks(archive: Path, dataset: Path, split: str, damaged: frozenset[str
                 ) -> list[CopyTask]:
     ms = flat_members(archive)
     gone = _names_in(damaged, f"{split}/")
-    return [CopyTask(archive, dataset / split, tuple(ms[i:i + CHUNK]), f"{i}",
-                     piece_path(dataset, split, f"{i:08d}"), gone)
+    return [CopyTask.of(archive, dataset / split, ms[i:i + CHUNK], key=f"{i}",
+                        piece=piece_path(dataset, split, f"{i:08d}"), damaged=gone)
             for i in range(0, len(ms), CHUNK)]
 
 
@@ -139,8 +157,8 @@ def _placed(tasks: list[CopyTask], folder: Path) -> list[CopyTask]:
     grouped = scan_val(folder)[1]
     if not grouped:
         return tasks
-    return [replace(t, placed=tuple((m.name, grouped[m.name]) for m in t.members
-                                    if m.name in grouped)) for t in tasks]
+    return [replace(t, placed=tuple((n, grouped[n]) for n in t.names if n in grouped))
+            for t in tasks]
 
 
 def _gz_damaged(damaged: frozenset[str], split: str) -> frozenset[str]:
@@ -253,9 +271,9 @@ def extract(
         else:
             tasks = _placed(_flat_tasks(archive, dataset, split, damaged), dest)
         todo[split] = {
-            "archive": archive, "files": sum(len(t.members) for t in tasks),
-            "bytes": sum(m.size for t in tasks for m in t.members),
-            "classes": {t.key: len(t.members) for t in tasks} if split == "train" else {},
+            "archive": archive, "files": sum(len(t.names) for t in tasks),
+            "bytes": sum(int(t.sizes.sum()) for t in tasks),
+            "classes": {t.key: len(t.names) for t in tasks} if split == "train" else {},
             "left": len(tasks), "written": 0,
         }
         items += [(split, t) for t in tasks]

@@ -9,55 +9,17 @@ Per image it keeps a name, a label and two integers (about 100 bytes per image,
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import overload
 
 import numpy as np
 
 from imagenet_prep.errors import CorruptArchiveError, PrepError
 from imagenet_prep.runtime.files import is_tmp_name
 from imagenet_prep.sources import metadata
+from imagenet_prep.sources.names import Names
 from imagenet_prep.sources.tarindex import ArchiveReader, Member, iter_members, iter_nested
-
-_ENC = ("utf-8", "surrogateescape")  # member names are bytes in the tar; kept as they are
-
-
-class Names(Sequence[str]):
-    """File names held as one fixed-width bytes array: ~30 bytes a name instead of ~80
-    for a list of str (1.28 M training names: 38 MB), indexable like a list."""
-
-    __slots__ = ("raw",)
-
-    def __init__(self, raw: np.ndarray) -> None:
-        self.raw = raw
-
-    @classmethod
-    def of(cls, names: Iterable[str]) -> Names:
-        encoded = [n.encode(*_ENC) for n in names]
-        return cls(np.array(encoded, dtype=f"S{max(map(len, encoded), default=1)}"))
-
-    def __len__(self) -> int:
-        return len(self.raw)
-
-    @overload
-    def __getitem__(self, i: int) -> str: ...
-    @overload
-    def __getitem__(self, i: slice | np.ndarray) -> Names: ...
-    def __getitem__(self, i):  # type: ignore[no-untyped-def]
-        if isinstance(i, (int, np.integer)):
-            return self.raw[i].decode(*_ENC)
-        return Names(self.raw[i])
-
-    def __iter__(self) -> Iterator[str]:
-        for b in self.raw.tolist():
-            yield b.decode(*_ENC)
-
-    def __eq__(self, other: object) -> bool:
-        return list(self) == list(other) if isinstance(other, Sequence) else NotImplemented
-
-    __hash__ = None  # type: ignore[assignment]
 
 
 @dataclass

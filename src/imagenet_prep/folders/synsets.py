@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from imagenet_prep.errors import PrepError
+from imagenet_prep.layout import SYNSETS_RECORD, SYNSETS_TXT, extract_record
 from imagenet_prep.runtime import stage_state
 from imagenet_prep.runtime.files import write_atomic
 from imagenet_prep.sources import metadata
@@ -14,15 +16,18 @@ from imagenet_prep.sources.labels import read_devkit
 
 
 def classes_present(dataset: Path) -> list[str]:
-    """WNIDs with a train folder, else those the extraction record lists."""
+    """The WNIDs the training archive held (its extraction record), else the train folders.
+
+    The record first: a class folder deleted by accident must not drop out of synsets.txt.
+    """
+    rec = stage_state.load(dataset, extract_record("train"))
+    if rec and rec.get("classes"):
+        return sorted(rec["classes"])
     train = dataset / "train"
     if train.is_dir():
         found = class_dirs(train)
         if found:
             return found
-    rec = stage_state.load(dataset, "extract-train")
-    if rec:
-        return sorted(rec["classes"])
     raise PrepError(f"{train}: no class folders; run `imagenet-prep extract` first")
 
 
@@ -40,6 +45,9 @@ def write_synsets(dataset: Path, archives: Path | None = None) -> dict:
     missing = [w for w in wnids if w not in words]
     if missing:
         raise PrepError(f"{source} descriptions lack {missing[0]} ({len(missing)} classes)")
-    text = "".join(f"{w} {words[w]}\n" for w in wnids)
-    write_atomic(dataset / "synsets.txt", text)
-    return {"classes": len(wnids), "source": source}
+    text = "".join(f"{w} {words[w]}\n" for w in wnids).encode()
+    write_atomic(dataset / SYNSETS_TXT, text)
+    rec = {"classes": len(wnids), "source": source, "bytes": len(text),
+           "sha256": hashlib.sha256(text).hexdigest()}
+    stage_state.save(dataset, SYNSETS_RECORD, rec)  # what `check` proves the file against
+    return rec

@@ -22,7 +22,13 @@ from imagenet_prep.errors import CorruptArchiveError, PrepError
 from imagenet_prep.folders.valtree import scan_val
 from imagenet_prep.layout import EXTRACT_SPLITS, extract_record
 from imagenet_prep.runtime import stage_state
-from imagenet_prep.runtime.file_manifest import damaged_files, load_piece, piece_path, save_piece
+from imagenet_prep.runtime.file_manifest import (
+    damaged_files,
+    load_piece,
+    piece_dir,
+    piece_path,
+    save_piece,
+)
 from imagenet_prep.runtime.files import create_atomic, ensure_dir, write_fd
 from imagenet_prep.runtime.pool import run_tasks
 from imagenet_prep.runtime.progress import bar
@@ -182,20 +188,56 @@ def refuse_replaced_archive(dataset: Path, split: str, archive: Path) -> None:
 
 @dataclass(frozen=True)
 class GzTask:
-    """Stream the small .tar.gz `archive` (box XMLs) into `folder`: one task, in a worker."""
+    """Stream the small .tar.gz `archive` (box XMLs) into `folder`: one task, in a worker.
+    Its manifest is one piece per top-level folder (a class), under `pieces`."""
 
     archive: Path
     folder: Path
-    piece: Path | None = None
+    pieces: Path | None = None
     damaged: frozenset[str] = frozenset()
+
+
+class _GzManifest:
+    """The pieces of a box archive, one folder at a time: memory stays at one class's XMLs
+    (a single piece for 544,546 files would cost a worker ~400 MB on a rerun)."""
+
+    def __init__(self, pieces: Path | None) -> None:
+        self.pieces, self.top = pieces, None
+        self.known: dict[str, tuple[int, int]] = {}
+        self.rows: list[tuple[str, int, int]] = []
+        self.changed = False
+        self.seen: set[str] = set()
+
+    def entry(self, name: str) -> tuple[int, int] | None:
+        top = name.split("/", 1)[0] if "/" in name else "_"
+        if top != self.top:
+            self.flush()
+            self.top, self.changed = top, False
+            path = self._path(top)
+            self.known = load_piece(path) if path is not None else {}
+            # a folder met again (an archive not grouped by folder) keeps its earlier rows
+            self.rows = [(n, *e) for n, e in self.known.items()] if top in self.seen else []
+            self.seen.add(top)
+        return self.known.get(name)
+
+    def add(self, name: str, size: int, crc: int, written: bool) -> None:
+        self.rows.append((name, size, crc))
+        self.changed = self.changed or written
+
+    def flush(self) -> None:
+        path = self._path(self.top) if self.top is not None else None
+        if path is not None and (self.changed or len(self.known) != len(self.rows)):
+            save_piece(path, self.rows)
+
+    def _path(self, top: str) -> Path | None:
+        return None if self.pieces is None else self.pieces / f"{top}.tsv"
 
 
 def extract_gz(task: GzTask) -> tuple[int, int, dict[str, int]]:
     """Run a GzTask; returns (files, bytes, files per top-level folder)."""
     archive, dest = task.archive, os.fspath(task.folder)
-    known = load_piece(task.piece) if task.piece is not None else {}
-    rows: list[tuple[str, int, int]] = []
-    files = size = written = 0
+    manifest = _GzManifest(task.pieces)
+    files = size = 0
     counts: dict[str, int] = {}
     present: dict[str, set[str]] = {}  # folder -> names there before this run wrote any
     for name, data in iter_gz_members(archive):
@@ -206,22 +248,21 @@ def extract_gz(task: GzTask) -> tuple[int, int, dict[str, int]]:
             ensure_dir(Path(folder))
             names = present[folder] = set(os.listdir(folder))
         have = _final_size(final) if base in names else None
-        entry = known.get(name)
+        entry = manifest.entry(name)
         crc = google_crc32c.value(data)
         if have is not None and have != len(data) and entry is None:
             raise PrepError(f"{final}: exists with other content than {archive.name}:{name}")
-        if have != len(data) or entry != (len(data), crc) or name in task.damaged:
+        write = have != len(data) or entry != (len(data), crc) or name in task.damaged
+        if write:
             create_atomic(final, lambda fd, data=data: write_fd(fd, data))
-            written += 1
-        rows.append((name, len(data), crc))
+        manifest.add(name, len(data), crc, write)
         files += 1
         size += len(data)
         top = name.split("/", 1)[0] if "/" in name else ""
         counts[top] = counts.get(top, 0) + 1
     if not files:
         raise CorruptArchiveError(f"{archive}: holds no files")
-    if task.piece is not None and (written or len(known) != len(rows)):
-        save_piece(task.piece, rows)
+    manifest.flush()
     return files, size, counts
 
 
@@ -263,7 +304,7 @@ def extract(
         if split.startswith("bbox"):
             todo[split] = {"archive": archive, "files": 0, "bytes": 0, "classes": {}, "left": 1,
                            "written": 0}
-            items.insert(0, (split, GzTask(archive, dest, piece_path(dataset, split, split),
+            items.insert(0, (split, GzTask(archive, dest, piece_dir(dataset, split),
                                            _gz_damaged(damaged, split))))
             continue
         if split == "train":

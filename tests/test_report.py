@@ -308,8 +308,14 @@ def test_nothing_to_report(tmp_path):
 
 def test_shard_scan_reads_records_of_any_key_order(tmp_path):
     """Records whose keys are not in our writer's order (TensorFlow's may be) are read whole."""
-    from imagenet_prep.formats.tfrecord import bytes_feature, encode_example, frame, int64_feature
-    from imagenet_prep.report.shards import ScanTask, peek, scan_shard
+    from imagenet_prep.formats.tfrecord import (
+        bytes_feature,
+        encode_example,
+        frame,
+        int64_feature,
+        peek,
+    )
+    from imagenet_prep.report.shards import ScanTask, scan_shard
 
     jpeg = io.BytesIO()
     Image.new("RGB", (40, 30), (200, 10, 10)).save(jpeg, "JPEG")

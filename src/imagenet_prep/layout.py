@@ -18,9 +18,16 @@ TMP_SUFFIX = ".ipart"  # a file being written is `.NAME.ipart` in its final fold
 EXTRACT_SPLITS = ("train", "val", "test", "bbox_train", "bbox_val")  # DATASET/<split>/
 FLAT_DIR = {"train": "train_flatten", "val": "val_flatten"}
 SYNSETS_TXT = "synsets.txt"
+VAL_BOX_DIR = "bbox_val/val"  # the validation box XMLs as extracted (the archive's val/)
 BOX_CSV = "imagenet_2012_bounding_boxes.csv"
 REPORT_HTML = "report.html"
 WDS_DIR = "wds"  # DATASET/wds: the WebDataset shards that `prepare --wds` writes
+
+
+def flat_name(split: str, wnid: str, name: str) -> str:
+    """A file's name in FLAT_DIR[split]: train keeps the name, val gets the class as a prefix."""
+    return name if split == "train" else f"{wnid}_{name}"
+
 
 # --- state records (DATASET/.imagenet-prep/NAME.json) --------------------------------------
 
@@ -34,6 +41,12 @@ VALTREE_RECORD = "valtree"
 BBOX_RECORD = "bbox"
 SYNSETS_RECORD = "synsets"
 PREPARE_RECORD = "prepare"  # stage timings of the last `prepare` runs
+
+
+def class_tree_record(split: str) -> str:
+    """The record holding the per-class counts of DATASET/<split>/WNID/ (train or val):
+    extraction's for train, valtree's for val (extraction leaves val/ flat)."""
+    return VALTREE_RECORD if split == "val" else extract_record(split)
 
 
 # --- shard outputs -----------------------------------------------------------------------

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,16 +13,12 @@ from imagenet_prep.layout import (
     TFRECORD,
     TFRECORD_RECORD,
     tfrecord_shard_name,
+    tfrecord_shard_pattern,
 )
 from imagenet_prep.runtime import stage_state
 from imagenet_prep.runtime.files import is_tmp_name
 from imagenet_prep.runtime.pool import run_tasks
 from imagenet_prep.sources import metadata
-
-LAYOUT = TFRECORD
-STATE = TFRECORD_RECORD
-IDX_SUFFIX = DALI_IDX_SUFFIX
-shard_name = tfrecord_shard_name
 
 
 @dataclass(frozen=True)
@@ -74,8 +69,8 @@ def _check_shard(task: _CheckTask) -> tuple[int, list[str]]:
 
 def _scan_split(dataset: Path, split: str) -> tuple[dict[int, Path], set[int], list[str]]:
     """(shard index -> path, totals seen, problems) from the names in a split's folder."""
-    folder = dataset / LAYOUT[split].folder
-    pattern = re.compile(rf"{LAYOUT[split].prefix}-(\d{{5}})-of-(\d{{5}})")
+    folder = dataset / TFRECORD[split].folder
+    pattern = tfrecord_shard_pattern(split)
     shards: dict[int, Path] = {}
     totals: set[int] = set()
     problems = []
@@ -86,7 +81,7 @@ def _scan_split(dataset: Path, split: str) -> tuple[dict[int, Path], set[int], l
             shards[int(m.group(1))] = folder / entry
             totals.add(int(m.group(2)))
         else:
-            problems.append(f"{folder / entry}: not a {LAYOUT[split].prefix} shard")
+            problems.append(f"{folder / entry}: not a {TFRECORD[split].prefix} shard")
     return shards, totals, problems
 
 
@@ -101,9 +96,9 @@ def check_tfrecords(
     the synset, and a decoded sample of images.
     """
     dataset = Path(dataset)
-    state = stage_state.load(dataset, STATE) or {}
+    state = stage_state.load(dataset, TFRECORD_RECORD) or {}
     problems: list[str] = []
-    for split, lay in LAYOUT.items():
+    for split, lay in TFRECORD.items():
         folder = dataset / lay.folder
         expected = (expected_counts or {}).get(split)
         if not folder.is_dir():
@@ -121,11 +116,11 @@ def check_tfrecords(
         missing = [k for k in range(total) if k not in shards]
         if missing:
             problems.append(f"{folder}: {len(missing)} of {total} shards missing, first "
-                            f"{shard_name(split, missing[0], total)}")
+                            f"{tfrecord_shard_name(split, missing[0], total)}")
         idx_dir = dataset / lay.idx_folder
         step = max(1, len(shards) // max(1, sample)) if sample else 0
         tasks = [
-            _CheckTask(path, idx_dir / (path.name + IDX_SUFFIX) if idx_dir.is_dir() else None,
+            _CheckTask(path, idx_dir / (path.name + DALI_IDX_SUFFIX) if idx_dir.is_dir() else None,
                        bool(step) and j % step == 0 and j // step < sample)
             for j, (_, path) in enumerate(sorted(shards.items()))
         ]

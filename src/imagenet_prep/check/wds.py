@@ -12,11 +12,13 @@ import google_crc32c
 from imagenet_prep.errors import PrepError
 from imagenet_prep.formats.images import stored_image_problems
 from imagenet_prep.formats.webdataset import INDEX_KIND, iter_samples, sample_key
-from imagenet_prep.layout import WDS_PREFIX as PREFIX
-from imagenet_prep.layout import WDS_RECORD as STATE
-from imagenet_prep.layout import WDS_SHARD_RE as _SHARD_RE
-from imagenet_prep.layout import wds_index_name as index_name
-from imagenet_prep.layout import wds_shard_name as shard_name
+from imagenet_prep.layout import (
+    WDS_PREFIX,
+    WDS_RECORD,
+    WDS_SHARD_RE,
+    wds_index_name,
+    wds_shard_name,
+)
 from imagenet_prep.runtime import stage_state
 from imagenet_prep.runtime.files import is_tmp_name
 from imagenet_prep.runtime.pool import run_tasks
@@ -99,7 +101,7 @@ def _check_bytes(path: Path, entry: dict) -> list[str]:
 
 def _check_index(folder: Path, split: str, shards: dict[int, Path], counts: dict[str, int]
                  ) -> list[str]:
-    path = folder / index_name(split)
+    path = folder / wds_index_name(split)
     try:
         doc = json.loads(path.read_text())
         listed = [(s["url"], s["nsamples"]) for s in doc["shardlist"]]
@@ -125,19 +127,19 @@ def check_wds(folder: Path, sample: int = 20, workers: int | None = None) -> lis
     CRC32C against the state, and a decoded sample of images.
     """
     folder = Path(folder)
-    state = stage_state.load(folder, STATE) or {}
+    state = stage_state.load(folder, WDS_RECORD) or {}
     problems: list[str] = []
-    by_prefix: dict[str, dict[int, Path]] = {p: {} for p in PREFIX.values()}
+    by_prefix: dict[str, dict[int, Path]] = {p: {} for p in WDS_PREFIX.values()}
     for entry in sorted(os.listdir(folder)):
         if is_tmp_name(entry):
             problems.append(f"{folder / entry}: leftover temporary file")
-        elif m := _SHARD_RE.fullmatch(entry):
+        elif m := WDS_SHARD_RE.fullmatch(entry):
             by_prefix[m.group(1)][int(m.group(2))] = folder / entry
-    for split, prefix in PREFIX.items():
+    for split, prefix in WDS_PREFIX.items():
         shards = by_prefix[prefix]
         recorded = state.get("splits", {}).get(split)
         if not shards:
-            if recorded is not None or (folder / index_name(split)).exists():
+            if recorded is not None or (folder / wds_index_name(split)).exists():
                 problems.append(f"{folder}: no {prefix} shards")
             continue
         missing = [k for k in range(max(shards) + 1) if k not in shards]
@@ -145,7 +147,7 @@ def check_wds(folder: Path, sample: int = 20, workers: int | None = None) -> lis
             missing += list(range(max(shards) + 1, recorded["shards"]))
         if missing:
             problems.append(f"{folder}: {len(missing)} {prefix} shards missing, first "
-                            f"{shard_name(split, missing[0])}")
+                            f"{wds_shard_name(split, missing[0])}")
         step = max(1, len(shards) // max(1, sample)) if sample else 0
         tasks = [
             _CheckTask(path, split, state.get("shards", {}).get(path.name),

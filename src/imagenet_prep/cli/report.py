@@ -7,9 +7,10 @@ from pathlib import Path
 
 from imagenet_prep.cli.common import add_json, add_workers, emit
 from imagenet_prep.errors import PrepError
+from imagenet_prep.layout import REPORT_HTML
 from imagenet_prep.runtime.files import dataset_lock
 
-HELP = "write DATASET/report.html: counts, plots, converted files, a contact sheet"
+HELP = f"write DATASET/{REPORT_HTML}: counts, plots, converted files, a contact sheet"
 DESCRIPTION = ("write one self-contained HTML page (no network, no script): counts, timings "
                "and check, size distributions from a sample of image headers, the converted "
                "files, and a contact sheet of train beside validation images per class. Reads "
@@ -19,7 +20,7 @@ DESCRIPTION = ("write one self-contained HTML page (no network, no script): coun
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("dataset", type=Path, metavar="DATASET")
     p.add_argument("--out", type=Path, default=None, metavar="FILE",
-                   help="where to write the page (default: DATASET/report.html)")
+                   help=f"where to write the page (default: DATASET/{REPORT_HTML})")
     p.add_argument("--classes", type=int, default=24, metavar="N",
                    help="classes on the contact sheet (default 24)")
     p.add_argument("--per-class", type=int, default=8, metavar="K",

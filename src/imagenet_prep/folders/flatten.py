@@ -13,29 +13,13 @@ import sys
 from pathlib import Path
 
 from imagenet_prep.errors import PrepError
-from imagenet_prep.layout import FLAT_DIR
-from imagenet_prep.runtime.files import atomic_file, ensure_dir, is_tmp_name, os_error, tmp_path
+from imagenet_prep.layout import FLAT_DIR, flat_name
+from imagenet_prep.runtime.files import atomic_file, ensure_dir, os_error, tmp_path
 from imagenet_prep.runtime.progress import bar
-from imagenet_prep.sources.catalog import class_dirs
+from imagenet_prep.sources.class_tree import iter_tree
 
 MODES = ("hardlink", "symlink", "copy")
 _NO_LINKS = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP}
-
-
-def flat_name(split: str, wnid: str, name: str) -> str:
-    """The seed's flat names: train keeps the name, val gets the class as a prefix."""
-    return name if split == "train" else f"{wnid}_{name}"
-
-
-def iter_tree(root: Path):
-    """(wnid, name) of every image in a class tree, sorted."""
-    for wnid in class_dirs(root):
-        names = sorted(
-            e.name for e in os.scandir(root / wnid)
-            if e.is_file(follow_symlinks=False) and not is_tmp_name(e.name)
-        )
-        for name in names:
-            yield wnid, name
 
 
 def is_flattened(src: Path, dst: Path, mode: str) -> bool:

@@ -16,12 +16,19 @@ little-endian), with the CRC from google-crc32c (C, hardware-accelerated).
     message BytesList { repeated bytes value = 1; }
     message FloatList { repeated float value = 1 [packed = true]; }
     message Int64List { repeated int64 value = 1 [packed = true]; }
+
+The reading side serves `check`, `report` and the tests: iter_records (every record,
+both CRCs checked), record_spans (headers only, for DALI indexes), decode_example, and
+for a fast pass over labels iter_heads + peek (a record's first KiB: its label and where
+its image lies).
 """
 
 from __future__ import annotations
 
+import os
 import struct
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import google_crc32c
@@ -187,22 +194,26 @@ def record_spans(path: Path) -> list[tuple[int, int]]:
     return spans
 
 
-# --- minimal decoder (for check and tests) ---------------------------------------------
+# --- reading: one varint reader for the decoder and the peek -----------------------------
 
-def _read_varint(buf: memoryview, pos: int) -> tuple[int, int]:
-    shift = result = 0
+def _read_varint(buf: bytes | memoryview, pos: int) -> tuple[int, int]:
+    """(value, position after it); IndexError past the end of `buf` (the callers say what
+    was truncated)."""
+    b = buf[pos]
+    if b < 0x80:  # the common case: tags and short lengths are one byte
+        return b, pos + 1
+    shift, value = 7, b & 0x7F
     while True:
-        if pos >= len(buf):
-            raise ValueError("truncated varint")
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
+        b = buf[pos + shift // 7]
+        value |= (b & 0x7F) << shift
         if not b & 0x80:
-            return result, pos
+            return value, pos + shift // 7 + 1
         shift += 7
         if shift > 63:
             raise ValueError("varint too long")
 
+
+# --- minimal decoder (for check, report and tests) ---------------------------------------
 
 def _fields(buf: memoryview) -> Iterator[tuple[int, int, memoryview | int]]:
     """(field number, wire type, value) of a message: a view for wire types 1, 2, 5."""
@@ -257,6 +268,13 @@ def _decode_feature(buf: memoryview) -> list:
 
 def decode_example(data: bytes) -> dict[str, list]:
     """key -> list of values (bytes, floats or ints); raises ValueError on a malformed message."""
+    try:
+        return _decode_example(data)
+    except IndexError:  # a varint runs past the end of its message
+        raise ValueError("truncated varint") from None
+
+
+def _decode_example(data: bytes) -> dict[str, list]:
     out: dict[str, list] = {}
     for number, _, features in _fields(memoryview(data)):
         if number != 1:
@@ -270,6 +288,143 @@ def decode_example(data: bytes) -> dict[str, list]:
                     value = _view(v)
             out[key] = _decode_feature(value)
     return out
+
+
+# --- peeking: a record's label and image from its first bytes (for a fast pass) ----------
+
+HEADER_BYTES = 12  # a record's uint64 length and the length's masked CRC, before its data
+FOOTER_BYTES = 4  # the data's masked CRC, after it
+_LENGTH = struct.Struct("<Q")
+_LABEL_KEY = b"\x0a\x11image/class/label"  # a map entry's key field: tag, length, the key
+_IMAGE_KEY = b"\x0a\x0dimage/encoded"
+_NAME_KEY = b"\x0a\x0eimage/filename"
+
+
+class TruncatedRecord(ValueError):
+    """A file ends inside the record starting at `offset`; `part` is "header" or "record"."""
+
+    def __init__(self, offset: int, part: str) -> None:
+        super().__init__(f"truncated {part} at byte {offset}")
+        self.offset, self.part = offset, part
+
+
+def iter_heads(fd: int, size: int, peek_bytes: int) -> Iterator[tuple[int, int, bytes]]:
+    """(offset, data length, the data's first `peek_bytes` bytes) of every record of an open
+    TFRecord file of `size` bytes: one positioned read per record, no CRC checked.
+    Raises TruncatedRecord where the file ends inside a record."""
+    offset = 0
+    while offset < size:
+        buf = os.pread(fd, HEADER_BYTES + peek_bytes, offset)
+        if len(buf) < HEADER_BYTES:
+            raise TruncatedRecord(offset, "header")
+        (length,) = _LENGTH.unpack_from(buf)
+        if offset + HEADER_BYTES + length + FOOTER_BYTES > size:
+            raise TruncatedRecord(offset, "record")
+        yield offset, length, buf[HEADER_BYTES:HEADER_BYTES + length]
+        offset += HEADER_BYTES + length + FOOTER_BYTES
+
+
+def read_example(fd: int, offset: int, length: int) -> dict[str, list]:
+    """decode_example of the record at `offset` whose data is `length` bytes (no CRC checked)."""
+    return decode_example(os.pread(fd, length, offset + HEADER_BYTES))
+
+
+@dataclass(frozen=True, slots=True)
+class Peek:
+    """What a record's first bytes say: its label, where its image is, where the rest starts.
+
+    Positions count from the start of the record's data (add HEADER_BYTES for the file)."""
+
+    label: int | None
+    image_start: int | None = None
+    image_size: int | None = None
+    rest_start: int | None = None  # the entries after image/encoded (filename, size, boxes)
+
+
+def peek(buf: bytes) -> Peek:
+    """The label and where the image is, from `buf` (the start of an Example).
+
+    Our writer's sorted keys put `image/class/label` and the start of `image/encoded` in
+    the first KiB; records whose keys come in another order are walked entry by entry,
+    and a None label or image_start means: decode the record whole.  ValueError when
+    `buf` is not the start of an Example."""
+    try:
+        return _peek(buf)
+    except IndexError:
+        raise ValueError("truncated message") from None
+
+
+def peek_filename(buf: bytes) -> bytes | None:
+    """The image/filename value in `buf` (our writer puts it right after the image, at
+    Peek.rest_start), or None when it is not wholly there."""
+    k = buf.find(_NAME_KEY)
+    if k < 0:
+        return None
+    try:
+        p, n, _ = _bytes_value(buf, k + len(_NAME_KEY))
+    except (ValueError, IndexError):
+        return None
+    return buf[p:p + n] if p + n <= len(buf) else None
+
+
+def _expect(buf: bytes, pos: int, tag: int) -> tuple[int, int]:
+    """Read a field tag that must be `tag`, then its length; returns (length, position)."""
+    got, pos = _read_varint(buf, pos)
+    if got != tag:
+        raise ValueError(f"unexpected field tag {got:#x}")
+    return _read_varint(buf, pos)
+
+
+def _bytes_value(buf: bytes, pos: int) -> tuple[int, int, int]:
+    """(start, size) of the single value of the BytesList Feature at `pos` (just after its
+    key), and where that Feature ends."""
+    flen, p = _expect(buf, pos, 0x12)  # Feature
+    end = p + flen
+    _, p = _expect(buf, p, 0x0A)  # .bytes_list
+    n, p = _expect(buf, p, 0x0A)  # its single value
+    return p, n, end
+
+
+def _peek(buf: bytes) -> Peek:
+    i = buf.find(_IMAGE_KEY)
+    j = buf.find(_LABEL_KEY, 0, max(i, 0))
+    if i >= 0 and j >= 0:  # our writer: both keys in the first bytes, the label first
+        p, n, end = _bytes_value(buf, i + len(_IMAGE_KEY))  # the Feature is last in its entry
+        return Peek(_int64(buf, j + len(_LABEL_KEY)), p, n, end)
+    return _walk(buf)
+
+
+def _walk(buf: bytes) -> Peek:
+    """The general case: visit the entries one by one (any key order)."""
+    label = None
+    _, pos = _expect(buf, 0, 0x0A)  # Example.features
+    while pos < len(buf):
+        size, body = _expect(buf, pos, 0x0A)  # one map entry: key (1), Feature (2)
+        end = body + size
+        klen, p = _expect(buf, body, 0x0A)
+        key = buf[p:p + klen]
+        if key == b"image/encoded":
+            p, n, _ = _bytes_value(buf, p + klen)
+            return Peek(label, p, n, end)
+        if end > len(buf):
+            break
+        if key == b"image/class/label":
+            label = _int64(buf, p + klen)
+        pos = end
+    return Peek(label)
+
+
+def _int64(buf: bytes, pos: int) -> int:
+    """The first value of a Feature holding an Int64List (packed or not)."""
+    _, pos = _expect(buf, pos, 0x12)  # Feature
+    _, pos = _expect(buf, pos, 0x1A)  # .int64_list
+    tag, pos = _read_varint(buf, pos)
+    if tag == 0x0A:  # packed
+        _, pos = _read_varint(buf, pos)
+    elif tag != 0x08:
+        raise ValueError(f"unexpected field tag {tag:#x}")
+    value, _ = _read_varint(buf, pos)
+    return _signed(value)
 
 
 def idx_text(spans: list[tuple[int, int]]) -> str:

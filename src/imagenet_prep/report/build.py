@@ -15,15 +15,16 @@ from typing import Any
 
 from imagenet_prep import __version__
 from imagenet_prep.errors import BadImageError, LabelError, PrepError
-from imagenet_prep.layout import REPORT_HTML
+from imagenet_prep.layout import REPORT_HTML, SYNSETS_TXT, TFRECORD, VAL_BOX_DIR
 from imagenet_prep.report import gather
-from imagenet_prep.report.folders import FolderSplit, has_class_folders
+from imagenet_prep.report.folders import FolderSplit
 from imagenet_prep.report.html import GENERATOR, render
 from imagenet_prep.report.model import ContactClass, Report, Special, SplitView, Thumb
 from imagenet_prep.report.shards import ShardSplit, shard_files
 from imagenet_prep.report.thumbs import data_uri, facts, thumbnail
 from imagenet_prep.runtime.files import write_atomic
 from imagenet_prep.sources import metadata
+from imagenet_prep.sources.class_tree import has_class_folders
 from imagenet_prep.sources.labels import bbox_labels
 
 REPORT_NAME = REPORT_HTML
@@ -60,7 +61,7 @@ def _thumb(section: str, split: str, wnid: str | None, name: str, data: bytes,
 
 def _box_wnid(dataset: Path, name: str) -> str | None:
     """The class the validation image's box XML names (DATASET/bbox_val/val/), if present."""
-    folder = dataset / "bbox_val" / "val"
+    folder = dataset / VAL_BOX_DIR
     if not folder.is_dir():
         return None
     try:
@@ -72,7 +73,7 @@ def _box_wnid(dataset: Path, name: str) -> str | None:
 def _descriptions(dataset: Path) -> dict[str, str]:
     """WNID -> words: DATASET/synsets.txt (the devkit's words) over the bundled ones."""
     out = dict(metadata.descriptions())
-    path = dataset / "synsets.txt"
+    path = dataset / SYNSETS_TXT
     if path.is_file():
         for line in path.read_text(errors="replace").splitlines():
             wnid, _, words = line.partition(" ")
@@ -93,8 +94,9 @@ def _sources(dataset: Path, sample: int, seed: int, recorded: list[gather.Record
             out[split] = ShardSplit(dataset, split, sample=sample, seed=seed, names=names,
                                     workers=workers)
     if not out:
+        shards = ", ".join(f"{lay.folder}/" for lay in TFRECORD.values())
         raise PrepError(f"{dataset}: nothing to report on: no class folders (train/WNID/, "
-                        "val/WNID/) and no TFRecord shards (tfrecord_train/, tfrecord_val/)")
+                        f"val/WNID/) and no TFRecord shards ({shards})")
     return out
 
 

@@ -15,26 +15,15 @@ from pathlib import Path
 import numpy as np
 
 from imagenet_prep.errors import BadImageError, PrepError
+from imagenet_prep.layout import class_tree_record
 from imagenet_prep.report.model import Sample
 from imagenet_prep.report.thumbs import HEAD_BYTES, Facts, facts, facts_from_head
 from imagenet_prep.runtime import stage_state
-from imagenet_prep.runtime.files import is_tmp_name
 from imagenet_prep.runtime.progress import bar
 from imagenet_prep.sources.catalog import class_dirs
+from imagenet_prep.sources.class_tree import class_files
 
-RECORD = {"train": "extract-train", "val": "valtree"}
 KEEP_ODD = 100  # sampled files that are not plain JPEGs whose bytes are kept for thumbnails
-
-
-def has_class_folders(root: Path) -> bool:
-    return root.is_dir() and bool(class_dirs(root))
-
-
-def _names(folder: Path) -> list[str]:
-    """Sorted image names of one class folder (our temporary files left out)."""
-    with os.scandir(folder) as it:
-        return sorted(e.name for e in it
-                      if e.is_file(follow_symlinks=False) and not is_tmp_name(e.name))
 
 
 def _read(path: Path, limit: int | None = None) -> bytes:
@@ -57,11 +46,12 @@ class FolderSplit:
 
     def counts(self) -> tuple[dict[str, int], str]:
         """(WNID -> images, where that comes from): the stage's record, else a listing."""
-        rec = stage_state.load(self.dataset, RECORD[self.split])
+        record = class_tree_record(self.split)
+        rec = stage_state.load(self.dataset, record)
         present = class_dirs(self.root)
         if rec is not None and rec.get("classes") and sorted(rec["classes"]) == present:
-            return dict(sorted(rec["classes"].items())), f"record {RECORD[self.split]}.json"
-        return {w: len(_names(self.root / w)) for w in present}, f"listing {self.root}"
+            return dict(sorted(rec["classes"].items())), f"record {record}.json"
+        return {w: len(class_files(self.root / w)) for w in present}, f"listing {self.root}"
 
     def sample(self, counts: dict[str, int], n: int, seed: int
                ) -> tuple[Sample, list[tuple[str, str, str, bytes]]]:
@@ -89,7 +79,7 @@ class FolderSplit:
     def _sample_class(self, wnid: str, indices: np.ndarray, out: Sample,
                       odd: list[tuple[str, str, str, bytes]]) -> None:
         """Header facts of the images at `indices` of one class folder's sorted listing."""
-        names = _names(self.root / wnid)
+        names = class_files(self.root / wnid)
         for j in indices:
             if j >= len(names):  # the folder holds fewer files than its record says
                 continue
@@ -115,7 +105,7 @@ class FolderSplit:
         folder = self.root / wnid
         if not folder.is_dir():
             return []
-        names = _names(folder)
+        names = class_files(folder)
         chosen = sorted(random.Random(f"{seed}/{self.split}/{wnid}").sample(
             names, min(k, len(names))))
         return [(n, _read(folder / n)) for n in chosen]

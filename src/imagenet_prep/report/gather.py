@@ -11,13 +11,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from imagenet_prep.folders.flatten import FLAT_DIR
+from imagenet_prep.layout import (
+    BBOX_RECORD,
+    FLAT_DIR,
+    PREPARE_RECORD,
+    SYNSETS_TXT,
+    TFRECORD,
+    TFRECORD_RECORD,
+    TFRECORD_REPORT,
+    extract_record,
+)
 from imagenet_prep.report.model import Row, SplitView
 from imagenet_prep.report.shards import shard_files
 from imagenet_prep.runtime import stage_state
-from imagenet_prep.shards.tfrecord import LAYOUT, REPORT, STATE
-
-PREPARE = "prepare"  # the record `prepare` saves: stage timings of its last runs
 
 
 @dataclass(frozen=True)
@@ -34,7 +40,7 @@ class Recorded:
 def tfrecord_specials(dataset: Path) -> list[Recorded] | None:
     """Converted and left-out files from the TFRecord state (every shard of every run),
     sorted; None when no TFRecord run is recorded."""
-    state = stage_state.load(dataset, STATE)
+    state = stage_state.load(dataset, TFRECORD_RECORD)
     if state is None:
         return None
     out = []
@@ -45,7 +51,7 @@ def tfrecord_specials(dataset: Path) -> list[Recorded] | None:
 
 
 def _row_for_split(dataset: Path, split: str, view: SplitView | None) -> Row | None:
-    rec = stage_state.load(dataset, f"extract-{split}")
+    rec = stage_state.load(dataset, extract_record(split))
     recorded_bytes = rec["bytes"] if rec else None
     if view is not None:
         detail = f"from {view.source}; counts from {view.counts_from}"
@@ -57,7 +63,7 @@ def _row_for_split(dataset: Path, split: str, view: SplitView | None) -> Row | N
         return Row(split, "val images", rec["files"], None, recorded_bytes,
                    "flat in val/ (valtree not run: no class folders)")
     return Row(split, f"{split} images", rec["files"], len(rec["classes"]) or None,
-               recorded_bytes, f"record extract-{split}.json")
+               recorded_bytes, f"record {extract_record(split)}.json")
 
 
 def summary_rows(dataset: Path, views: dict[str, SplitView]) -> list[Row]:
@@ -65,14 +71,14 @@ def summary_rows(dataset: Path, views: dict[str, SplitView]) -> list[Row]:
     rows = [r for s in ("train", "val") if (r := _row_for_split(dataset, s, views.get(s)))]
     for split, what in (("test", "test images"), ("bbox_train", "train box XMLs"),
                         ("bbox_val", "val box XMLs")):
-        if rec := stage_state.load(dataset, f"extract-{split}"):
+        if rec := stage_state.load(dataset, extract_record(split)):
             rows.append(Row(split, what, rec["files"], None, rec["bytes"],
-                            f"record extract-{split}.json"))
-    if (dataset / "synsets.txt").is_file():
-        n = len((dataset / "synsets.txt").read_text().splitlines())
-        rows.append(Row("synsets", "synsets.txt", n, n, (dataset / "synsets.txt").stat().st_size,
-                        "lines (classes)"))
-    if rec := stage_state.load(dataset, "bbox"):
+                            f"record {extract_record(split)}.json"))
+    synsets = dataset / SYNSETS_TXT
+    if synsets.is_file():
+        n = len(synsets.read_text().splitlines())
+        rows.append(Row("synsets", SYNSETS_TXT, n, n, synsets.stat().st_size, "lines (classes)"))
+    if rec := stage_state.load(dataset, BBOX_RECORD):
         rows.append(Row("bbox_csv", "box CSV rows", rec["boxes_written"], None, rec["bytes"],
                         f"boxes of {rec['images']:,} images; {rec['files_skipped']:,} XMLs and "
                         f"{rec['boxes_skipped']:,} boxes outside the 1000 classes"))
@@ -80,8 +86,8 @@ def summary_rows(dataset: Path, views: dict[str, SplitView]) -> list[Row]:
         if (dataset / flat).is_dir():
             rows.append(Row(flat, f"{flat}/", None, None, None,
                             "present (links to the class folders; see check)"))
-    state = stage_state.load(dataset, STATE) or {}
-    for split, lay in LAYOUT.items():
+    state = stage_state.load(dataset, TFRECORD_RECORD) or {}
+    for split, lay in TFRECORD.items():
         shards = shard_files(dataset, split)
         if not shards:
             continue
@@ -92,14 +98,14 @@ def summary_rows(dataset: Path, views: dict[str, SplitView]) -> list[Row]:
         detail = f"{len(shards):,} shards in {lay.folder}/"
         if opts:
             detail += f" (seed {opts.get('seed')})"
-        rows.append(Row(f"tfrecord_{split}", f"{split} TFRecords", recorded, None, size, detail))
+        rows.append(Row(lay.folder, f"{split} TFRecords", recorded, None, size, detail))
     return rows
 
 
 def timings(dataset: Path) -> dict[str, Any] | None:
     """Stage timings of the recorded `prepare` runs, and the TFRecord run's throughput."""
-    prep = stage_state.load(dataset, PREPARE)
-    tf = stage_state.load(dataset, REPORT)
+    prep = stage_state.load(dataset, PREPARE_RECORD)
+    tf = stage_state.load(dataset, TFRECORD_REPORT)
     if prep is None and tf is None:
         return None
     out: dict[str, Any] = {}

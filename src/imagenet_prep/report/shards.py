@@ -14,137 +14,42 @@ from __future__ import annotations
 
 import os
 import random
-import re
-import struct
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from imagenet_prep.errors import PrepError
-from imagenet_prep.formats.tfrecord import decode_example, record_spans, varint
+from imagenet_prep.formats.tfrecord import (
+    HEADER_BYTES,
+    Peek,
+    TruncatedRecord,
+    iter_heads,
+    peek,
+    peek_filename,
+    read_example,
+    record_spans,
+)
+from imagenet_prep.layout import TFRECORD, TFRECORD_RECORD, tfrecord_shard_pattern
 from imagenet_prep.report.model import Sample
 from imagenet_prep.report.thumbs import HEAD_BYTES, facts_from_head
 from imagenet_prep.runtime import stage_state
 from imagenet_prep.runtime.pool import run_tasks
 from imagenet_prep.runtime.progress import bar
-from imagenet_prep.shards.tfrecord import LAYOUT, STATE
 from imagenet_prep.sources import metadata
 
 PEEK = 1024  # bytes of a record's data read to find its label and where its image starts
 KEEP_PER_CLASS = 16  # first records of each class remembered for the contact sheet
-_HEAD = struct.Struct("<Q")
 
 
 def shard_files(dataset: Path, split: str) -> list[Path]:
     """The split's shard files in shard order (other names in the folder are ignored)."""
-    lay = LAYOUT[split]
-    folder = dataset / lay.folder
+    folder = dataset / TFRECORD[split].folder
     if not folder.is_dir():
         return []
-    pattern = re.compile(rf"{lay.prefix}-(\d{{5}})-of-(\d{{5}})")
+    pattern = tfrecord_shard_pattern(split)
     found = [(int(m.group(1)), folder / n) for n in os.listdir(folder)
              if (m := pattern.fullmatch(n))]
     return [p for _, p in sorted(found)]
-
-
-# --- reading a record's first bytes --------------------------------------------------------
-
-def _read_varint(buf: bytes, pos: int) -> tuple[int, int]:
-    b = buf[pos]  # IndexError past the end: peek() turns it into ValueError
-    if b < 0x80:  # the common case: tags and short lengths are one byte
-        return b, pos + 1
-    shift, value = 7, b & 0x7F
-    while True:
-        b = buf[pos + shift // 7]
-        value |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return value, pos + shift // 7 + 1
-        shift += 7
-        if shift > 63:
-            raise ValueError("varint too long")
-
-
-def _expect(buf: bytes, pos: int, tag: int) -> tuple[int, int]:
-    """Read a field tag that must be `tag`, then its length; returns (length, position)."""
-    got, pos = _read_varint(buf, pos)
-    if got != tag:
-        raise ValueError(f"unexpected field tag {got:#x}")
-    return _read_varint(buf, pos)
-
-
-def decode_entries(entries: bytes) -> dict[str, list]:
-    """Decode complete Features map entries (as they sit in a record) with decode_example."""
-    return decode_example(b"\x0a" + varint(len(entries)) + entries)
-
-
-@dataclass(frozen=True, slots=True)
-class Peek:
-    """What a record's first bytes say: its label, where its image is, where the rest starts."""
-
-    label: int | None
-    image_start: int | None = None
-    image_size: int | None = None
-    rest_start: int | None = None  # the entries after image/encoded (filename, size, boxes)
-
-
-def peek(buf: bytes) -> Peek:
-    """The label and where the image is, from `buf` (the start of an Example)."""
-    try:
-        return _peek(buf)
-    except IndexError:
-        raise ValueError("truncated message") from None
-
-
-_LABEL_KEY = b"\x0a\x11image/class/label"  # key field: tag, length, the key
-_IMAGE_KEY = b"\x0a\x0dimage/encoded"
-_NAME_KEY = b"\x0a\x0eimage/filename"
-
-
-def _peek(buf: bytes) -> Peek:
-    i = buf.find(_IMAGE_KEY)
-    j = buf.find(_LABEL_KEY, 0, max(i, 0))
-    if i >= 0 and j >= 0:  # our writer: both keys in the first bytes, the label first
-        flen, p = _expect(buf, i + len(_IMAGE_KEY), 0x12)  # Feature, last in its entry
-        end = p + flen
-        _, p = _expect(buf, p, 0x0A)  # .bytes_list
-        n, p = _expect(buf, p, 0x0A)  # its single value
-        return Peek(_int64(buf, j + len(_LABEL_KEY)), p, n, end)
-    return _walk(buf)
-
-
-def _walk(buf: bytes) -> Peek:
-    """The general case: visit the entries one by one (any key order)."""
-    label = None
-    _, pos = _expect(buf, 0, 0x0A)  # Example.features
-    while pos < len(buf):
-        size, body = _expect(buf, pos, 0x0A)  # one map entry: key (1), Feature (2)
-        end = body + size
-        klen, p = _expect(buf, body, 0x0A)
-        key = buf[p:p + klen]
-        if key == b"image/encoded":
-            _, p = _expect(buf, p + klen, 0x12)  # Feature
-            _, p = _expect(buf, p, 0x0A)  # .bytes_list
-            n, p = _expect(buf, p, 0x0A)  # its single value
-            return Peek(label, p, n, end)
-        if end > len(buf):
-            break
-        if key == b"image/class/label":
-            label = _int64(buf, p + klen)
-        pos = end
-    return Peek(label)
-
-
-def _int64(buf: bytes, pos: int) -> int:
-    """The first value of a Feature holding an Int64List (packed or not)."""
-    _, pos = _expect(buf, pos, 0x12)  # Feature
-    _, pos = _expect(buf, pos, 0x1A)  # .int64_list
-    tag, pos = _read_varint(buf, pos)
-    if tag == 0x0A:  # packed
-        _, pos = _read_varint(buf, pos)
-    elif tag != 0x08:
-        raise ValueError(f"unexpected field tag {tag:#x}")
-    value, _ = _read_varint(buf, pos)
-    return value - (1 << 64) if value >= 1 << 63 else value
 
 
 # --- one shard (runs in a worker) --------------------------------------------------------
@@ -168,10 +73,6 @@ class ScanResult:
     problems: list[str] = field(default_factory=list)
 
 
-def _full(fd: int, offset: int, length: int) -> dict[str, list]:
-    return decode_example(os.pread(fd, length, offset + 12))
-
-
 def scan_shard(task: ScanTask) -> ScanResult:
     """Labels of every record, a sample's sizes, the first records of each class."""
     res = ScanResult(task.index)
@@ -181,22 +82,15 @@ def scan_shard(task: ScanTask) -> ScanResult:
     try:
         if hasattr(os, "posix_fadvise"):
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)  # no read-ahead over the images
-        offset = 0
-        while offset < size:
-            where = f"{task.path}: record at byte {offset}"
-            buf = os.pread(fd, 12 + PEEK, offset)
-            if len(buf) < 12:
-                res.problems.append(f"{where}: truncated header")
-                break
-            (length,) = _HEAD.unpack_from(buf)
-            if offset + 16 + length > size:
-                res.problems.append(f"{where}: truncated record")
-                break
-            try:
-                _visit(fd, offset, length, buf[12:12 + length], task, rng, res)
-            except (ValueError, KeyError, IndexError) as e:
-                res.problems.append(f"{where}: not a reference Example ({e!r})")
-            offset += 16 + length
+        try:
+            for offset, length, head in iter_heads(fd, size, PEEK):
+                try:
+                    _visit(fd, offset, length, head, task, rng, res)
+                except (ValueError, KeyError, IndexError) as e:
+                    res.problems.append(f"{task.path}: record at byte {offset}: "
+                                        f"not a reference Example ({e!r})")
+        except TruncatedRecord as e:
+            res.problems.append(f"{task.path}: record at byte {e.offset}: truncated {e.part}")
     finally:
         os.close(fd)
     return res
@@ -213,7 +107,7 @@ def _visit(fd: int, offset: int, length: int, head: bytes, task: ScanTask, rng: 
         pk = Peek(None)  # an entry cut at the end of the peek: read the record whole
     ex = None
     if pk.label is None or pk.image_start is None:
-        ex = _full(fd, offset, length)
+        ex = read_example(fd, offset, length)
     label = pk.label if ex is None else int(ex["image/class/label"][0])
     sampled = _sizes(fd, offset, length, pk, ex) if rng.random() < task.sample_p else None
     name = None
@@ -233,31 +127,22 @@ def _visit(fd: int, offset: int, length: int, head: bytes, task: ScanTask, rng: 
 def _filename(fd: int, offset: int, length: int, pk: Peek) -> str:
     """The record's image/filename: with our writer, the first entry after the image."""
     assert pk.rest_start is not None
-    start = offset + 12 + pk.rest_start
-    tail = os.pread(fd, min(512, offset + 12 + length - start), start)
-    k = tail.find(_NAME_KEY)
-    try:
-        if k < 0:
-            raise ValueError
-        _, p = _expect(tail, k + len(_NAME_KEY), 0x12)  # Feature
-        _, p = _expect(tail, p, 0x0A)  # .bytes_list
-        n, p = _expect(tail, p, 0x0A)
-        if p + n > len(tail):
-            raise ValueError
-        name = tail[p:p + n]
-    except (ValueError, IndexError):
-        name = _full(fd, offset, length)["image/filename"][0]
+    start = offset + HEADER_BYTES + pk.rest_start
+    tail = os.pread(fd, min(512, offset + HEADER_BYTES + length - start), start)
+    name = peek_filename(tail)
+    if name is None:
+        name = read_example(fd, offset, length)["image/filename"][0]
     return name.decode(errors="replace")
 
 
 def _sizes(fd: int, offset: int, length: int, pk: Peek, ex: dict | None) -> tuple[int, int, int]:
     """(width, height, image bytes) from the image's own header, as for folders."""
     if ex is None and pk.image_start is not None and pk.image_size is not None:
-        head = os.pread(fd, min(HEAD_BYTES, pk.image_size), offset + 12 + pk.image_start)
+        head = os.pread(fd, min(HEAD_BYTES, pk.image_size), offset + HEADER_BYTES + pk.image_start)
         got = facts_from_head(head)
         if got is not None:
             return got.width, got.height, pk.image_size
-    ex = ex or _full(fd, offset, length)
+    ex = ex or read_example(fd, offset, length)
     image = ex["image/encoded"][0]
     got = facts_from_head(image)
     if got is not None:
@@ -269,7 +154,7 @@ def _sizes(fd: int, offset: int, length: int, pk: Peek, ex: dict | None) -> tupl
 
 def _expected_records(dataset: Path, split: str, shards: list[Path]) -> int:
     """Records the split should hold: the TFRecord state's figure, else an estimate."""
-    state = stage_state.load(dataset, STATE) or {}
+    state = stage_state.load(dataset, TFRECORD_RECORD) or {}
     if split in state.get("splits", {}):
         return int(state["splits"][split]["images"])
     first = record_spans(shards[0])
@@ -288,7 +173,7 @@ class ShardSplit:
         self.split = split
         self.shards = shard_files(dataset, split)
         if not self.shards:
-            raise PrepError(f"{dataset / LAYOUT[split].folder}: no shards")
+            raise PrepError(f"{dataset / TFRECORD[split].folder}: no shards")
         want: dict[str, set[str]] = {}
         for shard, name in names:
             want.setdefault(shard, set()).add(name)
@@ -338,7 +223,7 @@ class ShardSplit:
 
     def _read(self, index: int, offset: int, length: int) -> dict[str, list]:
         with open(self.shards[index], "rb") as f:
-            return _full(f.fileno(), offset, length)
+            return read_example(f.fileno(), offset, length)
 
     def pick(self, wnid: str, k: int, seed: int) -> list[tuple[str, bytes]]:
         """The first `k` records of the class in shard order (the shards are shuffled)."""

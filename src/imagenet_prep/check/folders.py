@@ -1,0 +1,134 @@
+"""Check the folder outputs: class trees and flat splits against the extraction records,
+the flat folders against the trees, synsets.txt, and leftover temporary files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from imagenet_prep.layout import (
+    EXTRACT_SPLITS,
+    FLAT_DIR,
+    STATE_DIR,
+    SYNSETS_TXT,
+    VALTREE_RECORD,
+    extract_record,
+    flat_name,
+)
+from imagenet_prep.runtime import stage_state
+from imagenet_prep.runtime.files import is_tmp_name
+from imagenet_prep.sources import metadata
+from imagenet_prep.sources.catalog import class_dirs
+from imagenet_prep.sources.class_tree import iter_tree
+
+
+def _count_tree(root: Path) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for wnid, _ in iter_tree(root):
+        counts[wnid] = counts.get(wnid, 0) + 1
+    return counts
+
+
+def _count_files(folder: Path) -> int:
+    with os.scandir(folder) as it:
+        return sum(1 for e in it if e.is_file() and e.name.endswith(".JPEG"))
+
+
+def _diff_counts(what: str, want: dict[str, int], got: dict[str, int]) -> list[str]:
+    out = []
+    for wnid in sorted(set(want) | set(got)):
+        if want.get(wnid, 0) != got.get(wnid, 0):
+            out.append(f"{what}/{wnid}: {got.get(wnid, 0)} files, expected {want.get(wnid, 0)}")
+    return out
+
+
+def check_tmp_files(dataset: Path) -> list[str]:
+    problems = []
+    for dirpath, dirnames, filenames in os.walk(dataset):
+        dirnames[:] = [d for d in dirnames if d != STATE_DIR]
+        problems += [f"{dirpath}/{n}: leftover temporary file" for n in filenames if is_tmp_name(n)]
+    return problems
+
+
+def check_splits(dataset: Path) -> list[str]:
+    """Each extracted split against its record; val/ against valtree's record once grouped."""
+    problems = []
+    for split in (s for s in EXTRACT_SPLITS if s != "val"):
+        rec = stage_state.load(dataset, extract_record(split))
+        if rec is None:
+            continue
+        folder = dataset / split
+        if not folder.is_dir():
+            problems.append(f"{folder}: missing (extraction recorded {rec['files']} files)")
+        elif split == "train":
+            problems += _diff_counts("train", rec["classes"], _count_tree(folder))
+        elif split == "test":
+            if (n := _count_files(folder)) != rec["files"]:
+                problems.append(f"{folder}: {n} files, expected {rec['files']}")
+        else:
+            n = sum(len(f) for _, _, f in os.walk(folder))
+            if n != rec["files"]:
+                problems.append(f"{folder}: {n} files, expected {rec['files']}")
+    val = dataset / "val"
+    extracted = stage_state.load(dataset, extract_record("val"))
+    grouped = stage_state.load(dataset, VALTREE_RECORD)
+    if grouped is not None:
+        problems += _diff_counts("val", grouped["classes"], _count_tree(val))
+        if val.is_dir() and (flat := [e.name for e in os.scandir(val)
+                                      if e.is_file() and e.name.endswith(".JPEG")]):
+            problems.append(f"{val}: {len(flat)} images not in class folders, e.g. {flat[0]}")
+    elif extracted is not None:
+        n = _count_files(val) if val.is_dir() else 0
+        if n != extracted["files"]:
+            problems.append(f"{val}: {n} files, expected {extracted['files']}")
+    return problems
+
+
+def check_flat(dataset: Path) -> list[str]:
+    """Every image of a class tree present in its flat folder, and nothing else there."""
+    problems = []
+    for split, flat in FLAT_DIR.items():
+        out, root = dataset / flat, dataset / split
+        if not out.is_dir() or not root.is_dir():
+            continue
+        expected = set()
+        for wnid, name in iter_tree(root):
+            fname = flat_name(split, wnid, name)
+            expected.add(fname)
+            src, dst = root / wnid / name, out / fname
+            try:
+                same = os.path.samefile(src, dst) or src.stat().st_size == dst.stat().st_size
+            except FileNotFoundError:
+                problems.append(f"{dst}: missing")
+                continue
+            if not same:
+                problems.append(f"{dst}: differs from {src}")
+        extra = sorted(
+            e.name for e in os.scandir(out) if e.name.endswith(".JPEG") and e.name not in expected
+        )
+        if extra:
+            problems.append(f"{out}: {len(extra)} files not in {split}/, e.g. {extra[0]}")
+    return problems
+
+
+def check_synsets(dataset: Path) -> list[str]:
+    """synsets.txt: sorted unique ILSVRC2012 WNIDs, each described, the classes of train/."""
+    path = dataset / SYNSETS_TXT
+    if not path.is_file():
+        return []
+    lines = path.read_text().splitlines()
+    wnids = [line.split(" ", 1)[0] for line in lines]
+    problems = []
+    if wnids != sorted(set(wnids)):
+        problems.append(f"{path}: WNIDs not sorted or not unique")
+    if any(" " not in line or not line.split(" ", 1)[1] for line in lines):
+        problems.append(f"{path}: a line without a description")
+    unknown = [w for w in wnids if w not in metadata.wnid_to_index()]
+    if unknown:
+        problems.append(f"{path}: {unknown[0]} is not an ILSVRC2012 class")
+    train = dataset / "train"
+    if train.is_dir():
+        present = class_dirs(train)
+        if present != wnids:
+            problems.append(f"{path}: lists {len(wnids)} classes, train/ has {len(present)}")
+    return problems

@@ -1,0 +1,33 @@
+"""Reading a class tree on disk: DATASET/train/WNID/*, a grouped DATASET/val/WNID/*.
+
+Readers only (the writers are folders/extract.py and folders/valtree.py): `check`,
+`report` and `flatten` list the trees the same way, skipping our temporary files
+and any folder that is not an ILSVRC2012 class.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from imagenet_prep.runtime.files import is_tmp_name
+from imagenet_prep.sources.catalog import class_dirs
+
+
+def has_class_folders(root: Path) -> bool:
+    return root.is_dir() and bool(class_dirs(root))
+
+
+def class_files(folder: Path) -> list[str]:
+    """Sorted file names of one class folder (our temporary files left out)."""
+    with os.scandir(folder) as it:
+        return sorted(e.name for e in it
+                      if e.is_file(follow_symlinks=False) and not is_tmp_name(e.name))
+
+
+def iter_tree(root: Path) -> Iterator[tuple[str, str]]:
+    """(wnid, name) of every image in a class tree, sorted."""
+    for wnid in class_dirs(root):
+        for name in class_files(root / wnid):
+            yield wnid, name

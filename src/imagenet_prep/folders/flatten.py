@@ -14,8 +14,9 @@ from pathlib import Path
 
 from imagenet_prep.errors import PrepError
 from imagenet_prep.layout import FLAT_DIR, flat_name
-from imagenet_prep.runtime.files import atomic_file, ensure_dir, os_error, tmp_path
+from imagenet_prep.runtime.files import atomic_file, ensure_dir, is_tmp_name, os_error, tmp_path
 from imagenet_prep.runtime.progress import bar
+from imagenet_prep.sources.catalog import class_dirs
 from imagenet_prep.sources.class_tree import iter_tree
 
 MODES = ("hardlink", "symlink", "copy")

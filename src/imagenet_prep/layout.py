@@ -40,6 +40,7 @@ def extract_record(split: str) -> str:
 VALTREE_RECORD = "valtree"
 BBOX_RECORD = "bbox"
 SYNSETS_RECORD = "synsets"
+FLATTEN_RECORD = "flatten"
 PREPARE_RECORD = "prepare"  # stage timings of the last `prepare` runs
 
 

@@ -1,35 +1,124 @@
-"""`check_dataset`: the folder checks, then each shard format's checker where its shards are."""
+"""`check_dataset`: prove every output the dataset was asked to contain, or list what is wrong.
+
+What to prove comes from the expectation record (written before any work), not from
+what happens to be on disk: an asked-for output that is absent or half-made is a
+problem, and a folder that no run ever touched is "nothing to check", never OK.
+Outputs a stage recorded making are proved too (datasets older than the expectation
+have only those).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
-from imagenet_prep.check.folders import check_flat, check_splits, check_synsets, check_tmp_files
-from imagenet_prep.layout import TFRECORD, TFRECORD_REPORT, WDS_DIR, WDS_RECORD
-from imagenet_prep.runtime import stage_state
+from imagenet_prep.check.extracted import prove_extracted
+from imagenet_prep.check.folders import (
+    check_csv,
+    check_flat,
+    check_splits,
+    check_synsets,
+    check_tmp_files,
+)
+from imagenet_prep.errors import PrepError
+from imagenet_prep.layout import (
+    BBOX_RECORD,
+    EXTRACT_SPLITS,
+    STATE_DIR,
+    SYNSETS_RECORD,
+    TFRECORD,
+    TFRECORD_RECORD,
+    TFRECORD_REPORT,
+    VALTREE_RECORD,
+    WDS_DIR,
+    WDS_RECORD,
+    extract_record,
+)
+from imagenet_prep.runtime import expectation, stage_state
+from imagenet_prep.runtime.pool import Workers
 
 
-def check_dataset(dataset: Path) -> tuple[list[str], dict]:
-    """(problems, summary of what was checked)."""
+class NothingToCheck(PrepError):
+    """The folder holds no imagenet-prep dataset (no record of any run)."""
+
+    exit_code = 3
+
+
+def _outputs_from_records(dataset: Path) -> dict[str, dict[str, Any]]:
+    """What the stage records say was made (all a dataset older than the expectation has)."""
+    outputs: dict[str, dict[str, Any]] = {}
+    splits = [s for s in EXTRACT_SPLITS if stage_state.load(dataset, extract_record(s))]
+    if splits:
+        outputs["extract"] = {"splits": splits}
+    for name, record in (("valtree", VALTREE_RECORD), ("bbox", BBOX_RECORD),
+                         ("synsets", SYNSETS_RECORD), ("tfrecord", TFRECORD_RECORD)):
+        if stage_state.load(dataset, record) is not None:
+            outputs[name] = {}
+    if any((dataset / lay.folder).is_dir() for lay in TFRECORD.values()):
+        outputs["tfrecord"] = {}
+    return outputs
+
+
+def asked_outputs(dataset: Path) -> dict[str, dict[str, Any]]:
+    """name -> options of every output this dataset was asked to contain.
+
+    Raises NothingToCheck for a folder no run has touched (the archives folder, an
+    empty or unrelated folder); a WebDataset folder of its own counts as a dataset.
+    """
+    rec = expectation.load(dataset)
+    # what was asked, and anything else a stage recorded making (proved all the same)
+    outputs = {**_outputs_from_records(dataset), **(rec["outputs"] if rec else {})}
+    wds = dataset / WDS_DIR
+    if any(stage_state.load(d, WDS_RECORD) is not None for d in (dataset, wds)):
+        outputs["wds"] = {"folder": "." if stage_state.load(dataset, WDS_RECORD) else WDS_DIR}
+    if not outputs:
+        raise NothingToCheck(
+            f"{dataset}: nothing here to check: no imagenet-prep dataset (no "
+            f"{STATE_DIR}/{expectation.EXPECT}.json or stage records)")
+    return outputs
+
+
+def check_dataset(dataset: Path, workers: Workers = None) -> tuple[list[str], dict]:
+    """(problems, summary of what was checked, with the damaged files in "damaged").
+
+    Raises NothingToCheck when the folder is not a dataset.
+    """
     if not dataset.is_dir():
         return [f"{dataset}: not a folder"], {}
-    problems = check_tmp_files(dataset) + check_splits(dataset) + check_flat(dataset)
-    problems += check_synsets(dataset)
-    checked: dict = {"layout": True}
-    if any((dataset / lay.folder).is_dir() for lay in TFRECORD.values()):
+    outputs = asked_outputs(dataset)
+    problems = check_tmp_files(dataset)
+    damaged: list[str] = []
+    checked: dict[str, Any] = {"outputs": sorted(outputs)}
+    checked.update(dict.fromkeys(outputs, True))
+    if "extract" in outputs:
+        problems += check_splits(dataset)
+        more, damaged = prove_extracted(dataset, list(outputs["extract"].get("splits", [])),
+                                        workers)
+        problems += more
+    if "valtree" in outputs and stage_state.load(dataset, VALTREE_RECORD) is None:
+        problems.append(f"{dataset / 'val'}: not yet grouped into class folders (valtree did "
+                        "not finish)")
+    if "flatten" in outputs:
+        problems += check_flat(dataset, required=outputs["flatten"].get("splits", ()))
+    if "synsets" in outputs:
+        problems += check_synsets(dataset, required=True)
+    if "bbox" in outputs:
+        problems += check_csv(dataset)
+    if "tfrecord" in outputs:
         from imagenet_prep.check.tfrecord import check_tfrecords
 
-        problems += check_tfrecords(dataset, None)
-        checked["tfrecord"] = True
+        problems += check_tfrecords(dataset, None, workers=workers,
+                                    required=tuple(outputs["tfrecord"].get("splits", ())))
         report = stage_state.load(dataset, TFRECORD_REPORT) or {}
         checked["skipped_images"] = report.get("skipped", [])
-    wds = dataset / WDS_DIR
-    wds_dirs = [d for d in (wds, dataset) if stage_state.load(d, WDS_RECORD) is not None]
-    if wds_dirs or wds.is_dir():  # DATASET/wds, or a shard folder on its own
+    if "wds" in outputs:
         from imagenet_prep.check.wds import check_wds
 
-        for folder in wds_dirs or [wds]:
-            problems += check_wds(folder)
-        checked["wds"] = True
+        folder = dataset / outputs["wds"].get("folder", WDS_DIR)
+        if not folder.is_dir():
+            problems.append(f"{folder}: missing (WebDataset shards were asked for)")
+        else:
+            problems += check_wds(folder, workers=workers)
+    checked["damaged"] = damaged
     # the shard checks report their folders' leftover temporary files too: list each once
     return list(dict.fromkeys(problems)), checked

@@ -3,19 +3,26 @@ the flat folders against the trees, synsets.txt, and leftover temporary files.""
 
 from __future__ import annotations
 
+import hashlib
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 from imagenet_prep.layout import (
+    BBOX_RECORD,
+    BOX_CSV,
     EXTRACT_SPLITS,
     FLAT_DIR,
+    FLATTEN_RECORD,
     STATE_DIR,
+    SYNSETS_RECORD,
     SYNSETS_TXT,
     VALTREE_RECORD,
     extract_record,
     flat_name,
 )
 from imagenet_prep.runtime import stage_state
+from imagenet_prep.runtime.file_manifest import file_crc32c
 from imagenet_prep.runtime.files import is_tmp_name
 from imagenet_prep.sources import metadata
 from imagenet_prep.sources.catalog import class_dirs
@@ -84,20 +91,26 @@ def check_splits(dataset: Path) -> list[str]:
     return problems
 
 
-def check_flat(dataset: Path) -> list[str]:
-    """Every image of a class tree present in its flat folder, and nothing else there."""
+def check_flat(dataset: Path, required: Iterable[str] = ()) -> list[str]:
+    """Every image of a class tree present in its flat folder, as the mode `flatten` used
+    (the same file for hard links, a link to it, or a copy of equal content), and nothing
+    else there; the flat folders of `required` splits must exist."""
     problems = []
+    modes = (stage_state.load(dataset, FLATTEN_RECORD) or {}).get("modes", {})
     for split, flat in FLAT_DIR.items():
         out, root = dataset / flat, dataset / split
         if not out.is_dir() or not root.is_dir():
+            if split in required:
+                problems.append(f"{out}: missing (flat folders were asked for)")
             continue
+        mode = modes.get(split)
         expected = set()
         for wnid, name in iter_tree(root):
             fname = flat_name(split, wnid, name)
             expected.add(fname)
             src, dst = root / wnid / name, out / fname
             try:
-                same = os.path.samefile(src, dst) or src.stat().st_size == dst.stat().st_size
+                same = _same(src, dst, mode)
             except FileNotFoundError:
                 problems.append(f"{dst}: missing")
                 continue
@@ -111,9 +124,46 @@ def check_flat(dataset: Path) -> list[str]:
     return problems
 
 
-def check_synsets(dataset: Path) -> list[str]:
-    """synsets.txt: sorted unique ILSVRC2012 WNIDs, each described, the classes of train/."""
+def _same(src: Path, dst: Path, mode: str | None) -> bool:
+    """Does the flat entry stand for the tree's file?  Unknown mode (an older dataset): the
+    same file, or a file of the same size."""
+    if mode == "symlink":
+        return dst.is_symlink() and os.path.samefile(src, dst)
+    if os.path.samefile(src, dst):
+        return mode in ("hardlink", None) or not dst.is_symlink()
+    if mode == "hardlink":
+        return False
+    if mode == "copy":
+        return file_crc32c(src) == file_crc32c(dst)
+    return src.stat().st_size == dst.stat().st_size
+
+
+def _proved_file(dataset: Path, path: Path, record: str, what: str) -> list[str]:
+    """A small output file against the size and SHA-256 its stage recorded."""
+    rec = stage_state.load(dataset, record)
+    if rec is None:
+        return [f"{path}: {what} did not finish (no record)"]
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return [f"{path}: missing"]
+    if "sha256" in rec and hashlib.sha256(data).hexdigest() != rec["sha256"]:
+        return [f"{path}: differs from what {what} wrote ({len(data)} bytes, "
+                f"{rec.get('bytes', '?')} then)"]
+    return []
+
+
+def check_csv(dataset: Path) -> list[str]:
+    """The box CSV: present and byte for byte what `bbox` wrote."""
+    return _proved_file(dataset, dataset / BOX_CSV, BBOX_RECORD, "bbox")
+
+
+def check_synsets(dataset: Path, required: bool = False) -> list[str]:
+    """synsets.txt: sorted unique ILSVRC2012 WNIDs, each described, the classes of train/;
+    when asked for, present and what `synsets` wrote."""
     path = dataset / SYNSETS_TXT
+    if required and (problems := _proved_file(dataset, path, SYNSETS_RECORD, "synsets")):
+        return problems
     if not path.is_file():
         return []
     lines = path.read_text().splitlines()

@@ -87,7 +87,7 @@ def _scan_split(dataset: Path, split: str) -> tuple[dict[int, Path], set[int], l
 
 def check_tfrecords(
     dataset: Path, expected_counts: dict[str, int] | None = None, sample: int = 20,
-    workers: int | None = None,
+    workers: int | None = None, required: tuple[str, ...] = (),
 ) -> list[str]:
     """Problems with the TFRecord shards (empty when all is well).
 
@@ -101,12 +101,20 @@ def check_tfrecords(
     for split, lay in TFRECORD.items():
         folder = dataset / lay.folder
         expected = (expected_counts or {}).get(split)
+        planned = state.get("splits", {}).get(split)
         if not folder.is_dir():
-            if expected:
-                problems.append(f"{folder}: missing (expected {expected} records)")
+            if expected or planned or split in required:
+                want = expected or (planned or {}).get("images")
+                problems.append(f"{folder}: missing" + (f" (expected {want} records)"
+                                                        if want else ""))
             continue
         shards, totals, found = _scan_split(dataset, split)
         problems += found
+        for path in shards.values():
+            entry = state.get("shards", {}).get(path.name)
+            if entry is not None and path.stat().st_size != entry["bytes"]:
+                problems.append(f"{path}: {path.stat().st_size} bytes, the state records "
+                                f"{entry['bytes']}")
         if not shards:
             problems.append(f"{folder}: no shards")
             continue

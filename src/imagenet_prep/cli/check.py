@@ -3,23 +3,51 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 from pathlib import Path
 
 from imagenet_prep.check import check_dataset
 from imagenet_prep.cli.common import add_json, emit
+from imagenet_prep.layout import STATE_DIR
+from imagenet_prep.runtime import stage_state
+from imagenet_prep.runtime.file_manifest import DAMAGED
+from imagenet_prep.runtime.files import dataset_lock
 
 HELP = "prove a dataset complete, or list its problems"
-DESCRIPTION = ("check a dataset folder against what the archives held; "
-               "exit 1 with a list of problems")
+DESCRIPTION = ("prove every output the dataset was asked to contain (counts, sizes, "
+               "checksums, links); exit 1 with a list of problems, 3 when the folder holds "
+               "no dataset; files found damaged are written again by the next run")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("dataset", type=Path, metavar="DATASET")
+    add_workers_option(p)
     add_json(p)
 
 
+def add_workers_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="processes reading files and shards (default: the number of cores)")
+
+
+def _note_damaged(dataset: Path, damaged: list[str]) -> None:
+    """Tell the next run which files to write again (or that none need it)."""
+    with contextlib.suppress(Exception):  # a read-only dataset is still checked
+        if damaged:
+            stage_state.save(dataset, DAMAGED, {"files": sorted(damaged)})
+        else:
+            stage_state.record_path(dataset, DAMAGED).unlink(missing_ok=True)
+
+
 def run(args: argparse.Namespace) -> int:
-    problems, checked = check_dataset(args.dataset)
+    with contextlib.ExitStack() as stack:
+        if (args.dataset / STATE_DIR).is_dir():  # never create state in a folder we only read
+            # a run in progress holds the lock: say so instead of judging a half-made dataset
+            with contextlib.suppress(OSError):
+                stack.enter_context(dataset_lock(args.dataset))
+        problems, checked = check_dataset(args.dataset, workers=args.workers)
+        if checked:
+            _note_damaged(args.dataset, checked.get("damaged", []))
     lines = [f"skipped bad image (--on-bad-image skip): {s['split']}/{s['name']}: {s['error']}"
              for s in checked.get("skipped_images", [])]
     lines += [f"problem: {p}" for p in problems[:50]]

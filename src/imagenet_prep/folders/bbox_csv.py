@@ -19,7 +19,7 @@ from typing import Any
 
 from imagenet_prep.errors import PrepError
 from imagenet_prep.layout import BBOX_RECORD, BOX_CSV
-from imagenet_prep.runtime import stage_state
+from imagenet_prep.runtime import expectation, stage_state
 from imagenet_prep.runtime.files import write_atomic
 from imagenet_prep.runtime.pool import Workers, run_tasks
 from imagenet_prep.runtime.progress import bar
@@ -96,6 +96,7 @@ def write_bbox_csv(
 ) -> dict[str, Any]:
     """Write the box CSV; returns the summary (the reference's counters, source, size)."""
     dataset = Path(dataset)
+    expectation.expect(dataset, {"bbox": {}}, {})
     if csv_is_complete(dataset):
         rec = stage_state.load(dataset, RECORD)
         assert rec is not None

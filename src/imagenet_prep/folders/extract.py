@@ -21,7 +21,7 @@ import numpy as np
 from imagenet_prep.errors import CorruptArchiveError, PrepError
 from imagenet_prep.folders.valtree import scan_val
 from imagenet_prep.layout import EXTRACT_SPLITS, extract_record
-from imagenet_prep.runtime import stage_state
+from imagenet_prep.runtime import expectation, stage_state
 from imagenet_prep.runtime.file_manifest import (
     damaged_files,
     load_piece,
@@ -290,6 +290,11 @@ def extract(
     found = {s: find_archive(archives, s) for s in splits}
     if not any(found.values()):
         raise PrepError(f"{archives}: none of the archives for {', '.join(splits)} is here")
+    present = {s: a for s, a in found.items() if a is not None}
+    for split, archive in present.items():
+        refuse_replaced_archive(dataset, split, archive)
+    expectation.expect(dataset, {"extract": {"splits": sorted(present, key=SPLITS.index)}},
+                       {s: expectation.archive_identity(a) for s, a in present.items()})
     summary: dict[str, dict] = {}
     t0 = time.monotonic()
     todo: dict[str, dict] = {}  # split -> its archive, totals and tasks left
@@ -299,7 +304,6 @@ def extract(
         archive = found[split]
         if archive is None:
             continue
-        refuse_replaced_archive(dataset, split, archive)
         dest = ensure_dir(dataset / split)
         if split.startswith("bbox"):
             todo[split] = {"archive": archive, "files": 0, "bytes": 0, "classes": {}, "left": 1,

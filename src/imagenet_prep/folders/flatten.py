@@ -13,7 +13,8 @@ import sys
 from pathlib import Path
 
 from imagenet_prep.errors import PrepError
-from imagenet_prep.layout import FLAT_DIR, flat_name
+from imagenet_prep.layout import FLAT_DIR, FLATTEN_RECORD, flat_name
+from imagenet_prep.runtime import expectation, stage_state
 from imagenet_prep.runtime.files import atomic_file, ensure_dir, is_tmp_name, os_error, tmp_path
 from imagenet_prep.runtime.progress import bar
 from imagenet_prep.sources.catalog import class_dirs
@@ -88,6 +89,7 @@ def flatten(dataset: Path, splits: tuple[str, ...] = ("train", "val"), mode: str
     """Make the flat folders; returns per-split counts and the mode actually used."""
     if mode not in MODES:
         raise PrepError(f"unknown flatten mode {mode!r}; choose from {', '.join(MODES)}")
+    expectation.expect(dataset, {"flatten": {"mode": mode, "splits": list(splits)}}, {})
     summary = {}
     for split in splits:
         root = dataset / split
@@ -111,6 +113,9 @@ def flatten(dataset: Path, splits: tuple[str, ...] = ("train", "val"), mode: str
             if used != "hardlink":
                 made, kept = _place_each(root, out, split, used, pb)
         summary[split] = {"files": made + kept, "created": made, "mode": used}
+    modes = (stage_state.load(dataset, FLATTEN_RECORD) or {}).get("modes", {})
+    stage_state.save(dataset, FLATTEN_RECORD,  # what `check` proves the links against
+                     {"modes": {**modes, **{s: v["mode"] for s, v in summary.items()}}})
     return summary
 
 

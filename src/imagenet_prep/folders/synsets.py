@@ -7,7 +7,7 @@ from pathlib import Path
 
 from imagenet_prep.errors import PrepError
 from imagenet_prep.layout import SYNSETS_RECORD, SYNSETS_TXT, extract_record
-from imagenet_prep.runtime import stage_state
+from imagenet_prep.runtime import expectation, stage_state
 from imagenet_prep.runtime.files import write_atomic
 from imagenet_prep.sources import metadata
 from imagenet_prep.sources.archives import DEVKIT
@@ -40,6 +40,7 @@ def descriptions(archives: Path | None) -> tuple[dict[str, str], str]:
 
 
 def write_synsets(dataset: Path, archives: Path | None = None) -> dict:
+    expectation.expect(dataset, {"synsets": {}}, {})
     wnids = classes_present(dataset)
     words, source = descriptions(archives)
     missing = [w for w in wnids if w not in words]

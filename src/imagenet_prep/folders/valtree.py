@@ -11,7 +11,8 @@ import os
 from pathlib import Path
 
 from imagenet_prep.errors import PrepError
-from imagenet_prep.runtime import stage_state
+from imagenet_prep.layout import VALTREE_RECORD
+from imagenet_prep.runtime import expectation, stage_state
 from imagenet_prep.runtime.files import ensure_dir, is_tmp_name, os_error
 from imagenet_prep.sources.labels import val_labels
 from imagenet_prep.sources.metadata import wnid_to_index
@@ -43,6 +44,7 @@ def valtree(dataset: Path, archives: Path | None = None, source: str = "auto") -
     val = dataset / "val"
     if not val.is_dir():
         raise PrepError(f"{val}: folder not found; run `imagenet-prep extract` first")
+    expectation.expect(dataset, {"valtree": {"labels": source}}, {})
     flat, grouped = scan_val(val)
     both = flat & set(grouped)
     if both:
@@ -72,5 +74,5 @@ def valtree(dataset: Path, archives: Path | None = None, source: str = "auto") -
     for w in labels:
         counts[w] = counts.get(w, 0) + 1
     rec = {"files": len(names), "moved": moved, "classes": counts, "source": source}
-    stage_state.save(dataset, "valtree", rec)
+    stage_state.save(dataset, VALTREE_RECORD, rec)
     return rec

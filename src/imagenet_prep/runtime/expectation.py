@@ -43,6 +43,15 @@ def archive_identity(path: Path, md5: str | None = None) -> dict[str, Any]:
     return ident
 
 
+def _merge(before: dict[str, Any], now: dict[str, Any]) -> dict[str, Any]:
+    """Options of an output asked again: lists (splits) grow, other values are the latest."""
+    out = {**before, **now}
+    for key, value in now.items():
+        if isinstance(value, list) and isinstance(before.get(key), list):
+            out[key] = before[key] + [v for v in value if v not in before[key]]
+    return out
+
+
 def expect(dataset: Path, outputs: dict[str, dict[str, Any]],
            archives: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Add `outputs` (name -> its options) and `archives` (role -> identity) to the record.
@@ -65,6 +74,6 @@ def expect(dataset: Path, outputs: dict[str, dict[str, Any]],
                 f"start over in an empty folder")
         rec["archives"][role] = {**before, **ident}
     for name, options in outputs.items():
-        rec["outputs"][name] = {**rec["outputs"].get(name, {}), **options}
+        rec["outputs"][name] = _merge(rec["outputs"].get(name, {}), options)
     stage_state.save(dataset, EXPECT, rec)
     return rec

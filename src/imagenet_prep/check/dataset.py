@@ -107,9 +107,10 @@ def check_dataset(dataset: Path, workers: Workers = None) -> tuple[list[str], di
     if "tfrecord" in outputs:
         from imagenet_prep.check.tfrecord import check_tfrecords
 
-        problems += check_tfrecords(dataset, None, workers=workers,
-                                    required=tuple(outputs["tfrecord"].get("splits", ())))
         report = stage_state.load(dataset, TFRECORD_REPORT) or {}
+        dali = outputs["tfrecord"].get("dali_index", report.get("dali_index", False))
+        problems += check_tfrecords(dataset, None, workers=workers, dali_index=dali,
+                                    required=tuple(outputs["tfrecord"].get("splits", ())))
         checked["skipped_images"] = report.get("skipped", [])
     if "wds" in outputs:
         from imagenet_prep.check.wds import check_wds

@@ -87,7 +87,7 @@ def _scan_split(dataset: Path, split: str) -> tuple[dict[int, Path], set[int], l
 
 def check_tfrecords(
     dataset: Path, expected_counts: dict[str, int] | None = None, sample: int = 20,
-    workers: int | None = None, required: tuple[str, ...] = (),
+    workers: int | None = None, required: tuple[str, ...] = (), dali_index: bool = False,
 ) -> list[str]:
     """Problems with the TFRecord shards (empty when all is well).
 
@@ -126,6 +126,8 @@ def check_tfrecords(
             problems.append(f"{folder}: {len(missing)} of {total} shards missing, first "
                             f"{tfrecord_shard_name(split, missing[0], total)}")
         idx_dir = dataset / lay.idx_folder
+        if dali_index and not idx_dir.is_dir():
+            problems.append(f"{idx_dir}: missing (DALI indexes were asked for)")
         step = max(1, len(shards) // max(1, sample)) if sample else 0
         tasks = [
             _CheckTask(path, idx_dir / (path.name + DALI_IDX_SUFFIX) if idx_dir.is_dir() else None,

@@ -88,6 +88,7 @@ def check_dataset(dataset: Path, workers: Workers = None) -> tuple[list[str], di
     outputs = asked_outputs(dataset)
     problems = check_tmp_files(dataset)
     damaged: list[str] = []
+    shards: list[Path] = []
     checked: dict[str, Any] = {"outputs": sorted(outputs)}
     checked.update(dict.fromkeys(outputs, True))
     if "extract" in outputs:
@@ -110,7 +111,8 @@ def check_dataset(dataset: Path, workers: Workers = None) -> tuple[list[str], di
         report = stage_state.load(dataset, TFRECORD_REPORT) or {}
         dali = outputs["tfrecord"].get("dali_index", report.get("dali_index", False))
         problems += check_tfrecords(dataset, None, workers=workers, dali_index=dali,
-                                    required=tuple(outputs["tfrecord"].get("splits", ())))
+                                    required=tuple(outputs["tfrecord"].get("splits", ())),
+                                    damaged=shards)
         checked["skipped_images"] = report.get("skipped", [])
     if "wds" in outputs:
         from imagenet_prep.check.wds import check_wds
@@ -119,7 +121,8 @@ def check_dataset(dataset: Path, workers: Workers = None) -> tuple[list[str], di
         if not folder.is_dir():
             problems.append(f"{folder}: missing (WebDataset shards were asked for)")
         else:
-            problems += check_wds(folder, workers=workers)
-    checked["damaged"] = damaged
+            problems += check_wds(folder, workers=workers, damaged=shards)
+    checked["damaged"] = damaged + [str(p.relative_to(dataset)) for p in shards
+                                    if p.is_relative_to(dataset)]
     # the shard checks report their folders' leftover temporary files too: list each once
     return list(dict.fromkeys(problems)), checked

@@ -88,6 +88,7 @@ def _scan_split(dataset: Path, split: str) -> tuple[dict[int, Path], set[int], l
 def check_tfrecords(
     dataset: Path, expected_counts: dict[str, int] | None = None, sample: int = 20,
     workers: int | None = None, required: tuple[str, ...] = (), dali_index: bool = False,
+    damaged: list[Path] | None = None,
 ) -> list[str]:
     """Problems with the TFRecord shards (empty when all is well).
 
@@ -110,11 +111,13 @@ def check_tfrecords(
             continue
         shards, totals, found = _scan_split(dataset, split)
         problems += found
+        bad: list[Path] = []  # shards to write again (with their index), for the next run
         for path in shards.values():
             entry = state.get("shards", {}).get(path.name)
             if entry is not None and path.stat().st_size != entry["bytes"]:
                 problems.append(f"{path}: {path.stat().st_size} bytes, the state records "
                                 f"{entry['bytes']}")
+                bad.append(path)
         if not shards:
             problems.append(f"{folder}: no shards")
             continue
@@ -135,9 +138,13 @@ def check_tfrecords(
             for j, (_, path) in enumerate(sorted(shards.items()))
         ]
         counts = []
-        for n, more in run_tasks(_check_shard, tasks, workers):
+        for task, (n, more) in zip(tasks, run_tasks(_check_shard, tasks, workers), strict=True):
             counts.append(n)
             problems += more
+            if more:
+                bad.append(task.path)
+        if damaged is not None:
+            damaged += dict.fromkeys(bad)
         skipped = sum(len(e["skipped"]) for e in state.get("shards", {}).values()
                       if e.get("split") == split)
         if counts and max(counts) - min(counts) > 1 + skipped:

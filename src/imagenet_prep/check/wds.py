@@ -119,7 +119,8 @@ def _check_index(folder: Path, split: str, shards: dict[int, Path], counts: dict
     return problems
 
 
-def check_wds(folder: Path, sample: int = 20, workers: int | None = None) -> list[str]:
+def check_wds(folder: Path, sample: int = 20, workers: int | None = None,
+              damaged: list[Path] | None = None) -> list[str]:
     """Problems with a folder of WebDataset shards (empty when all is well).
 
     Every shard's tar structure and samples, the shard set (numbered from 0, no gap),
@@ -157,6 +158,8 @@ def check_wds(folder: Path, sample: int = 20, workers: int | None = None) -> lis
         results = {name: (n, more) for name, n, more in run_tasks(_check_shard, tasks, workers)}
         counts = {name: n for name, (n, _) in results.items()}
         problems += [p for name in sorted(results) for p in results[name][1]]
+        if damaged is not None:  # shards to write again, for the next run
+            damaged += [folder / name for name in sorted(results) if results[name][1]]
         problems += _check_index(folder, split, shards, counts)
         if recorded is not None:
             skipped = sum(len(e["skipped"]) for e in state.get("shards", {}).values()

@@ -10,6 +10,7 @@ CSV's size and SHA-256, so a rerun with the CSV intact does nothing.
 from __future__ import annotations
 
 import hashlib
+import heapq
 import os
 import sys
 import time
@@ -20,7 +21,7 @@ from typing import Any
 from imagenet_prep.errors import PrepError
 from imagenet_prep.layout import BBOX_RECORD, BOX_CSV
 from imagenet_prep.runtime import expectation, stage_state
-from imagenet_prep.runtime.files import write_atomic
+from imagenet_prep.runtime.files import atomic_file
 from imagenet_prep.runtime.pool import Workers, run_tasks
 from imagenet_prep.runtime.progress import bar
 from imagenet_prep.sources import metadata
@@ -39,17 +40,44 @@ def csv_path(dataset: Path) -> Path:
     return dataset / CSV_NAME
 
 
-def _folder_items(folder: Path) -> list[Item]:
-    """The reference's glob `<dir>/*/*.xml`, sorted; the files are read by the workers."""
-    items = []
-    for d in sorted(os.scandir(folder), key=lambda e: e.name):
-        if d.name.startswith(".") or not d.is_dir():
-            continue
+def _class_dirs(folder: Path) -> list[os.DirEntry]:
+    return sorted((d for d in os.scandir(folder) if not d.name.startswith(".") and d.is_dir()),
+                  key=lambda e: e.name)
+
+
+def _folder_items(folder: Path) -> Iterator[Item]:
+    """The reference's glob `<dir>/*/*.xml`, sorted, one class folder listed at a time (a
+    list of all 544,546 paths would cost ~125 MB); the files are read by the workers."""
+    for d in _class_dirs(folder):
         for f in sorted(os.scandir(d.path), key=lambda e: e.name):
             rel = f"{d.name}/{f.name}"
             if is_box_xml_path(rel) and f.is_file():
-                items.append((rel, None, f.path))
-    return items
+                yield rel, None, f.path
+
+
+def _line_iter(text: str) -> Iterator[str]:
+    """The lines of a batch's text, one at a time (no list of them)."""
+    start = 0
+    while (end := text.find("\n", start)) >= 0:
+        yield text[start:end + 1]
+        start = end + 1
+
+
+def _write_sorted(out: Path, batches: list[str]) -> tuple[int, str]:
+    """Write the lines of all batches (each sorted) in sorted order; returns (bytes, SHA-256).
+
+    Batches are kept as one string each and merged, so the CSV never exists as a list
+    of 615k line objects.
+    """
+    h = hashlib.sha256()
+    size = 0
+    with atomic_file(out, fsync=True) as f:
+        for line in heapq.merge(*map(_line_iter, batches)):
+            data = line.encode()
+            h.update(data)
+            size += len(data)
+            f.write(data)
+    return size, h.hexdigest()
 
 
 def _archive_items(archive: Path) -> Iterator[Item]:
@@ -107,7 +135,7 @@ def write_bbox_csv(
     if folder.is_dir():
         source = str(folder)
         items = _folder_items(folder)
-        total: int | None = len(items)
+        total: int | None = sum(len(os.listdir(d.path)) for d in _class_dirs(folder))
     elif archives is not None and (archive := find_archive(archives, "bbox_train")):
         source = str(archive)
         items = _archive_items(archive)
@@ -116,23 +144,22 @@ def write_bbox_csv(
         where = f" or {archives / BBOX_TRAIN}" if archives is not None else ""
         raise PrepError(f"no box XMLs: neither {folder}{where} exists")
     challenge = frozenset(metadata.wnids())
-    lines: list[str] = []
+    batches: list[str] = []
     counts = BoxCounts()
     with bar(total, "bbox", unit="xml") as pb:
         for more, c in run_tasks(parse_batch, _batches(items, challenge), workers):
-            lines += more
+            batches.append("".join(sorted(more)))
             counts.add(c)
             pb.update(c.files)
     if counts.files == 0:
         raise PrepError(f"{source}: no XML files found (expected WNID/*.xml)")
-    lines.sort()
     out = csv_path(dataset)
-    write_atomic(out, "".join(lines))
+    size, sha = _write_sorted(out, batches)
     summary = {
         "source": source, "csv": str(out), "xml_files": counts.files,
         "files_skipped": counts.files_skipped, "boxes_skipped": counts.boxes_skipped,
         "boxes_written": counts.boxes_written, "images": counts.files_written,
-        "bytes": out.stat().st_size, "sha256": _sha256(out),
+        "bytes": size, "sha256": sha,
     }
     stage_state.save(dataset, RECORD, summary)
     log = sys.stderr

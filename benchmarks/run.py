@@ -2,6 +2,7 @@
 
     python benchmarks/run.py [--scale F] [--repeat N] [--tmpfs] [--cold] [--stages a,b]
     python benchmarks/run.py --scaling [--scaling-sizes 5000,20000,50000] [--tmpfs]
+    python benchmarks/run.py --full-count   (every stage at ImageNet's real counts: full_count.py)
 
 A replica at the real image size (500x375, ~110 KB JPEGs; by default 100 classes,
 130 train and 50 val images per class: 18,000 images, 2 GB) is built once into
@@ -63,6 +64,8 @@ def _args() -> argparse.Namespace:
                     help="drop the page cache before every run (needs root)")
     ap.add_argument("--scaling", action="store_true",
                     help="extract and tfrecord at three sizes instead of the stage tables")
+    ap.add_argument("--full-count", action="store_true",
+                    help="every stage and check at ImageNet's real file counts (tiny images)")
     ap.add_argument("--scaling-sizes", default="5000,20000,50000",
                     help="train+val images of the scaling replicas")
     ap.add_argument("--cache", type=Path, default=OUT, help="where replicas are kept")
@@ -308,9 +311,14 @@ def run_scaling(a: argparse.Namespace) -> dict[str, Any]:
 def main() -> None:
     a = _args()
     a.cache.mkdir(parents=True, exist_ok=True)
-    doc = run_scaling(a) if a.scaling else run_stages(a)
+    if a.full_count:
+        from full_count import run_full_count
+
+        doc, kind = run_full_count(a), "full-count-"
+    else:
+        doc, kind = (run_scaling(a), "scaling-") if a.scaling else (run_stages(a), "")
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    paths = [a.cache / f"results-{'scaling-' if a.scaling else ''}{stamp}.json"]
+    paths = [a.cache / f"results-{kind}{stamp}.json"]
     if a.json:
         paths.append(a.json)
     for p in paths:

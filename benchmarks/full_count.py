@@ -1,0 +1,91 @@
+"""Full-count mode: every stage at ImageNet's real file counts, with tiny images.
+
+    python benchmarks/run.py --full-count [--workers N] [--cache DIR] [--keep]
+
+A replica with the real counts (1000 classes x 1281 training images, 50 validation
+images per class, 514k training box XMLs; 32x24 JPEGs, so it fits on a small disk)
+is built once (~5 min) into the cache and reused.  The stages then run one by one
+through the CLI, in the order `prepare --only all --wds` runs them, each in a fresh
+process, followed by `check`: seconds, the largest single process's peak RSS and
+the process tree's.  `cp -al` of the same class trees is the baseline of `flatten`.
+Targets (issue 18): every process <= 256 MB, `flatten` >= 0.5x `cp -al`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import measure
+import tables
+from replica_cache import ARCHIVES_DIR, ReplicaParams, ensure_replica
+
+FULL_PARAMS = ReplicaParams(classes=1000, train_per_class=1281, val_per_class=50, test=1000,
+                            width=32, height=24, bbox_per_class=1)
+MAX_PROCESS_RSS = 256e6
+FLATTEN_TARGET = 0.5
+CLI = [sys.executable, "-m", "imagenet_prep"]
+
+
+def _steps(archives: Path, ds: Path, workers: int) -> list[tuple[str, list[str]]]:
+    """(stage, command) in prepare's order; `check` last."""
+    w = ["--workers", str(workers)]
+    return [
+        ("extract", ["extract", "--archives", str(archives), "--out", str(ds), *w]),
+        ("valtree", ["valtree", str(ds), "--archives", str(archives)]),
+        ("flatten", ["flatten", str(ds)]),
+        ("synsets", ["synsets", str(ds), "--archives", str(archives)]),
+        ("bbox", ["bbox", str(ds), *w]),
+        ("tfrecord", ["tfrecord", str(ds), "--archives", str(archives), *w]),
+        ("wds", ["wds", str(ds), "--archives", str(archives), *w]),
+        ("check", ["check", str(ds), *w]),
+    ]
+
+
+def run_full_count(a: argparse.Namespace) -> dict[str, Any]:
+    replica = ensure_replica(FULL_PARAMS, a.cache, a.workers)
+    archives = replica.root / ARCHIVES_DIR
+    work = a.cache / f"full-{os.getpid()}"
+    ds = work / "dataset"
+    rows: list[dict[str, Any]] = []
+    try:
+        work.mkdir(parents=True)
+        for stage, args in _steps(archives, ds, a.workers):
+            s = measure.run([*CLI, *args])
+            rows.append({"stage": stage, "seconds": s.seconds, "max_rss": s.max_rss,
+                         "tree_rss": s.tree_rss})
+            print(f"  {stage:<9} {s.seconds:8.1f} s  largest process "
+                  f"{tables._mb(s.max_rss):>8}  tree {tables._mb(s.tree_rss):>8}", flush=True)
+        copy = work / "cp-al"
+        base = measure.run(f"cp -al {ds / 'train'} {copy}-train && cp -al {ds / 'val'} "
+                           f"{copy}-val")
+    finally:
+        if not a.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    flat = next(r for r in rows if r["stage"] == "flatten")
+    largest = max(rows, key=lambda r: r["max_rss"])
+    ratio = base.seconds / flat["seconds"]
+    counts = replica.facts["counts"]
+    lines = ["", "=" * 100,
+             f"== full count: {counts['train']:,} train, {counts['val']:,} val, "
+             f"{counts['test']:,} test images, {counts['bbox_train']:,} box XMLs "
+             f"({FULL_PARAMS.width}x{FULL_PARAMS.height} JPEGs), --workers {a.workers}",
+             f"   {'stage':<10} {'seconds':>8} {'largest process':>16} {'process tree':>13}"]
+    lines += [f"   {r['stage']:<10} {r['seconds']:8.1f} {tables._mb(r['max_rss']):>16} "
+              f"{tables._mb(r['tree_rss']):>13}" for r in rows]
+    prep = sum(r["seconds"] for r in rows if r["stage"] != "check")
+    lines.append(f"   {'prepare':<10} {prep:8.1f}   (sum of the stages above but check)")
+    lines.append(f"   baseline: cp -al of train/ and val/: {base.seconds:.1f} s")
+    lines.append(f"   target: every process <= 256 MB: {largest['max_rss'] / 1e6:.0f} MB in "
+                 f"{largest['stage']} {'PASS' if largest['max_rss'] <= MAX_PROCESS_RSS else 'MISS'}")
+    lines.append(f"   target: flatten >= 0.5x cp -al: {ratio:.2f}x "
+                 f"{'PASS' if ratio >= FLATTEN_TARGET else 'MISS'}")
+    print("\n".join(lines))
+    return {"counts": counts, "rows": rows, "cp_al_seconds": base.seconds,
+            "targets": {"max_rss": largest["max_rss"], "rss_holds":
+                        largest["max_rss"] <= MAX_PROCESS_RSS, "flatten_ratio": ratio,
+                        "flatten_holds": ratio >= FLATTEN_TARGET}}

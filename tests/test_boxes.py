@@ -1,7 +1,7 @@
 """The box CSV equals what TensorFlow's process_bounding_boxes.py prints, quirks included.
 
 `reference_run` below is a transcription of the reference script (inception copy,
-formats.md §7.2) working on in-memory files; the code under test is compared with it.
+docs/boxes.md) working on in-memory files; the code under test is compared with it.
 """
 
 from __future__ import annotations

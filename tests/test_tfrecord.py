@@ -5,7 +5,7 @@ The inputs are small archives built here: a train tar of per-class tars with rea
 WNIDs (including a CMYK, a YCCK, a PNG named .JPEG, a grayscale JPEG, an RGBA PNG
 and a gzip-wrapped JPEG), a val tar with its label XMLs, and a box tar.gz.  The
 expected labels, texts and boxes are computed here from the bundled data files
-and the rules of formats.md §5.6/§7.2, not by the code under test.
+and the rules of docs/tfrecord.md and docs/boxes.md, not by the code under test.
 """
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ def box_xmls() -> dict[str, bytes]:
 
 
 def expected_boxes() -> dict[str, list[tuple[float, float, float, float]]]:
-    """The CSV rules (formats.md §7.2) applied by hand to box_xmls(), in sorted-line order."""
+    """The CSV rules (docs/boxes.md) applied by hand to box_xmls(), in sorted-line order."""
     a, b, c = CLASSES
     lines = sorted([
         f"{a}_1.JPEG,{10 / 500:.4f},{20 / 375:.4f},{300 / 500:.4f},{200 / 375:.4f}",
@@ -536,7 +536,7 @@ def replica_truth(arch: Path) -> dict[str, tuple[str, bytes, str]]:
 
 
 def replica_box_lines(arch: Path) -> list[str]:
-    """The reference's lines for the replica's train XMLs, sorted (formats.md §7.2)."""
+    """The reference's lines for the replica's train XMLs, sorted (docs/boxes.md)."""
     with tarfile.open(arch / "ILSVRC2012_bbox_train_v2.tar.gz") as tf:
         files = {m.name: tf.extractfile(m).read() for m in tf if m.isfile()}
     lines, _ = reference_run(files, set(SORTED_WNIDS))

@@ -23,7 +23,6 @@ import numpy as np
 from PIL import Image, ImageChops
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
-KINDS = ("rgb", "gray", "cmyk", "ycck", "png")
 QUALITIES = (85, 90, 92, 95)  # Flickr-era cameras and editors; averages ~110 KB below
 NOISE_SPAN = (52, 130)  # fine luma noise span (grey levels), drawn per image
 

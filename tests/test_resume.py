@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import run_cli, tree_digest
+from helpers import run_cli, tree_digest
 
 from imagenet_prep.check import check_dataset
 from imagenet_prep.folders.extract import extract

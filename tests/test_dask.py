@@ -18,7 +18,7 @@ from pathlib import Path
 
 import cloudpickle
 import pytest
-from conftest import run_cli, tree_digest
+from helpers import run_cli, tree_digest
 
 pytest.importorskip("distributed")
 

@@ -6,7 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from conftest import run_cli, tree_digest
+from helpers import run_cli, tree_digest
 
 from imagenet_prep.errors import PrepError
 from imagenet_prep.folders.extract import extract

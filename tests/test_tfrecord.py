@@ -486,13 +486,13 @@ def test_image_decisions_by_content():
     assert jpeg_for_record(mpo.getvalue(), "x")[3] is None  # a JPEG with an MPF marker: kept
     deep = io.BytesIO()
     Image.fromarray((np.arange(1200).reshape(30, 40) * 50).astype(np.uint16)).save(deep, "PNG")
-    out, h, w, reason = jpeg_for_record(deep.getvalue(), "x")
+    out, w, h, reason = jpeg_for_record(deep.getvalue(), "x")
     conv = Image.open(io.BytesIO(out))
     assert (reason, conv.format, conv.mode, (w, h)) == ("png", "JPEG", "RGB", (40, 30))
     assert conv.getpixel((39, 29))[0] == (1199 * 50) >> 8  # 16 bits scaled, not clipped
     for kind, reason in (("cmyk", "cmyk"), ("ycck", "ycck"), ("png", "png"),
                          ("rgba-png", "png"), ("gzip", "gzip")):
-        out, h, w, got = jpeg_for_record(_image(kind, 3), "x")
+        out, w, h, got = jpeg_for_record(_image(kind, 3), "x")
         assert got == reason
         assert Image.open(io.BytesIO(out)).mode == "RGB"
     for data in (b"", b"GIF89a garbage", b"\xff\xd8\xff\xe0 cut", b"\x1f\x8b\x08 cut gzip"):

@@ -158,7 +158,7 @@ def write_shard(task: ShardTask) -> dict[str, Any]:
         for i in range(len(cat)):
             data = src.read(i)
             try:
-                image, height, width, reason = jpeg_for_record(data, image_where(cat, i))
+                image, width, height, reason = jpeg_for_record(data, image_where(cat, i))
             except BadImageError as e:
                 if task.on_bad_image == "fail":
                     raise

@@ -139,7 +139,7 @@ def write_shard(task: ShardTask) -> dict[str, Any]:
                 raise PrepError(f"{where}: a second image with the key {key!r} in {task.name}")
             keys.add(key)
             try:
-                image, height, width, reason = jpeg_for_record(src.read(i), where)
+                image, width, height, reason = jpeg_for_record(src.read(i), where)
             except BadImageError as e:
                 if task.on_bad_image == "fail":
                     raise

@@ -34,11 +34,12 @@ from test_boxes import reference_run
 
 from imagenet_prep.check.tfrecord import check_tfrecords
 from imagenet_prep.cli import main
+from imagenet_prep.cli.common import shard_boxes_csv
 from imagenet_prep.errors import BadImageError, PrepError
 from imagenet_prep.formats.images import jpeg_for_record
 from imagenet_prep.formats.tfrecord import decode_example, iter_records
 from imagenet_prep.runtime import stage_state
-from imagenet_prep.shards.tfrecord import write_tfrecords
+from imagenet_prep.shards import tfrecord as tfrecord_shards
 from imagenet_prep.sources import metadata
 
 DATA = resource_files("imagenet_prep.sources.metadata").joinpath("data")
@@ -52,6 +53,16 @@ SPECIAL_TRAIN = {  # (class index, number) -> kind
 }
 EXPECTED_REASON = {"cmyk": "cmyk", "ycck": "ycck", "png": "png", "rgba-png": "png",
                    "gzip": "gzip"}
+
+
+
+def write_tfrecords(dataset: Path, *, archives: Path | None = None, workers: int | None = None,
+                    splits: tuple[str, ...] = ("train", "val"), **kw) -> dict:
+    """The library call as the CLI makes it: the box CSV first (made when missing)."""
+    dataset.mkdir(parents=True, exist_ok=True)
+    boxes = shard_boxes_csv(dataset, archives, workers, "tfrecord", splits)
+    return tfrecord_shards.write_tfrecords(dataset, archives=archives, workers=workers,
+                                           splits=splits, boxes_csv=boxes, **kw)
 
 
 # --- inputs ----------------------------------------------------------------------------

@@ -37,7 +37,14 @@ from imagenet_prep.cli import main
 from imagenet_prep.cli.common import shard_boxes_csv
 from imagenet_prep.errors import BadImageError, PrepError
 from imagenet_prep.formats.images import jpeg_for_record
-from imagenet_prep.formats.tfrecord import decode_example, iter_records
+from imagenet_prep.formats.tfrecord import (
+    bytes_feature,
+    decode_example,
+    encode_example,
+    float_feature,
+    int64_feature,
+    iter_records,
+)
 from imagenet_prep.runtime import stage_state
 from imagenet_prep.shards import tfrecord as tfrecord_shards
 from imagenet_prep.sources import metadata
@@ -481,6 +488,30 @@ def test_killed_run_then_rerun_is_identical(tmp_path, shards_done, workers):
     assert main(["tfrecord", str(ds), *args, "--workers", str(workers)]) == 0
     assert shard_bytes(ds) == shard_bytes(clean)
     assert check_tfrecords(ds, None) == []
+
+
+def test_record_layout_is_the_sorted_example():
+    """The record path lays the Example's entries out by hand; the generic encoder sorts a
+    dict of the same features: the bytes must be the same."""
+    image = _image("rgb", 1)
+    rng = np.random.default_rng(0)
+    for label, n in ((1, 0), (1000, 1), (500, 3)):
+        boxes = rng.random((n, 4)).astype(np.float32)
+        wnid = SORTED_WNIDS[label - 1]
+        features = {
+            "image/encoded": bytes_feature([image]), "image/format": bytes_feature([b"JPEG"]),
+            "image/colorspace": bytes_feature([b"RGB"]), "image/channels": int64_feature([3]),
+            "image/height": int64_feature([21]), "image/width": int64_feature([37]),
+            "image/filename": bytes_feature([b"x_1.JPEG"]),
+            "image/class/label": int64_feature([label]),
+            "image/class/synset": bytes_feature([wnid.encode()]),
+            "image/class/text": bytes_feature([TEXTS[wnid].encode()]),
+            "image/object/bbox/label": int64_feature([label] * n),
+            **{f"image/object/bbox/{k}": float_feature(boxes[:, j].tolist())
+               for j, k in enumerate(("xmin", "ymin", "xmax", "ymax"))},
+        }
+        parts = tfrecord_shards.example_parts(image, 37, 21, "x_1.JPEG", label, boxes)
+        assert parts[1] is image and b"".join(parts) == encode_example(features)
 
 
 # --- images: decided by content ---------------------------------------------------------

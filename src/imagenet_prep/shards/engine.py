@@ -132,7 +132,7 @@ class ShardFormat(ABC):
     box_dtype: ClassVar[type]
     sized: ClassVar[bool]  # the cut depends on image sizes: the state records them
     root: Path  # where the state lives
-    options: dict[str, Any]  # what fixes the bytes of every shard (`on_bad_image` does not)
+    options: dict[str, Any]  # what fixes every shard's bytes: "seed" and the cut
 
     def __init_subclass__(cls, *, record: str, report: str, unit: str, title: str,
                           splits: tuple[str, ...], box_dtype: type = np.float32,
@@ -175,9 +175,9 @@ class ShardFormat(ABC):
                 splits: tuple[str, ...]) -> str:
         """The inputs of the splits, for `nothing to convert`."""
 
-    @abstractmethod
     def describe(self, split: str | None = None) -> dict[str, Any]:
         """Where the output is, for the report: of the run, or with `split`, of that split."""
+        return {"folder": str(self.root if split is None else self.folder(split))}
 
 
 # --- catalogs and boxes -----------------------------------------------------------------
@@ -383,7 +383,7 @@ def remove_stale_tmp(folder: Path) -> None:
 
 def write_shards(
     fmt: ShardFormat, *, dataset: Path, archives: Path | None, from_folders: bool,
-    labels: str, splits: tuple[str, ...], seed: int, workers: Workers,
+    labels: str, splits: tuple[str, ...], workers: Workers,
     policy: BadImagePolicy, boxes_csv: Path | None,
 ) -> dict[str, Any]:
     """Write the shards of `fmt` that are missing; returns the run report (also saved).
@@ -411,7 +411,7 @@ def write_shards(
     by_name, boxes_sha = load_boxes(boxes_csv) if "train" in cats else ({}, None)
     plans: dict[str, tuple[np.ndarray, Bounds]] = {}
     for split, cat in cats.items():
-        order = shuffle_order(cat.names, seed)
+        order = shuffle_order(cat.names, fmt.options["seed"])
         plans[split] = (order, fmt.bounds(split, cat, order))
     split_info = {s: {"images": len(c), "digest": catalog_digest(c, sizes=fmt.sized),
                       "boxes_sha256": boxes_sha if s == "train" else None,

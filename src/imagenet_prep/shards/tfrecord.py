@@ -1,9 +1,8 @@
 """`tfrecord`: the reference's TFRecord shards (and DALI indexes), as a shard format.
 
-Each split's seeded order is cut into a fixed number of shards (1024 train, 128
-validation by default) whose sizes differ by at most one; a record is the
-reference's 15-key Example.  The engine (shards/engine.py) does the rest; the state
-record `.imagenet-prep/tfrecord.json` holds the options and each finished shard.
+A split's seeded order is cut into a fixed number of shards (1024 train, 128
+validation by default) whose sizes differ by at most one; a record is the reference's
+15-key Example.  The engine (shards/engine.py) does the rest.
 """
 
 from __future__ import annotations
@@ -16,75 +15,49 @@ from typing import Any
 
 import numpy as np
 
+from imagenet_prep import layout
 from imagenet_prep.errors import PrepError
-from imagenet_prep.formats.tfrecord import (
-    bytes_feature,
-    bytes_feature_parts,
-    entry_head,
-    example_head,
-    feature_entry,
-    float_feature,
-    frame_parts,
-    idx_text,
-    int64_feature,
-    record_spans,
-)
-from imagenet_prep.layout import (
-    DALI_IDX_SUFFIX,
-    TFRECORD,
-    TFRECORD_RECORD,
-    TFRECORD_REPORT,
-    tfrecord_shard_name,
-)
+from imagenet_prep.formats import tfrecord as tfr
 from imagenet_prep.runtime import stage_state
 from imagenet_prep.runtime.files import write_atomic
 from imagenet_prep.runtime.pool import Workers
-from imagenet_prep.shards.engine import (
-    ShardEncoder,
-    ShardFormat,
-    ShardTask,
-    bad_image_policy,
-    write_shards,
-)
+from imagenet_prep.shards import engine
 from imagenet_prep.shards.order import Bounds, shard_bounds
 from imagenet_prep.sources import metadata
 from imagenet_prep.sources.archives import TRAIN, VAL
 from imagenet_prep.sources.catalog import Catalog
 
-SPLITS = tuple(TFRECORD)
-STATE, REPORT, LAYOUT = TFRECORD_RECORD, TFRECORD_REPORT, TFRECORD  # report/ imports these
-
-def _entries(features: dict[str, bytes]) -> bytes:
-    return b"".join(feature_entry(k, features[k]) for k in sorted(features))
+SPLITS = tuple(layout.TFRECORD)
+STATE, REPORT = layout.TFRECORD_RECORD, layout.TFRECORD_REPORT  # report/ imports these,
+LAYOUT = layout.TFRECORD  # and this
 
 
 @cache
 def _before_image(label: int) -> bytes:
-    """The entries whose keys sort before image/encoded: fixed ones and the class's (label
-    1..1000), encoded once per process."""
+    """The entries whose keys sort before image/encoded, once per class (label 1..1000)."""
     wnid = metadata.wnids()[label - 1]
-    return _entries({
-        "image/channels": int64_feature([3]),
-        "image/class/label": int64_feature([label]),
-        "image/class/synset": bytes_feature([wnid.encode()]),
-        "image/class/text": bytes_feature([metadata.imagenet_metadata()[wnid].encode()]),
-        "image/colorspace": bytes_feature([b"RGB"]),
-    })
+    return b"".join(tfr.feature_entry(k, v) for k, v in (
+        ("image/channels", tfr.int64_feature([3])),
+        ("image/class/label", tfr.int64_feature([label])),
+        ("image/class/synset", tfr.bytes_feature([wnid.encode()])),
+        ("image/class/text", tfr.bytes_feature([metadata.imagenet_metadata()[wnid].encode()])),
+        ("image/colorspace", tfr.bytes_feature([b"RGB"])),
+    ))
 
 
 def _box_entries(label: int, boxes: np.ndarray) -> bytes:
     """image/object/bbox/{label,xmax,xmin,ymax,ymin} (key order): one value per box."""
     xmin, ymin, xmax, ymax = boxes.T.tolist()
     return b"".join((
-        feature_entry("image/object/bbox/label", int64_feature([label] * len(xmin))),
-        feature_entry("image/object/bbox/xmax", float_feature(xmax)),
-        feature_entry("image/object/bbox/xmin", float_feature(xmin)),
-        feature_entry("image/object/bbox/ymax", float_feature(ymax)),
-        feature_entry("image/object/bbox/ymin", float_feature(ymin)),
+        tfr.feature_entry("image/object/bbox/label", tfr.int64_feature([label] * len(xmin))),
+        tfr.feature_entry("image/object/bbox/xmax", tfr.float_feature(xmax)),
+        tfr.feature_entry("image/object/bbox/xmin", tfr.float_feature(xmin)),
+        tfr.feature_entry("image/object/bbox/ymax", tfr.float_feature(ymax)),
+        tfr.feature_entry("image/object/bbox/ymin", tfr.float_feature(ymin)),
     ))
 
 
-_FORMAT = feature_entry("image/format", bytes_feature([b"JPEG"]))
+_FORMAT = tfr.feature_entry("image/format", tfr.bytes_feature([b"JPEG"]))
 _NO_BOXES = _box_entries(0, np.zeros((0, 4), dtype=np.float32))
 
 
@@ -94,22 +67,22 @@ def example_parts(image: bytes, width: int, height: int, name: str, label: int,
     bytes before the image, the image, the rest.  The entries are laid out here in key
     order, as encode_example sorts them (the tests compare the two), since building and
     sorting a dict per record cost half of the record's time."""
-    feature_head, _ = bytes_feature_parts(image)
+    feature_head, _ = tfr.bytes_feature_parts(image)
     head = b"".join((_before_image(label),
-                     entry_head("image/encoded", len(feature_head) + len(image)), feature_head))
+                     tfr.entry_head("image/encoded", len(feature_head) + len(image)), feature_head))
     tail = b"".join((
-        feature_entry("image/filename", bytes_feature([name.encode()])), _FORMAT,
-        feature_entry("image/height", int64_feature([height])),
+        tfr.feature_entry("image/filename", tfr.bytes_feature([name.encode()])), _FORMAT,
+        tfr.feature_entry("image/height", tfr.int64_feature([height])),
         _box_entries(label, boxes) if len(boxes) else _NO_BOXES,
-        feature_entry("image/width", int64_feature([width])),
+        tfr.feature_entry("image/width", tfr.int64_feature([width])),
     ))
-    return [example_head(len(head) + len(image) + len(tail)) + head, image, tail]
+    return [tfr.example_head(len(head) + len(image) + len(tail)) + head, image, tail]
 
 
-class _Records(ShardEncoder):
+class _Records(engine.ShardEncoder):
     """A shard's records; with `idx`, the DALI index is written beside it afterwards."""
 
-    def __init__(self, cat: Catalog, idx: Path | None) -> None:
+    def __init__(self, cat: Catalog, idx: Path | bool) -> None:
         self.names, self.labels, self.idx = cat.names, cat.labels.tolist(), idx
         self.sizes: list[int] = []
 
@@ -117,50 +90,43 @@ class _Records(ShardEncoder):
                ) -> list[bytes]:
         parts = example_parts(image, width, height, self.names[i], self.labels[i] + 1, boxes)
         self.sizes.append(16 + sum(map(len, parts)))
-        return frame_parts(parts)
+        return tfr.frame_parts(parts)
 
     def written(self) -> dict[str, Any]:
-        if self.idx is not None:
+        if self.idx:
             offsets = accumulate(self.sizes[:-1], initial=0)
-            write_atomic(self.idx, idx_text(list(zip(offsets, self.sizes, strict=True))),
+            write_atomic(self.idx, tfr.idx_text(list(zip(offsets, self.sizes, strict=True))),
                          fsync=False)
         return {}
 
 
 @dataclass(frozen=True)
-class TFRecordFormat(ShardFormat, record=TFRECORD_RECORD, report=TFRECORD_REPORT,
-                     unit="records", title="TFRecords", splits=SPLITS):
+class TFRecordFormat(engine.ShardFormat, record=STATE, report=REPORT, unit="records",
+                     title="TFRecords", splits=SPLITS):
     """DATASET/tfrecord_{train,val}/ and, with `dali_index`, tfrecord_{train,val}_idx/."""
 
     root: Path
-    shards: dict[str, int]
-    seed: int
+    options: dict[str, int]  # train_shards, val_shards, seed
     dali_index: bool
 
-    @property
-    def options(self) -> dict[str, Any]:
-        return {"train_shards": self.shards["train"], "val_shards": self.shards["val"],
-                "seed": self.seed}
-
     def folder(self, split: str) -> Path:
-        return self.root / TFRECORD[split].folder
+        return self.root / LAYOUT[split].folder
 
     def idx_path(self, split: str, name: str) -> Path:
-        return self.root / TFRECORD[split].idx_folder / (name + DALI_IDX_SUFFIX)
+        return self.root / LAYOUT[split].idx_folder / (name + layout.DALI_IDX_SUFFIX)
 
     def folders(self, split: str) -> tuple[Path, ...]:
-        idx = (self.root / TFRECORD[split].idx_folder,) if self.dali_index else ()
+        idx = (self.root / LAYOUT[split].idx_folder,) if self.dali_index else ()
         return (self.folder(split), *idx)
 
     def shard_name(self, split: str, k: int, shards: int) -> str:
-        return tfrecord_shard_name(split, k, shards)
+        return layout.tfrecord_shard_name(split, k, shards)
 
     def bounds(self, split: str, cat: Catalog, order: np.ndarray) -> Bounds:
-        return shard_bounds(len(cat), self.shards[split])
+        return shard_bounds(len(cat), self.options[f"{split}_shards"])
 
-    def encoder(self, task: ShardTask) -> ShardEncoder:
-        idx = self.idx_path(task.split, task.name) if self.dali_index else None
-        return _Records(task.catalog, idx)
+    def encoder(self, task: engine.ShardTask) -> engine.ShardEncoder:
+        return _Records(task.catalog, self.dali_index and self.idx_path(task.split, task.name))
 
     def finish_split(self, split: str, entries: list[dict]) -> None:
         """A finished shard without its index (an earlier run had no --dali-index, or was
@@ -168,11 +134,11 @@ class TFRecordFormat(ShardFormat, record=TFRECORD_RECORD, report=TFRECORD_REPORT
         for e in entries if self.dali_index else ():
             idx = self.idx_path(split, e["name"])
             if not idx.is_file():
-                spans = record_spans(self.folder(split) / e["name"])
-                write_atomic(idx, idx_text(spans), fsync=False)
+                spans = tfr.record_spans(self.folder(split) / e["name"])
+                write_atomic(idx, tfr.idx_text(spans), fsync=False)
 
     def start_over(self) -> str:
-        folders = ", ".join(str(self.root / f) for lay in TFRECORD.values()
+        folders = ", ".join(str(self.root / f) for lay in LAYOUT.values()
                             for f in (lay.folder, lay.idx_folder))
         return f"to start over, delete {folders} and {stage_state.record_path(self.root, STATE)}"
 
@@ -182,9 +148,8 @@ class TFRecordFormat(ShardFormat, record=TFRECORD_RECORD, report=TFRECORD_REPORT
             f"{archives}/{TRAIN}, {archives}/{VAL}"
 
     def describe(self, split: str | None = None) -> dict[str, Any]:
-        if split is not None:
-            return {"folder": str(self.folder(split))}
-        return {"dataset": str(self.root), "dali_index": self.dali_index}
+        return super().describe(split) if split else \
+            {"dataset": str(self.root), "dali_index": self.dali_index}
 
 
 def write_tfrecords(
@@ -194,17 +159,16 @@ def write_tfrecords(
     labels: str = "auto", boxes_csv: Path | None,
 ) -> dict[str, Any]:
     """Write the shards that are missing; returns the run report (also saved as JSON).
-
-    `boxes_csv` is the box CSV the train records take their boxes from (None: none).
-    """
-    policy = bad_image_policy(on_bad_image)
+    Train records take their boxes from `boxes_csv` (None: no boxes)."""
+    policy = engine.bad_image_policy(on_bad_image)
     if train_shards < 1 or val_shards < 1:
         raise PrepError("shard counts must be at least 1")
     if not from_folders and archives is None:
         raise PrepError("tfrecord needs --archives DIR, or --from-folders to read DATASET/train "
                         "and DATASET/val")
     dataset = Path(dataset)
-    fmt = TFRecordFormat(dataset, {"train": train_shards, "val": val_shards}, seed, dali_index)
-    return write_shards(fmt, dataset=dataset, archives=archives, from_folders=from_folders,
-                        labels=labels, splits=splits, seed=seed, workers=workers,
-                        policy=policy, boxes_csv=boxes_csv)
+    options = {"train_shards": train_shards, "val_shards": val_shards, "seed": seed}
+    return engine.write_shards(
+        TFRecordFormat(dataset, options, dali_index), dataset=dataset, archives=archives,
+        from_folders=from_folders, labels=labels, splits=splits, workers=workers, policy=policy,
+        boxes_csv=boxes_csv)

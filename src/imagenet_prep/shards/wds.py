@@ -22,6 +22,7 @@ from typing import Any
 import google_crc32c
 import numpy as np
 
+from imagenet_prep import layout
 from imagenet_prep.errors import PrepError
 from imagenet_prep.formats.webdataset import (
     BLOCK,
@@ -30,33 +31,18 @@ from imagenet_prep.formats.webdataset import (
     sample_keys,
     wids_index,
 )
-from imagenet_prep.layout import (
-    WDS_PREFIX,
-    WDS_RECORD,
-    WDS_REPORT,
-    WDS_SHARD_RE,
-    wds_index_name,
-    wds_shard_name,
-)
 from imagenet_prep.runtime.files import write_atomic
 from imagenet_prep.runtime.pool import Workers
-from imagenet_prep.shards.engine import (
-    ShardEncoder,
-    ShardFormat,
-    ShardTask,
-    bad_image_policy,
-    image_where,
-    write_shards,
-)
+from imagenet_prep.shards import engine
 from imagenet_prep.shards.order import Bounds, count_bounds, size_bounds
 from imagenet_prep.sources import metadata
 from imagenet_prep.sources.catalog import Catalog
 
-SPLITS = tuple(WDS_PREFIX)
+SPLITS = tuple(layout.WDS_PREFIX)
 DEFAULT_SPLITS = ("train", "val")
 DEFAULT_SHARD_SIZE = 10**9
 SAMPLE_OVERHEAD = 5 * BLOCK  # three headers, one block of .cls and one of .json
-_INDEX_NAMES = frozenset(wds_index_name(s) for s in SPLITS)
+_INDEX_NAMES = frozenset(layout.wds_index_name(s) for s in SPLITS)
 
 
 def sample_json(name: str, label: int, width: int, height: int, boxes: np.ndarray) -> bytes:
@@ -68,13 +54,13 @@ def sample_json(name: str, label: int, width: int, height: int, boxes: np.ndarra
     }, sort_keys=True, separators=(",", ":")).encode()
 
 
-class _Samples(ShardEncoder):
+class _Samples(engine.ShardEncoder):
     """A shard's samples as tar members (KEY.cls when labelled, KEY.jpg, KEY.json: the order
     webdataset's writer uses), with the CRC32C of the whole shard."""
 
-    def __init__(self, task: ShardTask) -> None:
+    def __init__(self, task: engine.ShardTask) -> None:
         cat = task.catalog
-        self.keys = sample_keys(cat.names, partial(image_where, cat), task.name)
+        self.keys = sample_keys(cat.names, partial(engine.image_where, cat), task.name)
         self.names, self.labels = cat.names, cat.labels.tolist()
         self.crc = 0
 
@@ -103,45 +89,37 @@ class _Samples(ShardEncoder):
 
 
 @dataclass(frozen=True)
-class WdsFormat(ShardFormat, record=WDS_RECORD, report=WDS_REPORT, unit="samples",
-                title="WebDataset shards", splits=SPLITS, box_dtype=np.float64, sized=True):
+class WdsFormat(engine.ShardFormat, record=layout.WDS_RECORD, report=layout.WDS_REPORT,
+                unit="samples", title="WebDataset shards", splits=SPLITS, box_dtype=np.float64,
+                sized=True):
     """OUT/train-NNNNNN.tar, ... and one wids index per split, all in one folder."""
 
     root: Path
-    shard_size: int | None
-    shard_samples: int | None
-    seed: int
-
-    @property
-    def options(self) -> dict[str, Any]:
-        cut = {"shard_samples": self.shard_samples} if self.shard_samples is not None else \
-            {"shard_size": self.shard_size}
-        return {"seed": self.seed, **cut}
+    options: dict[str, int]  # seed, and shard_samples or shard_size
 
     def folder(self, split: str) -> Path:
         return self.root
 
     def shard_name(self, split: str, k: int, shards: int) -> str:
-        return wds_shard_name(split, k)
+        return layout.wds_shard_name(split, k)
 
     def is_ours(self, name: str) -> bool:
-        return bool(WDS_SHARD_RE.fullmatch(name)) or name in _INDEX_NAMES
+        return bool(layout.WDS_SHARD_RE.fullmatch(name)) or name in _INDEX_NAMES
 
     def bounds(self, split: str, cat: Catalog, order: np.ndarray) -> Bounds:
-        if self.shard_samples is not None:
-            return count_bounds(len(cat), self.shard_samples)
-        assert self.shard_size is not None
+        if "shard_samples" in self.options:
+            return count_bounds(len(cat), self.options["shard_samples"])
         sizes = cat.sizes[order]
-        return size_bounds((sizes + (-sizes % BLOCK)) + SAMPLE_OVERHEAD, self.shard_size)
+        return size_bounds((sizes + (-sizes % BLOCK)) + SAMPLE_OVERHEAD, self.options["shard_size"])
 
-    def encoder(self, task: ShardTask) -> ShardEncoder:
+    def encoder(self, task: engine.ShardTask) -> engine.ShardEncoder:
         return _Samples(task)
 
     def finish_split(self, split: str, entries: list[dict]) -> None:
         """The split's wids index: shard URLs relative to it, with sample counts."""
-        text = wids_index(f"imagenet-{WDS_PREFIX[split]}",
+        text = wids_index(f"imagenet-{layout.WDS_PREFIX[split]}",
                           [(e["name"], e["samples"], e["bytes"]) for e in entries])
-        path = self.root / wds_index_name(split)
+        path = self.root / layout.wds_index_name(split)
         if not path.is_file() or path.read_text() != text:
             write_atomic(path, text)
 
@@ -154,9 +132,8 @@ class WdsFormat(ShardFormat, record=WDS_RECORD, report=WDS_REPORT, unit="samples
             f"the {', '.join(splits)} archives in {archives}"
 
     def describe(self, split: str | None = None) -> dict[str, Any]:
-        if split is not None:
-            return {"folder": str(self.root), "index": str(self.root / wds_index_name(split))}
-        return {"folder": str(self.root)}
+        index = {"index": str(self.root / layout.wds_index_name(split))} if split else {}
+        return {**super().describe(split), **index}
 
 
 def write_wds(
@@ -171,7 +148,7 @@ def write_wds(
     `boxes_csv` is the box CSV the train samples take their boxes from (None: none).
     The state and report live in out/.imagenet-prep.
     """
-    policy = bad_image_policy(on_bad_image)
+    policy = engine.bad_image_policy(on_bad_image)
     if shard_size is not None and shard_samples is not None:
         raise PrepError("give --shard-size or --shard-samples, not both")
     if shard_samples is None and shard_size is None:
@@ -184,8 +161,9 @@ def write_wds(
     if not from_folders and archives is None:
         raise PrepError("wds needs --archives DIR, or --from-folders DATASET")
     out = Path(out)
-    fmt = WdsFormat(out, shard_size, shard_samples, seed)
-    return write_shards(fmt, dataset=Path(dataset) if dataset is not None else out,
-                        archives=archives, from_folders=from_folders, labels=labels,
-                        splits=splits, seed=seed, workers=workers, policy=policy,
-                        boxes_csv=boxes_csv)
+    cut = {"shard_samples": shard_samples} if shard_samples is not None else \
+        {"shard_size": shard_size}
+    return engine.write_shards(
+        WdsFormat(out, {"seed": seed, **cut}), dataset=out if dataset is None else Path(dataset),
+        archives=archives, from_folders=from_folders, labels=labels, splits=splits,
+        workers=workers, policy=policy, boxes_csv=boxes_csv)

@@ -96,17 +96,17 @@ class ShardTask:
     policy: BadImagePolicy
 
 
-class ShardEncoder:
+class ShardEncoder(ABC):
     """One shard's byte pieces, made in the worker.  Image bytes are passed through as
     they are (the same object), so they reach the file by writev without a copy."""
 
     def begin(self) -> list[bytes]:
         return []
 
+    @abstractmethod
     def sample(self, i: int, image: bytes, width: int, height: int, boxes: np.ndarray
                ) -> list[bytes]:
         """Catalog image `i` as pieces whose concatenation is its bytes in the shard."""
-        raise NotImplementedError
 
     def end(self, offset: int) -> list[bytes]:
         """What closes a shard of `offset` bytes so far."""

@@ -41,17 +41,35 @@ from tarutil import tar_bytes, write_tar
 
 from imagenet_prep.check.tfrecord import check_tfrecords
 from imagenet_prep.cli import main
+from imagenet_prep.cli.common import shard_boxes_csv
 from imagenet_prep.errors import BadImageError, PrepError
 from imagenet_prep.formats.images import jpeg_for_record
-from imagenet_prep.formats.tfrecord import decode_example, iter_records
+from imagenet_prep.formats.tfrecord import (
+    bytes_feature,
+    decode_example,
+    encode_example,
+    float_feature,
+    int64_feature,
+    iter_records,
+)
 from imagenet_prep.runtime import stage_state
-from imagenet_prep.shards.tfrecord import write_tfrecords
+from imagenet_prep.shards import tfrecord as tfrecord_shards
 from imagenet_prep.sources import metadata
 
 TEXTS = dict(line.split("\t", 1) for line in
              DATA.joinpath("imagenet_metadata.txt").read_text().splitlines())
 EXPECTED_REASON = {"cmyk": "cmyk", "ycck": "ycck", "png": "png", "rgba-png": "png",
                    "gzip": "gzip"}
+
+
+
+def write_tfrecords(dataset: Path, *, archives: Path | None = None, workers: int | None = None,
+                    splits: tuple[str, ...] = ("train", "val"), **kw) -> dict:
+    """The library call as the CLI makes it: the box CSV first (made when missing)."""
+    dataset.mkdir(parents=True, exist_ok=True)
+    boxes = shard_boxes_csv(dataset, archives, workers, "tfrecord", splits)
+    return tfrecord_shards.write_tfrecords(dataset, archives=archives, workers=workers,
+                                           splits=splits, boxes_csv=boxes, **kw)
 
 
 # --- inputs ----------------------------------------------------------------------------
@@ -370,6 +388,30 @@ def test_killed_run_then_rerun_is_identical(tmp_path, shards_done, workers):
     assert check_tfrecords(ds, None) == []
 
 
+def test_record_layout_is_the_sorted_example():
+    """The record path lays the Example's entries out by hand; the generic encoder sorts a
+    dict of the same features: the bytes must be the same."""
+    image = sample_image("rgb", 1)
+    rng = np.random.default_rng(0)
+    for label, n in ((1, 0), (1000, 1), (500, 3)):
+        boxes = rng.random((n, 4)).astype(np.float32)
+        wnid = SORTED_WNIDS[label - 1]
+        features = {
+            "image/encoded": bytes_feature([image]), "image/format": bytes_feature([b"JPEG"]),
+            "image/colorspace": bytes_feature([b"RGB"]), "image/channels": int64_feature([3]),
+            "image/height": int64_feature([21]), "image/width": int64_feature([37]),
+            "image/filename": bytes_feature([b"x_1.JPEG"]),
+            "image/class/label": int64_feature([label]),
+            "image/class/synset": bytes_feature([wnid.encode()]),
+            "image/class/text": bytes_feature([TEXTS[wnid].encode()]),
+            "image/object/bbox/label": int64_feature([label] * n),
+            **{f"image/object/bbox/{k}": float_feature(boxes[:, j].tolist())
+               for j, k in enumerate(("xmin", "ymin", "xmax", "ymax"))},
+        }
+        parts = tfrecord_shards.example_parts(image, 37, 21, "x_1.JPEG", label, boxes)
+        assert parts[1] is image and b"".join(parts) == encode_example(features)
+
+
 # --- images: decided by content ---------------------------------------------------------
 
 def test_image_decisions_by_content():
@@ -384,13 +426,13 @@ def test_image_decisions_by_content():
     assert jpeg_for_record(mpo.getvalue(), "x")[3] is None  # a JPEG with an MPF marker: kept
     deep = io.BytesIO()
     Image.fromarray((np.arange(1200).reshape(30, 40) * 50).astype(np.uint16)).save(deep, "PNG")
-    out, h, w, reason = jpeg_for_record(deep.getvalue(), "x")
+    out, w, h, reason = jpeg_for_record(deep.getvalue(), "x")
     conv = Image.open(io.BytesIO(out))
     assert (reason, conv.format, conv.mode, (w, h)) == ("png", "JPEG", "RGB", (40, 30))
     assert conv.getpixel((39, 29))[0] == (1199 * 50) >> 8  # 16 bits scaled, not clipped
     for kind, reason in (("cmyk", "cmyk"), ("ycck", "ycck"), ("png", "png"),
                          ("rgba-png", "png"), ("gzip", "gzip")):
-        out, h, w, got = jpeg_for_record(sample_image(kind, 3), "x")
+        out, w, h, got = jpeg_for_record(sample_image(kind, 3), "x")
         assert got == reason
         assert Image.open(io.BytesIO(out)).mode == "RGB"
     for data in (b"", b"GIF89a garbage", b"\xff\xd8\xff\xe0 cut", b"\x1f\x8b\x08 cut gzip"):

@@ -41,13 +41,23 @@ from tarutil import tar_bytes, write_tar
 from imagenet_prep.check import check_dataset
 from imagenet_prep.check.wds import check_wds
 from imagenet_prep.cli import main
+from imagenet_prep.cli.common import shard_boxes_csv
 from imagenet_prep.errors import PrepError
 from imagenet_prep.formats.webdataset import tar_header
 from imagenet_prep.runtime import stage_state
-from imagenet_prep.shards.plan import parse_size, size_bounds
-from imagenet_prep.shards.wds import write_wds
+from imagenet_prep.shards import wds as wds_shards
+from imagenet_prep.shards.order import parse_size, size_bounds
 
 PREFIX = {"train": "train", "val": "validation", "test": "test"}
+
+
+def write_wds(out: Path, *, dataset: Path | None = None, archives: Path | None = None,
+              workers: int | None = None, splits: tuple[str, ...] = ("train", "val"), **kw) -> dict:
+    """The library call as the CLI makes it: the box CSV first (made when missing)."""
+    (dataset or out).mkdir(parents=True, exist_ok=True)
+    boxes = shard_boxes_csv(dataset or out, archives, workers, "wds", splits)
+    return wds_shards.write_wds(out, dataset=dataset, archives=archives, workers=workers,
+                                splits=splits, boxes_csv=boxes, **kw)
 
 
 def shard_files(out: Path) -> dict[str, bytes]:

@@ -152,20 +152,23 @@ def prepare(
                 continue
             result = write_bbox_csv(dataset, archives=archives, workers=workers)
         elif stage == "wds":
+            from imagenet_prep.folders.bbox_csv import ensure_csv
             from imagenet_prep.shards.wds import write_wds
 
             result = write_wds(
                 dataset / "wds", dataset=dataset, archives=archives, shard_size=wds_shard_size,
                 shard_samples=wds_shard_samples, seed=seed, workers=workers,
                 on_bad_image=on_bad_image, labels=labels,
+                boxes_csv=ensure_csv(dataset, archives, workers, "wds"),
             )
         else:
+            from imagenet_prep.folders.bbox_csv import ensure_csv
             from imagenet_prep.shards.tfrecord import write_tfrecords
 
             result = write_tfrecords(
                 dataset, archives=archives, train_shards=train_shards, val_shards=val_shards,
                 seed=seed, workers=workers, dali_index=dali_index, on_bad_image=on_bad_image,
-                labels=labels,
+                labels=labels, boxes_csv=ensure_csv(dataset, archives, workers, "tfrecord"),
             )
         seconds = time.monotonic() - t0
         report["stages"][stage] = {"seconds": round(seconds, 3), "result": result}

@@ -13,7 +13,7 @@ from imagenet_prep.errors import PrepError
 from imagenet_prep.folders.flatten import MODES
 from imagenet_prep.prepare import ROLES_USED, TARGETS, prepare
 from imagenet_prep.runtime.files import dataset_lock, ensure_dir
-from imagenet_prep.shards.plan import parse_size
+from imagenet_prep.shards.order import parse_size
 from imagenet_prep.sources.labels import SOURCES
 
 HELP = "run every stage in order after a disk plan; reruns resume"

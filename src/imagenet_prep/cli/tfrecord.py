@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from functools import partial
 from pathlib import Path
 
 from imagenet_prep.cli import common
@@ -32,8 +33,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     ensure_dir(args.dataset)
     with dataset_lock(args.dataset), common.open_workers(args, "dataset") as workers:
-        boxes = common.shard_boxes_csv(args.dataset, args.archives, workers, TFRECORD_RECORD,
-                                       args.splits)
+        boxes = partial(common.shard_boxes_csv, args.dataset, args.archives, workers,
+                        TFRECORD_RECORD, args.splits)  # made once the inputs are proven
         report = write_tfrecords(
             args.dataset, archives=args.archives, from_folders=args.from_folders,
             train_shards=args.train_shards, val_shards=args.val_shards, seed=args.seed,

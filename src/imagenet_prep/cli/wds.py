@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+from functools import partial
 from pathlib import Path
 
 from imagenet_prep.cli import common
@@ -66,8 +67,8 @@ def run(args: argparse.Namespace) -> int:
             stack.enter_context(dataset_lock(dataset))  # its box CSV may be written
         stack.enter_context(dataset_lock(args.out))
         workers = stack.enter_context(common.open_workers(args, "out"))
-        boxes = common.shard_boxes_csv(dataset if dataset is not None else args.out,
-                                       args.archives, workers, WDS_RECORD, args.splits)
+        boxes = partial(common.shard_boxes_csv, dataset if dataset is not None else args.out,
+                        args.archives, workers, WDS_RECORD, args.splits)  # once inputs proven
         report = write_wds(
             args.out, dataset=dataset, archives=args.archives,
             from_folders=bool(args.from_folders), shard_size=size,

@@ -294,7 +294,7 @@ def extract(
     for split, archive in present.items():
         refuse_replaced_archive(dataset, split, archive)
     expectation.expect(dataset, {"extract": {"splits": sorted(present, key=SPLITS.index)}},
-                       {s: expectation.archive_identity(a) for s, a in present.items()})
+                       expectation.identify(dataset, present))
     summary: dict[str, dict] = {}
     t0 = time.monotonic()
     todo: dict[str, dict] = {}  # split -> its archive, totals and tasks left

@@ -43,6 +43,24 @@ def archive_identity(path: Path, md5: str | None = None) -> dict[str, Any]:
     return ident
 
 
+def identify(dataset: Path, archives: dict[str, Path]) -> dict[str, dict[str, Any]]:
+    """role -> identity of `archives`, refusing any other than the archive of that role the
+    dataset was made from (mixing two sets gives wrong labels silently).  Writes nothing."""
+    rec = load(dataset)
+    out = {}
+    for role, path in archives.items():
+        ident = out[role] = archive_identity(path)
+        before = (rec or {}).get("archives", {}).get(role)
+        differs = [k for k in ("size", "fingerprint", "md5")
+                   if before and k in before and k in ident and before[k] != ident[k]]
+        if differs:
+            raise PrepError(
+                f"{path}: not the archive this dataset was made from ({differs[0]} differs "
+                f"from the recorded {before['name']}); use the same archives, or start over "
+                "in an empty folder")
+    return out
+
+
 def _merge(before: dict[str, Any], now: dict[str, Any]) -> dict[str, Any]:
     """Options of an output asked again: lists (splits) grow, other values are the latest."""
     out = {**before, **now}
@@ -54,25 +72,11 @@ def _merge(before: dict[str, Any], now: dict[str, Any]) -> dict[str, Any]:
 
 def expect(dataset: Path, outputs: dict[str, dict[str, Any]],
            archives: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Add `outputs` (name -> its options) and `archives` (role -> identity) to the record.
-
-    An archive whose identity differs from the recorded one is refused: the dataset
-    was made from another file, and mixing the two gives wrong labels silently.
-    """
+    """Add `outputs` (name -> its options) and `archives` (role -> identity, from
+    `identify`, which refuses other archives) to the record."""
     rec = load(dataset) or {"version": VERSION, "outputs": {}, "archives": {}}
     for role, ident in archives.items():
-        before = rec["archives"].get(role)
-        if before is None:
-            rec["archives"][role] = ident
-            continue
-        differs = [k for k in ("size", "fingerprint", "md5")
-                   if k in before and k in ident and before[k] != ident[k]]
-        if differs:
-            raise PrepError(
-                f"{ident['name']}: not the archive this dataset was made from ({differs[0]} "
-                f"differs from the recorded {before['name']}); use the same archives, or "
-                f"start over in an empty folder")
-        rec["archives"][role] = {**before, **ident}
+        rec["archives"][role] = {**rec["archives"].get(role, {}), **ident}
     for name, options in outputs.items():
         rec["outputs"][name] = _merge(rec["outputs"].get(name, {}), options)
     stage_state.save(dataset, EXPECT, rec)

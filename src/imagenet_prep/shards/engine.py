@@ -49,6 +49,7 @@ from imagenet_prep.sources.names import Names
 SPLIT_ORDER = ("val", "train", "test")  # catalogs are built (and shards written) in this order
 SAVE_EVERY = 2.0  # seconds between state saves while shards finish
 NO_BOXES = np.zeros((0, 4), dtype=np.float32)
+BoxSource = Path | None | Callable[[], Path | None]  # the box CSV, or what makes it
 BoxTable = tuple[np.ndarray, np.ndarray]  # the CSV: image name per box (bytes), boxes (n, 4)
 BoxArrays = tuple[np.ndarray, np.ndarray, np.ndarray]
 
@@ -215,9 +216,14 @@ def split_catalog(split: str, dataset: Path, archives: Path | None, from_folders
         root = dataset / split
         if not root.is_dir():
             return None
+        rec = _folder_record(dataset, split)
         cat = flat_from_folder(split, root) if split == "test" else \
             grouped_from_folder(split, root)
-        refuse_incomplete_folder(dataset, split, cat)
+        if rec is not None:
+            refuse_incomplete_folder(dataset, split, cat, rec)
+        else:
+            print(f"{root}: not extracted by imagenet-prep; converting the {len(cat)} images "
+                  "found, unproven", file=sys.stderr)
         return cat
     assert archives is not None
     archive = find_archive(archives, split)
@@ -234,20 +240,22 @@ def split_catalog(split: str, dataset: Path, archives: Path | None, from_folders
                                        source=labels))
 
 
-def refuse_incomplete_folder(dataset: Path, split: str, cat: Catalog) -> None:
-    """Shards from folders only when the folders hold what the archive held: a folder that
-    imagenet-prep extracted must match its record (a killed extraction, a deleted class
-    folder), one it did not make is taken as it is, with a note."""
+def _folder_record(dataset: Path, split: str) -> dict | None:
+    """The record a split folder is proven by (extraction; valtree for val), None for a folder
+    imagenet-prep did not make; refused when its making did not finish."""
     record = VALTREE_RECORD if split == "val" else extract_record(split)
     rec = stage_state.load(dataset, record)
-    ours = (expectation.load(dataset) or {}).get("outputs", {}).get("extract")
-    if rec is None:
-        if ours is not None:
-            raise PrepError(f"{dataset / split}: its extraction did not finish (no {record} "
-                            "record); run the same extract or prepare again first")
-        print(f"{dataset / split}: not extracted by imagenet-prep; converting the "
-              f"{len(cat)} images found, unproven", file=sys.stderr)
-        return
+    if rec is None and (expectation.load(dataset) or {}).get("outputs", {}).get("extract"):
+        what = "grouping (valtree)" if split == "val" and stage_state.load(
+            dataset, extract_record("val")) else "extraction"
+        raise PrepError(f"{dataset / split}: its {what} did not finish (no {record} record); "
+                        "run the same extract, valtree or prepare again first")
+    return rec
+
+
+def refuse_incomplete_folder(dataset: Path, split: str, cat: Catalog, rec: dict) -> None:
+    """Shards from folders only when the folders hold what the archive held (a killed
+    extraction, a deleted class folder are refused, naming what to rerun)."""
     if split == "test":
         if rec["files"] != len(cat):
             raise PrepError(f"{dataset / split}: {len(cat)} images, the archive held "
@@ -435,18 +443,19 @@ def remove_stale_tmp(folder: Path) -> None:
 def write_shards(
     fmt: ShardFormat, *, dataset: Path, archives: Path | None, from_folders: bool,
     labels: str, splits: tuple[str, ...], workers: Workers,
-    policy: BadImagePolicy, boxes_csv: Path | None,
+    policy: BadImagePolicy, boxes_csv: BoxSource,
 ) -> dict[str, Any]:
     """Write the shards of `fmt` that are missing; returns the run report (also saved).
 
-    `dataset` holds the images when `from_folders`; `boxes_csv` (None: no boxes) is
-    read only when train is converted.
+    `dataset` holds the images when `from_folders`; `boxes_csv` (None: no boxes; a
+    callable: made once the inputs are proven) is read only when train is converted.
     """
     unknown = [s for s in splits if s not in fmt.splits]
     if unknown:
         raise PrepError(f"unknown split {unknown[0]!r}; choose from {', '.join(fmt.splits)}")
     found = {} if from_folders or archives is None else \
         require_archives(archives, splits, f"{fmt.record} --splits {','.join(splits)}")
+    identities = expectation.identify(dataset, found)
     t0 = time.monotonic()
     ensure_dir(fmt.root)
     cats: dict[str, Catalog] = {}
@@ -458,6 +467,8 @@ def write_shards(
     if not cats:
         where = fmt.sources(dataset, archives, from_folders, splits)
         raise PrepError(f"nothing to convert: none of {where} exists")
+    if callable(boxes_csv):  # made only now: a run refused above has written nothing
+        boxes_csv = boxes_csv() if "train" in cats else None
     if "train" in cats and boxes_csv is None:
         print(f"{fmt.record}: no {BOX_CSV} and no box XMLs: train records get empty box lists",
               file=sys.stderr)
@@ -478,8 +489,7 @@ def write_shards(
     asked = {**fmt.asked(), "splits": list(cats)}
     if fmt.root != dataset:
         asked["folder"] = os.path.relpath(fmt.root, dataset)
-    expectation.expect(dataset, {fmt.record: asked},
-                       {s: expectation.archive_identity(a) for s, a in found.items()})
+    expectation.expect(dataset, {fmt.record: asked}, identities)
     for folder in dict.fromkeys(d for s in cats for d in fmt.folders(s)):
         remove_stale_tmp(ensure_dir(folder))
     boxes_by = {"train": box_arrays(cats["train"], table, fmt.box_dtype)} if "train" in cats \

@@ -159,7 +159,7 @@ def write_tfrecords(
     dataset: Path, *, archives: Path | None = None, from_folders: bool = False,
     train_shards: int = 1024, val_shards: int = 128, seed: int = 0, workers: Workers = None,
     dali_index: bool = False, on_bad_image: str = "fail", splits: tuple[str, ...] = SPLITS,
-    labels: str = "auto", boxes_csv: Path | None,
+    labels: str = "auto", boxes_csv: engine.BoxSource,
 ) -> dict[str, Any]:
     """Write the shards that are missing; returns the run report (also saved as JSON).
     Train records take their boxes from `boxes_csv` (None: no boxes)."""

@@ -125,7 +125,7 @@ def write_wds(
     out: Path, *, dataset: Path | None = None, archives: Path | None = None,
     from_folders: bool = False, shard_size: int | None = None, shard_samples: int | None = None,
     seed: int = 0, workers: Workers = None, on_bad_image: str = "fail",
-    splits: tuple[str, ...] = DEFAULT_SPLITS, labels: str = "auto", boxes_csv: Path | None,
+    splits: tuple[str, ...] = DEFAULT_SPLITS, labels: str = "auto", boxes_csv: engine.BoxSource,
 ) -> dict[str, Any]:
     """Write the missing shards into `out` and each split's index; returns the run report.
 

@@ -1,0 +1,180 @@
+"""Issue 18's findings 1-5, each reproduced: `check` never says OK on an incomplete or damaged
+dataset, outputs are made only from complete inputs, and archives are what they should be."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from helpers import run_cli, tree_digest
+
+from imagenet_prep.layout import STATE_DIR
+from imagenet_prep.replica.build import make_replica
+from imagenet_prep.sources.archives import TRAIN
+
+SHARDS = ("--train-shards", "3", "--val-shards", "2")
+
+
+def _one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
+    assert proc.returncode not in (0, None), proc.stdout
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("imagenet-prep: error: "), proc.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory, replicas) -> tuple[Path, Path]:
+    """A dataset with every output, made once; tests copy it before damaging it."""
+    ds = tmp_path_factory.mktemp("trust") / "ds"
+    run_cli("prepare", "--archives", replicas["small"], "--out", ds, "--only", "all", *SHARDS,
+            "--no-report")
+    return replicas["small"], ds
+
+
+def _copy(ds: Path, tmp_path: Path) -> Path:
+    out = tmp_path / "ds"
+    subprocess.run(["cp", "-a", str(ds), str(out)], check=True)
+    return out
+
+
+# --- 1. check on things that are not (complete) datasets ----------------------------------
+
+def test_check_on_an_empty_folder_or_the_archives_is_nothing_to_check(tmp_path, small_replica):
+    for folder in (tmp_path, small_replica):
+        before = sorted(os.listdir(folder))
+        proc = run_cli("check", folder, check=False)
+        assert proc.returncode == 3
+        assert "nothing here to check" in proc.stderr
+        assert sorted(os.listdir(folder)) == before  # nothing written where we only read
+
+
+def _killed_extract(archives: Path, ds: Path) -> None:
+    """Start `extract` and SIGKILL it once some images are there but not all."""
+    proc = subprocess.Popen([sys.executable, "-m", "imagenet_prep", "extract", "--archives",
+                             str(archives), "--out", str(ds), "--workers", "1"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and proc.poll() is None:
+        train = ds / "train"
+        if train.is_dir() and sum(len(f) for _, _, f in os.walk(train)) > 200:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.005)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "extract finished before the kill"
+
+
+@pytest.fixture(scope="module")
+def big_replica(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("big-replica")
+    make_replica(out, classes=30, train_per_class=120, val_per_class=4, test=4, size=(24, 18),
+                 seed=2, workers=2)
+    return out
+
+
+def test_killed_extract_is_not_ok_and_not_a_source(tmp_path, big_replica):
+    ds = tmp_path / "ds"
+    _killed_extract(big_replica, ds)
+    proc = run_cli("check", ds, check=False)
+    assert proc.returncode == 1
+    assert "extraction did not finish" in proc.stdout
+    _one_line_error(run_cli("tfrecord", ds, "--from-folders", check=False),
+                    "extraction did not finish")
+    assert not (ds / "tfrecord_train").exists()
+    run_cli("extract", "--archives", big_replica, "--out", ds)  # the rerun completes it
+    assert run_cli("check", ds).stdout.strip().endswith(": OK")
+
+
+def test_check_says_a_run_is_in_progress(tmp_path, prepared):
+    from imagenet_prep.runtime.files import dataset_lock
+
+    ds = _copy(prepared[1], tmp_path)
+    (ds / "train" / ".x.JPEG.ipart").write_bytes(b"in flight")  # a run's temporary file
+    with dataset_lock(ds):
+        proc = run_cli("check", ds, check=False)
+    _one_line_error(proc, "another imagenet-prep run")
+
+
+def test_check_knows_what_was_asked(tmp_path, prepared):
+    """An output that was asked for and is gone entirely is a problem, not a smaller dataset."""
+    ds = _copy(prepared[1], tmp_path)
+    for gone in ("val_flatten", "tfrecord_val"):
+        shutil.rmtree(ds / gone)
+    out = run_cli("check", ds, check=False).stdout
+    assert f"{ds / 'val_flatten'}: missing" in out
+    assert f"{ds / 'tfrecord_val'}: missing" in out
+
+
+# --- 2. deleted images are restored, and never silently left out ----------------------------
+
+def test_deleted_class_folder_is_restored_by_prepare(tmp_path, prepared):
+    archives, clean = prepared
+    ds = _copy(clean, tmp_path)
+    wnid = sorted(os.listdir(ds / "train"))[0]
+    shutil.rmtree(ds / "train" / wnid)
+    assert f"train/{wnid}: 0 files" in run_cli("check", ds, check=False).stdout
+    _one_line_error(run_cli("wds", ds, "--from-folders", "--out", tmp_path / "w", check=False),
+                    f"{ds / 'train' / wnid}: 0 images")
+    run_cli("prepare", "--archives", archives, "--out", ds, "--only", "all", *SHARDS,
+            "--no-report")
+    assert tree_digest(ds) == tree_digest(clean)
+    assert run_cli("check", ds).returncode == 0
+
+
+# --- 3. content damage -------------------------------------------------------------------
+
+@pytest.mark.parametrize("damage", ["truncate", "zero", "swap", "synsets", "csv"])
+def test_content_damage_is_found_and_mended(tmp_path, prepared, damage):
+    archives, clean = prepared
+    ds = _copy(clean, tmp_path)
+    image = sorted((ds / "train").rglob("*.JPEG"))[0]
+    shards = sorted((ds / "tfrecord_train").iterdir())
+    if damage == "truncate":
+        os.truncate(image, image.stat().st_size // 2)
+    elif damage == "zero":
+        image.write_bytes(bytes(image.stat().st_size))
+    elif damage == "swap":  # a shard copied over another with the same record count
+        shutil.copyfile(shards[0], shards[1])
+    else:
+        (ds / ("synsets.txt" if damage == "synsets" else
+               "imagenet_2012_bounding_boxes.csv")).unlink()
+    proc = run_cli("check", ds, check=False)
+    assert proc.returncode == 1, proc.stdout
+    run_cli("prepare", "--archives", archives, "--out", ds, "--only", "all", *SHARDS,
+            "--no-report")
+    assert tree_digest(ds) == tree_digest(clean)
+    assert run_cli("check", ds).returncode == 0
+
+
+# --- 4. missing or misnamed archives -----------------------------------------------------
+
+@pytest.mark.parametrize("command", ["tfrecord", "wds"])
+def test_shards_need_every_archive_of_their_splits(tmp_path, small_replica, command):
+    archives = tmp_path / "a"
+    shutil.copytree(small_replica, archives)
+    (archives / TRAIN).rename(archives / "ILSVRC2012_IMG_TRAIN.tar")
+    ds = tmp_path / "ds"
+    proc = run_cli(command, ds, "--archives", archives, check=False)
+    _one_line_error(proc, f"{archives / TRAIN}: missing", "differs only in case")
+    assert not any(ds.rglob("*-0000*")) if ds.exists() else True
+
+
+# --- 5. archives replaced between runs ------------------------------------------------------
+
+def test_tfrecords_refuse_other_archives_of_the_same_names(tmp_path, prepared):
+    archives, clean = prepared
+    ds = _copy(clean, tmp_path)
+    other = tmp_path / "other"
+    make_replica(other, classes=4, train_per_class=12, val_per_class=3, test=5, size=(64, 48),
+                 seed=8, workers=1)
+    proc = run_cli("tfrecord", ds, "--archives", other, *SHARDS, check=False)
+    _one_line_error(proc, f"{other / TRAIN}: not the archive this dataset was made from")
+    assert tree_digest(ds) == tree_digest(clean)
+    assert not (ds / STATE_DIR / "damaged.json").exists()

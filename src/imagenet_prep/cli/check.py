@@ -8,7 +8,6 @@ from pathlib import Path
 from imagenet_prep.check import check_dataset
 from imagenet_prep.cli.common import add_json, emit
 
-HELP = "prove a dataset complete, or list its problems"
 DESCRIPTION = ("check a dataset folder against what the archives held; "
                "exit 1 with a list of problems")
 

@@ -16,7 +16,6 @@ from imagenet_prep.runtime.files import dataset_lock, ensure_dir
 from imagenet_prep.shards.plan import parse_size
 from imagenet_prep.sources.labels import SOURCES
 
-HELP = "run every stage in order after a disk plan; reruns resume"
 DESCRIPTION = "run the whole preparation (disk plan, verify, extract, ..., tfrecord); reruns resume"
 
 

@@ -18,7 +18,6 @@ from imagenet_prep.runtime.files import dataset_lock, ensure_dir
 from imagenet_prep.shards.tfrecord import ON_BAD, write_tfrecords
 from imagenet_prep.sources.labels import SOURCES
 
-HELP = "write TFRecord shards in the reference schema"
 DESCRIPTION = ("write tfrecord_train/train-NNNNN-of-01024 and "
                "tfrecord_val/validation-NNNNN-of-00128 straight from the archives "
                "(or from extracted folders)")

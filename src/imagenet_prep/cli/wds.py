@@ -21,7 +21,6 @@ from imagenet_prep.shards.plan import parse_size
 from imagenet_prep.shards.wds import DEFAULT_SPLITS, ON_BAD, SPLITS, write_wds
 from imagenet_prep.sources.labels import SOURCES
 
-HELP = "write WebDataset tar shards for streaming PyTorch training"
 DESCRIPTION = (
     "write OUT/train-NNNNNN.tar, OUT/validation-NNNNNN.tar (and test-NNNNNN.tar with "
     "--splits) and an index per split (OUT/train.json, ...) straight from the archives or "

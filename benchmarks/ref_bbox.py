@@ -6,7 +6,7 @@ Globs `DIR/*/*.xml`, parses each file with ElementTree and, as the reference
 does, looks every value up by walking the tree again (`root.iter(tag)` counted up
 to the wanted index), then prints `%.4f` lines; the reference's wrapper sorts
 them afterwards (the benchmark pipes through `LC_ALL=C sort`).  Written for the
-benchmark from the rules in formats.md §7.2, so its cost model is the reference's.
+benchmark from the rules in docs/boxes.md, so its cost model is the reference's.
 """
 
 from __future__ import annotations

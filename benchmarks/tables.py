@@ -6,7 +6,7 @@ from typing import Any
 
 from harness import Result, Stage, speed_ratio
 
-# ILSVRC2012 at full size (formats.md §2.2-2.3); the test archive's size is the shown 13 GB.
+# ILSVRC2012 at full size (docs/archives.md); the test archive's size is the shown 13 GB.
 FULL = {"train": 1_281_167, "val": 50_000, "test": 100_000, "xml": 544_546}
 FULL_BYTES = {"train": 147_897_477_120, "val": 6_744_924_160, "test": 13_000_000_000,
               "small": 20_000_000 + 2_200_000 + 2_568_634}

@@ -1,12 +1,11 @@
-"""Shared fixtures: synthetic ILSVRC2012 replicas of two sizes, built once per session."""
+"""Shared fixtures: synthetic ILSVRC2012 replicas of two sizes, built once per session.
+
+Helpers that tests import (run_cli, tree_digest, ...) live in helpers.py.
+"""
 
 from __future__ import annotations
 
-import hashlib
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -46,24 +45,3 @@ def archives_copy(tmp_path, small_replica) -> Path:
     dst = tmp_path / "archives"
     shutil.copytree(small_replica, dst)
     return dst
-
-
-def tree_digest(root: Path, skip_state: bool = True) -> dict[str, str]:
-    """Relative path -> sha256 of every file under root (links followed)."""
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        if skip_state:
-            dirnames[:] = [d for d in dirnames if d != ".imagenet-prep"]
-        for name in filenames:
-            path = Path(dirpath) / name
-            out[str(path.relative_to(root))] = hashlib.sha256(path.read_bytes()).hexdigest()
-    return out
-
-
-def run_cli(*args: str | Path, check: bool = True, **kw) -> subprocess.CompletedProcess:
-    """Run imagenet-prep in a subprocess, as a user would."""
-    cmd = [sys.executable, "-m", "imagenet_prep", *map(str, args)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, **kw)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{cmd} exited {proc.returncode}: {proc.stderr}")
-    return proc

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import hashlib
 import io
@@ -16,8 +15,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
 from expected import seed_extraction
+from helpers import run_cli, tmpfs
 from tarutil import tar_bytes
 
 from imagenet_prep.sources.tarindex import iter_members
@@ -154,20 +153,6 @@ def test_val_count_differs_from_labels(archives_copy, tmp_path):
     proc = run_cli("valtree", ds, "--archives", archives_copy, "--labels", "devkit", check=False)
     one_line_error(proc, f"{len(files)} validation images", f"{len(files) + 1} labels")
     assert len(list((ds / "val").glob("*.JPEG"))) == len(files)  # nothing moved
-
-
-@contextlib.contextmanager
-def tmpfs(where: Path, opts: str):
-    """A small tmpfs mounted at `where` for the test, or a visible skip where not permitted."""
-    where.mkdir(parents=True, exist_ok=True)
-    proc = subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(where)],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({proc.stderr.strip() or 'not permitted'})")
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", str(where)], capture_output=True)
 
 
 @pytest.mark.parametrize(("opts", "message"), [("ro,size=1m", "read-only file system"),

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import cloudpickle
 import pytest
-from conftest import run_cli, tree_digest
+from helpers import run_cli, tree_digest
 
 pytest.importorskip("distributed")
 
@@ -27,10 +27,10 @@ from distributed import Client, LocalCluster  # noqa: E402
 import imagenet_prep.runtime.dask_cluster as dx  # noqa: E402
 from imagenet_prep.errors import PrepError  # noqa: E402
 from imagenet_prep.folders import extract as tree  # noqa: E402
-from imagenet_prep.folders.bbox_csv import write_bbox_csv  # noqa: E402
+from imagenet_prep.folders.bbox_csv import ensure_csv, write_bbox_csv  # noqa: E402
 from imagenet_prep.runtime.files import tmp_path as ipart_path  # noqa: E402
 from imagenet_prep.runtime.pool import run_tasks  # noqa: E402
-from imagenet_prep.shards import tfrecord as tfrecord_sink  # noqa: E402
+from imagenet_prep.shards import engine as shard_engine  # noqa: E402
 from imagenet_prep.shards.tfrecord import write_tfrecords  # noqa: E402
 from imagenet_prep.shards.wds import write_wds  # noqa: E402
 from imagenet_prep.sources.archives import find_archive  # noqa: E402
@@ -87,7 +87,8 @@ def test_tfrecord_from_archives_matches_the_pool(cluster, small_replica, referen
     ds = tmp_path / "ds"
     ds.mkdir()
     with on(cluster, ds, small_replica) as ex:
-        report = write_tfrecords(ds, archives=small_replica, workers=ex, **SHARDS)
+        report = write_tfrecords(ds, archives=small_replica, workers=ex, **SHARDS,
+                                 boxes_csv=ensure_csv(ds, small_replica, ex, "tfrecord"))
     assert report["run"]["shards_written"] == 12
     assert report["run"]["images"] == sum(s["images"] for s in report["splits"].values())
     assert tree_digest(ds) == tree_digest(reference["tf"])
@@ -100,7 +101,8 @@ def test_wds_matches_the_pool(cluster, small_replica, tmp_path):
     out = tmp_path / "dask"
     out.mkdir()
     with on(cluster, out, small_replica) as ex:
-        report = write_wds(out, archives=small_replica, shard_samples=10, workers=ex)
+        report = write_wds(out, archives=small_replica, shard_samples=10, workers=ex,
+                           boxes_csv=ensure_csv(out, small_replica, ex, "wds"))
     assert report["run"]["shards_written"] > 2
     assert tree_digest(out) == tree_digest(pool)
 
@@ -136,7 +138,7 @@ def _first_file(item: tuple[str, tree.CopyTask]) -> Path:
     return task.folder / task.members[0].name
 
 
-def _shard_file(task: tfrecord_sink.ShardTask) -> Path:
+def _shard_file(task: shard_engine.ShardTask) -> Path:
     return task.path
 
 
@@ -161,8 +163,8 @@ def test_worker_killed_midway(stage, cluster, small_replica, reference, tmp_path
         fn = functools.partial(_blocking, tree._run_task, ctl, _first_file)
         monkeypatch.setattr(tree, "_run_task", fn)
     else:
-        fn = functools.partial(_blocking, tfrecord_sink.write_shard, ctl, _shard_file)
-        monkeypatch.setattr(tfrecord_sink, "write_shard", fn)
+        fn = functools.partial(_blocking, shard_engine.write_shard, ctl, _shard_file)
+        monkeypatch.setattr(shard_engine, "write_shard", fn)
     with Client(cluster.scheduler_address) as c:
         c.wait_for_workers(2, timeout=60)  # a previous test's killed worker is back
         pids = set(c.run(os.getpid).values())
@@ -174,7 +176,8 @@ def test_worker_killed_midway(stage, cluster, small_replica, reference, tmp_path
             if stage == "extract":
                 tree.extract(small_replica, ds, splits=("train",), workers=ex)
             else:
-                write_tfrecords(ds, archives=small_replica, workers=ex, **SHARDS)
+                write_tfrecords(ds, archives=small_replica, workers=ex, **SHARDS,
+                                boxes_csv=ensure_csv(ds, small_replica, ex, "tfrecord"))
     finally:
         killer.join()
     assert killed and killed[0] in pids, "the blocked task ran outside the cluster's workers"

@@ -19,7 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from helpers import run_cli, tmpfs
 from mirror_server import MirrorServer
 
 from imagenet_prep.download import Credentials, RetryPolicy, TransferOptions, download_archives
@@ -311,8 +311,6 @@ def test_local_folder_and_file_url(small_replica, tmp_path):
 
 
 def test_full_disk_is_refused_before_downloading(mirror, tmp_path):
-    from test_bad_inputs import tmpfs
-
     with tmpfs(tmp_path / "small", "size=128k") as to:
         with pytest.raises(PrepError, match="cannot write: no space left on device"):
             fetch(to, mirror.url, roles=["train"])

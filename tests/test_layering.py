@@ -41,12 +41,7 @@ APART = {("shards", "folders"), ("folders", "shards")} | {
 
 # Known violations that another change is removing; each must still be present (so the
 # entry is deleted once it is fixed), and nothing else may be added here without an issue.
-KNOWN: set[tuple[str, str]] = {
-    # the shard engine rewrite moves the box CSV off folders.bbox_csv (issue 14, item 3):
-    # delete these two entries at merge
-    ("shards.tfrecord", "folders.bbox_csv"),
-    ("shards.wds", "folders.bbox_csv"),
-}
+KNOWN: set[tuple[str, str]] = set()
 
 
 def _module_name(path: Path) -> str:

@@ -9,8 +9,8 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from conftest import run_cli, tree_digest
 from expected import bbox_val_truth, devkit_truth, devkit_words, seed_extraction
+from helpers import run_cli, tree_digest
 
 from imagenet_prep.check import check_dataset
 from imagenet_prep.cli import main

@@ -1,8 +1,8 @@
 """The synthetic ILSVRC2012 replica: layout of the six archives, their quirks, determinism.
 
-Every other test trusts the replica to look like the real archives (formats.md §2,
-§3.2, §7.1, §11), so each rule is checked here by opening the archives with
-tarfile, Pillow and scipy directly.
+Every other test trusts the replica to look like the real archives (docs/archives.md,
+docs/labels.md, docs/boxes.md, docs/quirks.md), so each rule is checked here by opening
+the archives with tarfile, Pillow and scipy directly.
 """
 
 from __future__ import annotations

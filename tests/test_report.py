@@ -17,8 +17,8 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
 from expected import devkit_truth
+from helpers import run_cli
 from PIL import Image
 
 from imagenet_prep.cli import main

@@ -7,7 +7,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from conftest import run_cli
+from helpers import run_cli
 from tarutil import add_file, tar_bytes
 
 WNID = "n01440764"

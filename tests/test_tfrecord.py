@@ -1,11 +1,11 @@
 """TFRecord shards: TensorFlow reads every record; bytes independent of workers and route;
 conversions by content; resume; refusal of other options; check.
 
-The inputs are small archives built here: a train tar of per-class tars with real
+The inputs are small archives (helpers.build_inputs): a train tar of per-class tars with real
 WNIDs (including a CMYK, a YCCK, a PNG named .JPEG, a grayscale JPEG, an RGBA PNG
 and a gzip-wrapped JPEG), a val tar with its label XMLs, and a box tar.gz.  The
 expected labels, texts and boxes are computed here from the bundled data files
-and the rules of formats.md §5.6/§7.2, not by the code under test.
+and the rules of docs/tfrecord.md and docs/boxes.md, not by the code under test.
 """
 
 from __future__ import annotations
@@ -20,129 +20,62 @@ import shutil
 import signal
 import subprocess
 import sys
-import tarfile
 import time
-from importlib.resources import files as resource_files
 from pathlib import Path
 
 import numpy as np
 import pytest
-from expected import devkit_truth, seed_extraction
+from helpers import (
+    CLASSES,
+    DATA,
+    SORTED_WNIDS,
+    boxes_of,
+    build_inputs,
+    folders_from,
+    replica_box_lines,
+    replica_truth,
+    sample_image,
+)
 from PIL import Image
-from tarutil import add_file, tar_bytes, write_tar
-from test_boxes import reference_run
+from tarutil import tar_bytes, write_tar
 
 from imagenet_prep.check.tfrecord import check_tfrecords
 from imagenet_prep.cli import main
+from imagenet_prep.cli.common import shard_boxes_csv
 from imagenet_prep.errors import BadImageError, PrepError
 from imagenet_prep.formats.images import jpeg_for_record
-from imagenet_prep.formats.tfrecord import decode_example, iter_records
+from imagenet_prep.formats.tfrecord import (
+    bytes_feature,
+    decode_example,
+    encode_example,
+    float_feature,
+    int64_feature,
+    iter_records,
+)
 from imagenet_prep.runtime import stage_state
-from imagenet_prep.shards.tfrecord import write_tfrecords
+from imagenet_prep.shards import tfrecord as tfrecord_shards
 from imagenet_prep.sources import metadata
 
-DATA = resource_files("imagenet_prep.sources.metadata").joinpath("data")
-SORTED_WNIDS = sorted(DATA.joinpath("synsets.txt").read_text().split())
 TEXTS = dict(line.split("\t", 1) for line in
              DATA.joinpath("imagenet_metadata.txt").read_text().splitlines())
-CLASSES = [SORTED_WNIDS[0], SORTED_WNIDS[1], SORTED_WNIDS[999]]
-SPECIAL_TRAIN = {  # (class index, number) -> kind
-    (0, 3): "cmyk", (0, 4): "ycck", (1, 2): "png", (1, 5): "gray", (2, 1): "rgba-png",
-    (2, 4): "gzip",
-}
 EXPECTED_REASON = {"cmyk": "cmyk", "ycck": "ycck", "png": "png", "rgba-png": "png",
                    "gzip": "gzip"}
 
 
+
+def write_tfrecords(dataset: Path, *, archives: Path | None = None, workers: int | None = None,
+                    splits: tuple[str, ...] = ("train", "val"), **kw) -> dict:
+    """The library call as the CLI makes it: the box CSV first (made when missing)."""
+    dataset.mkdir(parents=True, exist_ok=True)
+    boxes = shard_boxes_csv(dataset, archives, workers, "tfrecord", splits)
+    return tfrecord_shards.write_tfrecords(dataset, archives=archives, workers=workers,
+                                           splits=splits, boxes_csv=boxes, **kw)
+
+
 # --- inputs ----------------------------------------------------------------------------
 
-def _image(kind: str, seed: int) -> bytes:
-    rng = np.random.default_rng(seed)
-    w, h = int(rng.integers(40, 90)), int(rng.integers(30, 70))
-    yy, xx = np.mgrid[0:h, 0:w]
-    arr = np.stack([(xx * 255 // w), (yy * 255 // h), rng.integers(0, 255, (h, w))], -1)
-    im = Image.fromarray(arr.astype(np.uint8), "RGB")
-    out = io.BytesIO()
-    if kind in ("cmyk", "ycck"):
-        im.convert("CMYK").save(out, "JPEG", quality=90)
-        data = out.getvalue()
-        if kind == "ycck":  # Adobe APP14 transform byte 0 -> 2: the same data read as YCCK
-            i = data.index(b"Adobe") + 11
-            data = data[:i] + b"\x02" + data[i + 1:]
-        return data
-    if kind == "png":
-        im.save(out, "PNG")
-    elif kind == "rgba-png":
-        im.putalpha(128)
-        im.save(out, "PNG")
-    elif kind == "gray":
-        im.convert("L").save(out, "JPEG", quality=90)
-    elif kind == "gzip":
-        im.save(out, "JPEG", quality=90)
-        return gzip.compress(out.getvalue(), mtime=0)
-    else:
-        im.save(out, "JPEG", quality=int(rng.integers(70, 96)))
-    return out.getvalue()
-
-
-def _xml(folder: str, stem: str, size: tuple[int, int], objects) -> bytes:
-    objs = "".join(f"<object><name>{n}</name><bndbox><xmin>{a}</xmin><ymin>{b}</ymin>"
-                   f"<xmax>{c}</xmax><ymax>{d}</ymax></bndbox></object>"
-                   for n, (a, b, c, d) in objects)
-    return (f"<annotation><folder>{folder}</folder><filename>{stem}</filename><size>"
-            f"<width>{size[0]}</width><height>{size[1]}</height></size>{objs}"
-            "</annotation>").encode()
-
-
-def build_inputs(root: Path, per_class: int = 7, val_images: int = 8,
-                 bad: str | None = None) -> dict:
-    """Write the archives into root; returns the truth: name -> (wnid, bytes, kind)."""
-    root.mkdir(parents=True, exist_ok=True)
-    truth: dict[str, tuple[str, bytes, str]] = {}
-    inner = {}
-    for c, wnid in enumerate(CLASSES):
-        members = {}
-        for n in range(1, per_class + 1):
-            kind = SPECIAL_TRAIN.get((c, n), "rgb")
-            name = f"{wnid}_{n}.JPEG"
-            members[name] = data = _image(kind, seed=c * 1000 + n)
-            truth[name] = (wnid, data, kind)
-        if bad is not None and c == 1:
-            members[bad] = b"this is not an image"
-        inner[f"{wnid}.tar"] = tar_bytes(members)
-    write_tar(root / "ILSVRC2012_img_train.tar", inner)
-    val, val_xml = {}, {}
-    for i in range(1, val_images + 1):
-        wnid = CLASSES[(i * 7) % 3]
-        name = f"ILSVRC2012_val_{i:08d}.JPEG"
-        kind = "cmyk" if i == 5 else "rgb"
-        val[name] = data = _image(kind, seed=50_000 + i)
-        truth[name] = (wnid, data, kind)
-        val_xml[f"val/{name[:-5]}.xml"] = _xml("val", name[:-5], (100, 100),
-                                               [(wnid, (1, 2, 50, 60))])
-    write_tar(root / "ILSVRC2012_img_val.tar", dict(sorted(val.items(), reverse=True)))
-    _write_gz(root / "ILSVRC2012_bbox_val_v3.tgz", val_xml)
-    _write_gz(root / "ILSVRC2012_bbox_train_v2.tar.gz", box_xmls())
-    return truth
-
-
-def box_xmls() -> dict[str, bytes]:
-    a, b, c = CLASSES
-    return {
-        f"{a}/{a}_1.xml": _xml(a, f"{a}_1", (500, 375), [(a, (10, 20, 300, 200)),
-                                                         (a, (400, 300, 100, 30))]),
-        f"{a}/{a}_3.xml": _xml(a, "%s", (64, 48), [(a, (-5, 0, 70, 47))]),
-        f"{b}/{b}_2.xml": _xml(b, f"{b}_2", (333, 500), [("Scottish_deerhound", (1, 2, 3, 4)),
-                                                         (b, ("12.7", 30, 200, 499))]),
-        f"{b}/{b}_4.xml": _xml(b, f"{b}_4", (333, 500), [(a, (1, 2, 30, 40))]),  # rejected
-        f"{c}/{c}_6.xml": _xml(c, f"{c}_6", (100, 100), [(c, (10, 10, 10, 20)),  # degenerate
-                                                         (c, (5, 5, 95, 95))]),
-        f"{c}/{c}_99.xml": _xml(c, f"{c}_99", (100, 100), [(c, (5, 5, 95, 95))]),  # no image
-    }
-
-
 def expected_boxes() -> dict[str, list[tuple[float, float, float, float]]]:
-    """The CSV rules (formats.md §7.2) applied by hand to box_xmls(), in sorted-line order."""
+    """The CSV rules (docs/boxes.md) applied by hand to box_xmls(), in sorted-line order."""
     a, b, c = CLASSES
     lines = sorted([
         f"{a}_1.JPEG,{10 / 500:.4f},{20 / 375:.4f},{300 / 500:.4f},{200 / 375:.4f}",
@@ -158,23 +91,6 @@ def expected_boxes() -> dict[str, list[tuple[float, float, float, float]]]:
         name, *vals = line.split(",")
         out.setdefault(name, []).append(tuple(float(v) for v in vals))
     return out
-
-
-def _write_gz(path: Path, members: dict[str, bytes]) -> None:
-    with tarfile.open(path, "w:gz") as tf:
-        for name, data in members.items():
-            add_file(tf, name, data)
-
-
-def folders_from(truth: dict, ds: Path, archives: Path) -> Path:
-    """DATASET/train/WNID/*, DATASET/val/WNID/* and bbox_train/ with the same bytes."""
-    for name, (wnid, data, _) in truth.items():
-        split = "val" if name.startswith("ILSVRC2012_val_") else "train"
-        (ds / split / wnid).mkdir(parents=True, exist_ok=True)
-        (ds / split / wnid / name).write_bytes(data)
-    with tarfile.open(archives / "ILSVRC2012_bbox_train_v2.tar.gz") as tf:
-        tf.extractall(ds / "bbox_train", filter="data")
-    return ds
 
 
 def shard_bytes(ds: Path) -> dict[str, bytes]:
@@ -472,12 +388,36 @@ def test_killed_run_then_rerun_is_identical(tmp_path, shards_done, workers):
     assert check_tfrecords(ds, None) == []
 
 
+def test_record_layout_is_the_sorted_example():
+    """The record path lays the Example's entries out by hand; the generic encoder sorts a
+    dict of the same features: the bytes must be the same."""
+    image = sample_image("rgb", 1)
+    rng = np.random.default_rng(0)
+    for label, n in ((1, 0), (1000, 1), (500, 3)):
+        boxes = rng.random((n, 4)).astype(np.float32)
+        wnid = SORTED_WNIDS[label - 1]
+        features = {
+            "image/encoded": bytes_feature([image]), "image/format": bytes_feature([b"JPEG"]),
+            "image/colorspace": bytes_feature([b"RGB"]), "image/channels": int64_feature([3]),
+            "image/height": int64_feature([21]), "image/width": int64_feature([37]),
+            "image/filename": bytes_feature([b"x_1.JPEG"]),
+            "image/class/label": int64_feature([label]),
+            "image/class/synset": bytes_feature([wnid.encode()]),
+            "image/class/text": bytes_feature([TEXTS[wnid].encode()]),
+            "image/object/bbox/label": int64_feature([label] * n),
+            **{f"image/object/bbox/{k}": float_feature(boxes[:, j].tolist())
+               for j, k in enumerate(("xmin", "ymin", "xmax", "ymax"))},
+        }
+        parts = tfrecord_shards.example_parts(image, 37, 21, "x_1.JPEG", label, boxes)
+        assert parts[1] is image and b"".join(parts) == encode_example(features)
+
+
 # --- images: decided by content ---------------------------------------------------------
 
 def test_image_decisions_by_content():
-    rgb = _image("rgb", 1)
+    rgb = sample_image("rgb", 1)
     assert jpeg_for_record(rgb, "x")[3] is None and jpeg_for_record(rgb, "x")[0] is rgb
-    gray = _image("gray", 2)
+    gray = sample_image("gray", 2)
     assert jpeg_for_record(gray, "x")[0] is gray
     im = Image.open(io.BytesIO(rgb))
     mpo = io.BytesIO()
@@ -486,13 +426,13 @@ def test_image_decisions_by_content():
     assert jpeg_for_record(mpo.getvalue(), "x")[3] is None  # a JPEG with an MPF marker: kept
     deep = io.BytesIO()
     Image.fromarray((np.arange(1200).reshape(30, 40) * 50).astype(np.uint16)).save(deep, "PNG")
-    out, h, w, reason = jpeg_for_record(deep.getvalue(), "x")
+    out, w, h, reason = jpeg_for_record(deep.getvalue(), "x")
     conv = Image.open(io.BytesIO(out))
     assert (reason, conv.format, conv.mode, (w, h)) == ("png", "JPEG", "RGB", (40, 30))
     assert conv.getpixel((39, 29))[0] == (1199 * 50) >> 8  # 16 bits scaled, not clipped
     for kind, reason in (("cmyk", "cmyk"), ("ycck", "ycck"), ("png", "png"),
                          ("rgba-png", "png"), ("gzip", "gzip")):
-        out, h, w, got = jpeg_for_record(_image(kind, 3), "x")
+        out, w, h, got = jpeg_for_record(sample_image(kind, 3), "x")
         assert got == reason
         assert Image.open(io.BytesIO(out)).mode == "RGB"
     for data in (b"", b"GIF89a garbage", b"\xff\xd8\xff\xe0 cut", b"\x1f\x8b\x08 cut gzip"):
@@ -508,8 +448,8 @@ def test_content_detection_finds_the_known_special_files(tmp_path):
     inner: dict[str, dict[str, bytes]] = {}
     for k, (name, kind) in enumerate(sorted(special.items())):
         wnid = name.split("_")[0]
-        inner.setdefault(f"{wnid}.tar", {})[name] = _image(kind, k)
-        inner[f"{wnid}.tar"][f"{wnid}_99999.JPEG"] = _image("rgb", 100 + k)
+        inner.setdefault(f"{wnid}.tar", {})[name] = sample_image(kind, k)
+        inner[f"{wnid}.tar"][f"{wnid}_99999.JPEG"] = sample_image("rgb", 100 + k)
     write_tar(tmp_path / "ILSVRC2012_img_train.tar", {n: tar_bytes(m) for n, m in inner.items()})
     report = write_tfrecords(tmp_path / "ds", archives=tmp_path, train_shards=3, workers=2,
                              splits=("train",))
@@ -518,38 +458,6 @@ def test_content_detection_finds_the_known_special_files(tmp_path):
 
 
 # --- on the replica --------------------------------------------------------------------
-
-def replica_truth(arch: Path) -> dict[str, tuple[str, bytes, str]]:
-    """name -> (WNID, bytes, kind) from tarfile, the devkit and replica.json's quirk lists."""
-    quirks = json.loads((arch / "replica.json").read_text())["quirks"]
-    kind_of = {n: k for k in ("cmyk", "ycck", "png") for n in quirks.get(k, [])}
-    kind_of.update({n: "gray" for n in quirks.get("grayscale", [])})
-    val = devkit_truth(arch)
-    truth = {}
-    for rel, data in seed_extraction(arch).items():
-        parts = rel.split("/")
-        if parts[0] == "train":
-            truth[parts[2]] = (parts[1], data, kind_of.get(parts[2], "rgb"))
-        elif parts[0] == "val":
-            truth[parts[1]] = (val[parts[1]], data, kind_of.get(parts[1], "rgb"))
-    return truth
-
-
-def replica_box_lines(arch: Path) -> list[str]:
-    """The reference's lines for the replica's train XMLs, sorted (formats.md §7.2)."""
-    with tarfile.open(arch / "ILSVRC2012_bbox_train_v2.tar.gz") as tf:
-        files = {m.name: tf.extractfile(m).read() for m in tf if m.isfile()}
-    lines, _ = reference_run(files, set(SORTED_WNIDS))
-    return sorted(lines)
-
-
-def boxes_of(lines: list[str]) -> dict[str, list[tuple[float, ...]]]:
-    out: dict[str, list] = {}
-    for line in lines:
-        name, *vals = line.strip().split(",")
-        out.setdefault(name, []).append(tuple(float(v) for v in vals))
-    return out
-
 
 @pytest.fixture(scope="module")
 def replica_shards(replicas, tmp_path_factory) -> tuple[Path, Path, dict]:

@@ -23,28 +23,41 @@ from pathlib import Path
 import numpy as np
 import pytest
 import webdataset
-from conftest import run_cli
 from expected import seed_extraction
-from PIL import Image
-from test_tfrecord import (
+from helpers import (
+    CLASSES,
     SORTED_WNIDS,
     boxes_of,
     build_inputs,
     folders_from,
     replica_box_lines,
     replica_truth,
+    run_cli,
+    sample_image,
 )
+from PIL import Image
+from tarutil import tar_bytes, write_tar
 
 from imagenet_prep.check import check_dataset
 from imagenet_prep.check.wds import check_wds
 from imagenet_prep.cli import main
+from imagenet_prep.cli.common import shard_boxes_csv
 from imagenet_prep.errors import PrepError
 from imagenet_prep.formats.webdataset import tar_header
 from imagenet_prep.runtime import stage_state
-from imagenet_prep.shards.plan import parse_size, size_bounds
-from imagenet_prep.shards.wds import write_wds
+from imagenet_prep.shards import wds as wds_shards
+from imagenet_prep.shards.order import parse_size, size_bounds
 
 PREFIX = {"train": "train", "val": "validation", "test": "test"}
+
+
+def write_wds(out: Path, *, dataset: Path | None = None, archives: Path | None = None,
+              workers: int | None = None, splits: tuple[str, ...] = ("train", "val"), **kw) -> dict:
+    """The library call as the CLI makes it: the box CSV first (made when missing)."""
+    (dataset or out).mkdir(parents=True, exist_ok=True)
+    boxes = shard_boxes_csv(dataset or out, archives, workers, "wds", splits)
+    return wds_shards.write_wds(out, dataset=dataset, archives=archives, workers=workers,
+                                splits=splits, boxes_csv=boxes, **kw)
 
 
 def shard_files(out: Path) -> dict[str, bytes]:
@@ -305,8 +318,6 @@ def test_other_options_are_refused(replica_wds, tmp_path):
 
 
 def test_bad_image_fails_or_is_skipped(tmp_path):
-    from test_tfrecord import CLASSES
-
     arch = tmp_path / "arch"
     truth = build_inputs(arch, per_class=3, val_images=3, bad=f"{CLASSES[1]}_bad.JPEG")
     with pytest.raises(PrepError, match=f"{CLASSES[1]}.tar:{CLASSES[1]}_bad.JPEG: not a"):
@@ -322,12 +333,9 @@ def test_bad_image_fails_or_is_skipped(tmp_path):
 
 
 def test_key_with_a_dot_is_refused(tmp_path):
-    from tarutil import tar_bytes, write_tar
-    from test_tfrecord import _image
-
     wnid = SORTED_WNIDS[0]
     write_tar(tmp_path / "ILSVRC2012_img_train.tar", {f"{wnid}.tar": tar_bytes(
-        {f"{wnid}_1.JPEG": _image("rgb", 1), f"{wnid}_2.v2.JPEG": _image("rgb", 2)})})
+        {f"{wnid}_1.JPEG": sample_image("rgb", 1), f"{wnid}_2.v2.JPEG": sample_image("rgb", 2)})})
     with pytest.raises(PrepError, match=r"_2\.v2\.JPEG' cannot be a WebDataset key"):
         write_wds(tmp_path / "wds", archives=tmp_path, workers=1, splits=("train",))
 

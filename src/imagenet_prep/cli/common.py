@@ -11,7 +11,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from imagenet_prep.folders.bbox_csv import csv_path, ensure_csv
 from imagenet_prep.runtime.pool import Workers
+from imagenet_prep.shards.engine import ON_BAD_IMAGE
+from imagenet_prep.sources.archives import find_archive
+from imagenet_prep.sources.labels import SOURCES
 
 
 def add_workers(p: argparse.ArgumentParser, cluster: bool = False) -> None:
@@ -78,6 +82,44 @@ def emit(report: Any, as_json: bool, lines: list[str]) -> None:
     else:
         for line in lines:
             print(line)
+
+
+def add_shard_options(p: argparse.ArgumentParser, splits: tuple[str, ...],
+                      default: tuple[str, ...], seed_note: str = "") -> None:
+    """--splits, --seed, --labels, --on-bad-image, the workers and --json: what every shard
+    command (tfrecord, wds) takes."""
+    shown = "both" if default == splits and len(splits) == 2 else ",".join(default)
+    p.add_argument("--splits", type=split_list, default=default,
+                   help=f"comma-separated, from {','.join(splits)} (default: {shown})")
+    p.add_argument("--seed", type=int, default=0, help=f"shuffle seed (default 0{seed_note})")
+    p.add_argument("--labels", choices=SOURCES, default="auto",
+                   help="validation label source when reading the archives")
+    p.add_argument("--on-bad-image", choices=tuple(ON_BAD_IMAGE), default="fail",
+                   help="an unreadable image stops the run (fail) or is left out and listed")
+    add_workers(p, cluster=True)
+    add_json(p)
+
+
+def shard_boxes_csv(dataset: Path, archives: Path | None, workers: Workers, stage: str,
+                    splits: tuple[str, ...]) -> Path | None:
+    """The `boxes_csv` a shard command passes on: the box CSV, made first when missing and
+    box XMLs exist (as `bbox` would); None when train is not converted or there is neither a
+    CSV nor XMLs (the shard engine notes it once its catalogs are read, as it always has)."""
+    if "train" not in splits:
+        return None
+    have_xml = (dataset / "bbox_train").is_dir() or (
+        archives is not None and find_archive(archives, "bbox_train") is not None)
+    if not have_xml and not csv_path(dataset).is_file():
+        return None
+    return ensure_csv(dataset, archives, workers, stage)
+
+
+def emit_shards(r: dict, as_json: bool, unit: str, place: str) -> None:
+    """A shard command's report, or one screen: per split its shards, `unit` (records,
+    samples), size and `place` (its folder or index); then the run."""
+    lines = [f"{split:<5} {s['shards']:>5} shards {s[unit]:>9} {unit} "
+             f"{s['bytes'] / 1e6:>10.1f} MB  {s[place]}" for split, s in r["splits"].items()]
+    emit(r, as_json, lines + shard_run_lines(r))
 
 
 def shard_run_lines(r: dict) -> list[str]:

@@ -52,7 +52,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def prepare_options(args: argparse.Namespace) -> PrepareOptions:
     """The PrepareOptions the command line asks for."""
-    from imagenet_prep.shards.plan import parse_size
+    from imagenet_prep.shards.order import parse_size
 
     return PrepareOptions(
         only=args.only, force=args.force, flatten_mode=args.flatten_mode, labels=args.labels,

@@ -6,20 +6,12 @@ import argparse
 import contextlib
 from pathlib import Path
 
-from imagenet_prep.cli.common import (
-    add_archives,
-    add_json,
-    add_workers,
-    emit,
-    open_workers,
-    shard_run_lines,
-    split_list,
-)
+from imagenet_prep.cli import common
 from imagenet_prep.errors import PrepError
+from imagenet_prep.layout import WDS_DIR, WDS_RECORD
 from imagenet_prep.runtime.files import dataset_lock, ensure_dir
-from imagenet_prep.shards.plan import parse_size
-from imagenet_prep.shards.wds import DEFAULT_SPLITS, ON_BAD, SPLITS, write_wds
-from imagenet_prep.sources.labels import SOURCES
+from imagenet_prep.shards.order import parse_size
+from imagenet_prep.shards.wds import DEFAULT_SPLITS, SPLITS, write_wds
 
 DESCRIPTION = (
     "write OUT/train-NNNNNN.tar, OUT/validation-NNNNNN.tar (and test-NNNNNN.tar with "
@@ -32,7 +24,7 @@ DESCRIPTION = (
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("dataset", type=Path, nargs="?", metavar="DATASET")
     src = p.add_mutually_exclusive_group(required=True)
-    add_archives(src)
+    common.add_archives(src)
     src.add_argument("--from-folders", nargs="?", const=True, default=False, type=Path,
                      metavar="DATASET",
                      help="read DATASET/train/WNID/, DATASET/val/WNID/ (and DATASET/test/)")
@@ -43,25 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                      help="about this many bytes per shard, e.g. 500MB, 1GB, 1GiB (default 1GB)")
     cut.add_argument("--shard-samples", type=int, default=None, metavar="N",
                      help="N samples per shard instead")
-    p.add_argument("--splits", type=split_list, default=DEFAULT_SPLITS,
-                   help=f"comma-separated, from {','.join(SPLITS)} (default: train,val)")
-    p.add_argument("--seed", type=int, default=0,
-                   help="shuffle seed (default 0, the TFRecords' order)")
-    p.add_argument("--labels", choices=SOURCES, default="auto",
-                   help="validation label source when reading the archives")
-    p.add_argument("--on-bad-image", choices=ON_BAD, default="fail",
-                   help="an unreadable image stops the run (fail) or is left out and listed")
-    add_workers(p, cluster=True)
-    add_json(p)
-
-
-def summary_lines(r: dict) -> list[str]:
-    """One screen: shards, samples, size, conversions, throughput."""
-    lines = []
-    for split, s in r["splits"].items():
-        lines.append(f"{split:<5} {s['shards']:>5} shards {s['samples']:>9} samples "
-                     f"{s['bytes'] / 1e6:>10.1f} MB  {s['index']}")
-    return lines + shard_run_lines(r)
+    common.add_shard_options(p, SPLITS, DEFAULT_SPLITS, ", the TFRecords' order")
 
 
 def resolve(args: argparse.Namespace) -> tuple[Path | None, Path]:
@@ -73,7 +47,7 @@ def resolve(args: argparse.Namespace) -> tuple[Path | None, Path]:
         dataset = args.from_folders
     if args.from_folders and dataset is None:
         raise PrepError("--from-folders needs the dataset folder: wds --from-folders DATASET")
-    out = args.out or (dataset / "wds" if dataset is not None else None)
+    out = args.out or (dataset / WDS_DIR if dataset is not None else None)
     if out is None:
         raise PrepError("give --out DIR (or DATASET, for DATASET/wds)")
     return dataset, out
@@ -90,13 +64,15 @@ def run(args: argparse.Namespace) -> int:
             ensure_dir(dataset)
             stack.enter_context(dataset_lock(dataset))  # its box CSV may be written
         stack.enter_context(dataset_lock(args.out))
-        workers = stack.enter_context(open_workers(args, "out"))
+        workers = stack.enter_context(common.open_workers(args, "out"))
+        boxes = common.shard_boxes_csv(dataset if dataset is not None else args.out,
+                                       args.archives, workers, WDS_RECORD, args.splits)
         report = write_wds(
             args.out, dataset=dataset, archives=args.archives,
             from_folders=bool(args.from_folders), shard_size=size,
             shard_samples=args.shard_samples, seed=args.seed,
             workers=workers, on_bad_image=args.on_bad_image, splits=args.splits,
-            labels=args.labels,
+            labels=args.labels, boxes_csv=boxes,
         )
-    emit(report, args.json, summary_lines(report))
+    common.emit_shards(report, args.json, "samples", "index")
     return 0

@@ -96,7 +96,7 @@ def _gunzip(data: bytes, where: str) -> bytes:
 
 
 def jpeg_for_record(data: bytes, where: str) -> tuple[bytes, int, int, str | None]:
-    """(bytes to store, height, width, conversion reason or None) for one image.
+    """(bytes to store, width, height, conversion reason or None) for one image.
 
     Kept bytes are returned unchanged (the same object); a conversion decodes once.
     """
@@ -107,13 +107,13 @@ def jpeg_for_record(data: bytes, where: str) -> tuple[bytes, int, int, str | Non
     frame = jpeg_frame(data)
     if frame is not None and frame[2] in (1, 3) and frame[0] > 0 and frame[1] > 0:
         # grayscale or YCbCr/RGB JPEG: what Pillow would call mode L or RGB, kept as is
-        return data, frame[1], frame[0], (reason_prefix.rstrip("+") or None)
+        return data, frame[0], frame[1], (reason_prefix.rstrip("+") or None)
     info = probe(data, where)
     reason = conversion_reason(info)
     if reason is None:
-        return data, info.height, info.width, (reason_prefix.rstrip("+") or None)
+        return data, info.width, info.height, (reason_prefix.rstrip("+") or None)
     out = to_rgb_jpeg(data, where)
-    return out, info.height, info.width, reason_prefix + reason
+    return out, info.width, info.height, reason_prefix + reason
 
 
 _SOF = frozenset((0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF))

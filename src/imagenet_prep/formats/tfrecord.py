@@ -97,6 +97,30 @@ def bytes_feature_parts(value: bytes) -> tuple[bytes, bytes]:
     return b"".join((b"\x0a", varint(1 + len(head) + len(value)), b"\x0a", head)), value
 
 
+def entry_head(key: str, size: int) -> bytes:
+    """An entry of the Example's feature map up to its encoded Feature (of `size` bytes).
+
+    An Example is example_head(total) and then its entries in key order; a writer that
+    knows its keys' order builds the entries itself and skips the sorting and the
+    dict of encode_example_parts (the record path of `tfrecord`).
+    """
+    kf = _KEYS.get(key)
+    if kf is None:
+        kf = _KEYS[key] = _field(1, key.encode())
+    vlen = varint(size)
+    return b"".join((b"\x0a", varint(len(kf) + 1 + len(vlen) + size), kf, b"\x12", vlen))
+
+
+def feature_entry(key: str, feature: bytes) -> bytes:
+    """One whole entry of the feature map (see entry_head)."""
+    return entry_head(key, len(feature)) + feature
+
+
+def example_head(size: int) -> bytes:
+    """What precedes an Example's entries (of `size` bytes in all)."""
+    return b"\x0a" + varint(size)
+
+
 def encode_example_parts(features: Mapping[str, bytes | tuple[bytes, ...]]) -> list[bytes]:
     """An Example as a list of byte strings whose concatenation is the serialised message.
 
@@ -106,16 +130,10 @@ def encode_example_parts(features: Mapping[str, bytes | tuple[bytes, ...]]) -> l
     """
     parts: list[bytes] = []
     for key in sorted(features):
-        kf = _KEYS.get(key)
-        if kf is None:
-            kf = _KEYS[key] = _field(1, key.encode())
         value = features[key]
         pieces = value if isinstance(value, tuple) else (value,)
-        size = sum(map(len, pieces))
-        vlen = varint(size)
-        parts += (b"\x0a", varint(len(kf) + 1 + len(vlen) + size), kf, b"\x12", vlen, *pieces)
-    total = sum(map(len, parts))
-    return [b"\x0a", varint(total), *parts]
+        parts += (entry_head(key, sum(map(len, pieces))), *pieces)
+    return [example_head(sum(map(len, parts))), *parts]
 
 
 def encode_example(features: Mapping[str, bytes | tuple[bytes, ...]]) -> bytes:

@@ -7,8 +7,9 @@ depend only on its samples (docs/webdataset.md).
 
 from __future__ import annotations
 
+import json
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from imagenet_prep.errors import PrepError
@@ -67,13 +68,40 @@ def end_of_archive(offset: int) -> bytes:
 
 # --- samples --------------------------------------------------------------------------
 
+def _stem(name: str) -> str:
+    return name.rsplit(".", 1)[0] if "." in name else name
+
+
 def sample_key(name: str, where: str) -> str:
     """The file name without its extension; WebDataset splits a member name at its first dot."""
-    key = name.rsplit(".", 1)[0] if "." in name else name
+    key = _stem(name)
     if "." in key or not key:
         raise PrepError(f"{where}: {name!r} cannot be a WebDataset key (a dot before the "
                         "extension, or no name)")
     return key
+
+
+def sample_keys(names: Sequence[str], where: Callable[[int], str], shard: str) -> list[str]:
+    """The keys of a shard's samples; refuses a name that makes no key and a key seen twice.
+
+    `where(i)` names image i in a message, so it is built only for a refusal.
+    """
+    keys = [_stem(n) for n in names]
+    seen: set[str] = set()
+    for i, key in enumerate(keys):
+        if "." in key or not key:
+            sample_key(names[i], where(i))
+        if key in seen:
+            raise PrepError(f"{where(i)}: a second image with the key {key!r} in {shard}")
+        seen.add(key)
+    return keys
+
+
+def wids_index(name: str, shards: list[tuple[str, int, int]]) -> str:
+    """The wids shard index of (url relative to the index, samples, bytes) per shard."""
+    doc = {"__kind__": INDEX_KIND, "wids_version": 1, "name": name,
+           "shardlist": [{"url": u, "nsamples": n, "filesize": b} for u, n, b in shards]}
+    return json.dumps(doc, indent=1, sort_keys=True) + "\n"
 
 
 def iter_samples(path: Path) -> Iterator[tuple[str, list[tuple[str, Member]]]]:

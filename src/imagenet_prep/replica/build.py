@@ -2,10 +2,11 @@
 
 Real ImageNet is 155 GB behind a login, so every test and demo runs on this
 replica instead.  It copies the archives' layout and their known traps
-(formats.md §2, §3.2, §7.1, §11) at any scale: real WNIDs and class texts,
-devkit numbering that is not alphabetical, unsorted tar members, image numbers
-that sort differently as text and as numbers, CMYK / YCCK / grayscale JPEGs, a
-PNG under a .JPEG name, and box XMLs with the real files' oddities.
+(docs/archives.md, docs/labels.md, docs/boxes.md, docs/quirks.md) at any
+scale: real WNIDs and class texts, devkit numbering that is not alphabetical,
+unsorted tar members, image numbers that sort differently as text and as
+numbers, CMYK / YCCK / grayscale JPEGs, a PNG under a .JPEG name, and box XMLs
+with the real files' oddities.
 
 Output is a pure function of the parameters: images are rendered by a process
 pool (replica_images.py) but every archive is written sequentially here, with

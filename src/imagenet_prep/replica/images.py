@@ -5,7 +5,7 @@ pool can render them in any order and the archives stay byte-identical whatever
 the worker count.  Content is smooth colour fields plus luma noise from PCG64:
 enough texture that a 500x375 JPEG averages about 110 KB, like real ImageNet.
 
-Kinds mirror the real archives' odd files (formats.md §11): `rgb` (ordinary
+Kinds mirror the real archives' odd files (docs/quirks.md): `rgb` (ordinary
 baseline JPEG), `gray` (1-channel JPEG), `cmyk` (4-channel JPEG, Adobe transform
 0, as Photoshop writes), `ycck` (4-channel JPEG, Adobe transform 2) and `png`
 (a PNG that will be stored under a .JPEG name).
@@ -23,7 +23,6 @@ import numpy as np
 from PIL import Image, ImageChops
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
-KINDS = ("rgb", "gray", "cmyk", "ycck", "png")
 QUALITIES = (85, 90, 92, 95)  # Flickr-era cameras and editors; averages ~110 KB below
 NOISE_SPAN = (52, 130)  # fine luma noise span (grey levels), drawn per image
 

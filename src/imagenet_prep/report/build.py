@@ -29,7 +29,7 @@ from imagenet_prep.sources.labels import bbox_labels
 
 REPORT_NAME = REPORT_HTML
 MAX_SPECIALS = 100
-VAL_CMYK = "ILSVRC2012_val_00019877.JPEG"  # formats.md §11.1: not in TensorFlow's list
+VAL_CMYK = "ILSVRC2012_val_00019877.JPEG"  # docs/quirks.md: not in TensorFlow's list
 
 
 def default_path(dataset: Path) -> Path:

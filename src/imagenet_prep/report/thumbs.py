@@ -49,7 +49,7 @@ def facts(data: bytes, where: str) -> Facts:
     if quick is not None:
         return quick
     if data[:2] == b"\x1f\x8b":
-        _, height, width, reason = jpeg_for_record(data, where)
+        _, width, height, reason = jpeg_for_record(data, where)
         return Facts(width, height, reason)
     info = probe(data, where)
     return Facts(info.width, info.height, conversion_reason(info))

@@ -47,7 +47,7 @@ class Archive:
     md5: str | None
 
 
-# Published values (image-net.org downloads page, torchvision ARCHIVE_META); formats.md §2.2.
+# Published values (image-net.org downloads page, torchvision ARCHIVE_META); docs/archives.md.
 OFFICIAL: dict[str, Archive] = {
     a.name: a
     for a in (

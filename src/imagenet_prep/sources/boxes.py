@@ -1,6 +1,6 @@
 """Box XML -> CSV lines, by the rules of TensorFlow's process_bounding_boxes.py (inception copy).
 
-The rules are the reference's, quirks included (formats.md §7.2), because the
+The rules are the reference's, quirks included (docs/boxes.md), because the
 CSV must equal what the reference prints for the same XMLs:
 
 - the class of a file is its parent directory; files of other directories are

@@ -1,6 +1,6 @@
 """Validation labels from every source we know, cross-checked.
 
-Labels are defined in ascending file-name order (formats.md §4.1).  Sources:
+Labels are defined in ascending file-name order (docs/labels.md).  Sources:
 the devkit (ground-truth IDs mapped through `meta.mat`), the validation box XMLs
 (first `<object><name>` of `val/NAME.xml`), and the bundled TensorFlow list,
 which only describes the real 50,000 images.

@@ -1,0 +1,528 @@
+"""The shard engine: what every shard format (TFRecord, WebDataset) shares.
+
+A format only says how one sample becomes byte pieces, how a shard begins and
+ends, how shards are named and what goes beside them (`ShardFormat`).  The engine
+does the rest the same way for all: the catalog of each split (from the archives
+or from folders), the boxes, the seeded order and the shard bounds (from the
+inputs only, so bytes depend on neither `--workers` nor the route), the state
+that lets a rerun write only the missing shards and refuse other options, one
+task per shard on the pool or Dask (each shard written under a temporary name,
+fsynced and renamed), the `--on-bad-image` policy, and the report.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from imagenet_prep.errors import BadImageError, PrepError
+from imagenet_prep.formats.images import jpeg_for_record
+from imagenet_prep.layout import BOX_CSV
+from imagenet_prep.runtime import stage_state
+from imagenet_prep.runtime.files import atomic_file, ensure_dir, is_tmp_name
+from imagenet_prep.runtime.pool import Workers, run_tasks
+from imagenet_prep.runtime.progress import bar
+from imagenet_prep.shards.order import Bounds, shuffle_order
+from imagenet_prep.sources.archives import find_archive
+from imagenet_prep.sources.boxes import parse_csv
+from imagenet_prep.sources.catalog import (
+    Catalog,
+    flat_from_archive,
+    grouped_from_folder,
+    train_from_archive,
+    with_labels,
+)
+
+SPLIT_ORDER = ("val", "train", "test")  # catalogs are built (and shards written) in this order
+SAVE_EVERY = 2.0  # seconds between state saves while shards finish
+NO_BOXES = np.zeros((0, 4), dtype=np.float32)
+Boxes = dict[str, list[tuple[float, float, float, float]]]
+BoxArrays = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+
+# --- the --on-bad-image policy ----------------------------------------------------------
+
+@dataclass(frozen=True)
+class BadImagePolicy:
+    """What an unreadable image does to its shard, chosen once from `--on-bad-image`."""
+
+    skips: bool
+
+    def __call__(self, error: BadImageError) -> str:
+        """The note listed for a left-out image; without `skips`, the error stops the run."""
+        if not self.skips:
+            raise error
+        return str(error)
+
+    def keeps(self, entry: dict) -> bool:
+        """Whether a finished shard stands: one that left images out is written again
+        under `fail`, which then stops on the bad image."""
+        return self.skips or not entry["skipped"]
+
+
+ON_BAD_IMAGE = {"fail": BadImagePolicy(skips=False), "skip": BadImagePolicy(skips=True)}
+
+
+def bad_image_policy(choice: str) -> BadImagePolicy:
+    policy = ON_BAD_IMAGE.get(choice)
+    if policy is None:
+        raise PrepError(f"on_bad_image must be one of {', '.join(ON_BAD_IMAGE)}, not {choice!r}")
+    return policy
+
+
+# --- what a format says -----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ShardTask:
+    """Everything one shard needs (pickled to a worker): its images in shard order, their
+    boxes, and the format that encodes them."""
+
+    format: ShardFormat
+    split: str
+    name: str
+    path: Path
+    catalog: Catalog
+    box_counts: np.ndarray | None  # boxes per image (train), None otherwise
+    boxes: np.ndarray | None  # (sum of box_counts, 4) in the format's box dtype, in order
+    policy: BadImagePolicy
+
+
+class ShardEncoder(ABC):
+    """One shard's byte pieces, made in the worker.  Image bytes are passed through as
+    they are (the same object), so they reach the file by writev without a copy."""
+
+    def begin(self) -> list[bytes]:
+        return []
+
+    @abstractmethod
+    def sample(self, i: int, image: bytes, width: int, height: int, boxes: np.ndarray
+               ) -> list[bytes]:
+        """Catalog image `i` as pieces whose concatenation is its bytes in the shard."""
+
+    def end(self, offset: int) -> list[bytes]:
+        """What closes a shard of `offset` bytes so far."""
+        return []
+
+    def written(self) -> dict[str, Any]:
+        """Once the shard is in place: write what goes beside it; extras for its entry."""
+        return {}
+
+
+class ShardFormat(ABC):
+    """A shard format: names, per-split bounds, encoding, and the files beside shards.
+
+    A subclass names its records and splits as class keywords (see __init_subclass__).
+    Pickled with every task, so a format object holds only a few small values.
+    """
+
+    record: ClassVar[str]  # the state record (ROOT/.imagenet-prep/NAME.json), also its stage
+    report_record: ClassVar[str]
+    unit: ClassVar[str]  # what a shard holds, the key of its count: "records" or "samples"
+    title: ClassVar[str]  # "TFRecords": for messages
+    splits: ClassVar[tuple[str, ...]]
+    box_dtype: ClassVar[type]
+    sized: ClassVar[bool]  # the cut depends on image sizes: the state records them
+    root: Path  # where the state lives
+    options: dict[str, Any]  # what fixes every shard's bytes: "seed" and the cut
+
+    def __init_subclass__(cls, *, record: str, report: str, unit: str, title: str,
+                          splits: tuple[str, ...], box_dtype: type = np.float32,
+                          sized: bool = False, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        cls.record, cls.report_record, cls.unit, cls.title = record, report, unit, title
+        cls.splits, cls.box_dtype, cls.sized = splits, box_dtype, sized
+
+    @abstractmethod
+    def folder(self, split: str) -> Path:
+        """Where a split's shards go."""
+
+    def folders(self, split: str) -> tuple[Path, ...]:
+        """Every folder a split writes into (made, and cleared of temporary files)."""
+        return (self.folder(split),)
+
+    @abstractmethod
+    def shard_name(self, split: str, k: int, shards: int) -> str: ...
+
+    @abstractmethod
+    def bounds(self, split: str, cat: Catalog, order: np.ndarray) -> Bounds:
+        """The split's shards as runs of the seeded order."""
+
+    @abstractmethod
+    def encoder(self, task: ShardTask) -> ShardEncoder: ...
+
+    def is_ours(self, name: str) -> bool:
+        """A name this format writes into its folders (refused there without a state)."""
+        return not is_tmp_name(name)
+
+    @abstractmethod
+    def finish_split(self, split: str, entries: list[dict]) -> None:
+        """After the run: the index files of a split (its shards' entries in order)."""
+
+    @abstractmethod
+    def start_over(self) -> str: ...
+
+    @abstractmethod
+    def sources(self, dataset: Path, archives: Path | None, from_folders: bool,
+                splits: tuple[str, ...]) -> str:
+        """The inputs of the splits, for `nothing to convert`."""
+
+    def describe(self, split: str | None = None) -> dict[str, Any]:
+        """Where the output is, for the report: of the run, or with `split`, of that split."""
+        return {"folder": str(self.root if split is None else self.folder(split))}
+
+
+# --- catalogs and boxes -----------------------------------------------------------------
+
+def flat_from_folder(split: str, root: Path) -> Catalog:
+    """Index a flat folder root/*.JPEG (the extracted test split), sorted, unlabelled."""
+    with os.scandir(root) as it:
+        rows = sorted((e.name, e.stat(follow_symlinks=False).st_size) for e in it
+                      if e.is_file(follow_symlinks=False) and not is_tmp_name(e.name))
+    if not rows:
+        raise PrepError(f"{root}: no images")
+    return Catalog(
+        split=split, names=[r[0] for r in rows], labels=np.full(len(rows), -1, dtype=np.int16),
+        sizes=np.fromiter((r[1] for r in rows), dtype=np.int64, count=len(rows)), root=root,
+    )
+
+
+def split_catalog(split: str, dataset: Path, archives: Path | None, from_folders: bool,
+                  labels: str) -> Catalog | None:
+    """The split's catalog (train, val or test), or None when its source is absent.
+
+    From folders, train and val are class trees (DATASET/val after `valtree`) and
+    test is flat; from archives, val labels come from `labels` (see labels.val_labels).
+    """
+    if from_folders:
+        root = dataset / split
+        if not root.is_dir():
+            return None
+        return flat_from_folder(split, root) if split == "test" else \
+            grouped_from_folder(split, root)
+    assert archives is not None
+    archive = find_archive(archives, split)
+    if archive is None:
+        return None
+    if split == "train":
+        return train_from_archive(archive)
+    if split == "test":
+        return flat_from_archive(split, archive, None)
+    from imagenet_prep.sources.labels import val_labels
+
+    cat = flat_from_archive(split, archive, None)
+    return with_labels(cat, val_labels(cat.names, archives=archives, dataset=dataset,
+                                       source=labels))
+
+
+def catalog_digest(cat: Catalog, *, sizes: bool = False) -> str:
+    """SHA-256 of the catalog's names and labels (and sizes, when the plan depends on them)."""
+    h = hashlib.sha256()
+    cols = [cat.names, cat.labels.tolist()] + ([cat.sizes.tolist()] if sizes else [])
+    for row in zip(*cols, strict=True):
+        h.update(("\t".join(map(str, row)) + "\n").encode())
+    return h.hexdigest()
+
+
+def load_boxes(csv: Path | None) -> tuple[Boxes, str | None]:
+    """name -> boxes in CSV order, and the CSV's SHA-256 (None: no boxes available)."""
+    if csv is None:
+        return {}, None
+    data = csv.read_bytes()
+    out: Boxes = {}
+    for name, box in parse_csv(data.decode("ascii", errors="replace"), str(csv)):
+        out.setdefault(name, []).append(box)
+    return out, hashlib.sha256(data).hexdigest()
+
+
+def box_arrays(cat: Catalog, by_name: Boxes, dtype: type = np.float32) -> BoxArrays:
+    """(boxes per catalog image, where each image's boxes start, all boxes as (n, 4)).
+
+    Compact arrays (~25 MB for ImageNet in float32) instead of a dict of lists.
+    float32 is what an Example stores, rounded from the CSV's decimal through a
+    double as the reference; float64 keeps the CSV's decimals exactly.
+    """
+    counts = np.fromiter((len(by_name.get(n, ())) for n in cat.names), dtype=np.int32,
+                         count=len(cat))
+    starts = np.concatenate(([0], np.cumsum(counts, dtype=np.int64)))
+    flat = [b for n in cat.names for b in by_name.get(n, ())]
+    boxes = np.asarray(flat, dtype=np.float64).astype(dtype).reshape(-1, 4)
+    return counts, starts, boxes
+
+
+def shard_boxes(arrays: BoxArrays, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(boxes per image, their boxes in that order) for the images `idx` of one shard."""
+    all_counts, starts, all_boxes = arrays
+    pieces = [all_boxes[starts[i]:starts[i + 1]] for i in idx]
+    return all_counts[idx], (np.concatenate(pieces) if pieces else NO_BOXES)
+
+
+# --- one shard (runs in a worker) -------------------------------------------------------
+
+def image_where(cat: Catalog, i: int) -> str:
+    """Name an image for messages: the archive member, or the file."""
+    if cat.archive is None:
+        return str(cat.path(i))
+    if cat.split == "train":
+        return f"{cat.archive}:{cat.wnid(i)}.tar:{cat.names[i]}"
+    return f"{cat.archive}:{cat.names[i]}"
+
+
+def write_parts(fd: int, parts: list[bytes], size: int) -> None:
+    """One writev for a sample (no copies of the image bytes); finish a (rare) short write
+    with plain writes."""
+    done = os.writev(fd, parts) if parts else 0
+    if done < size:
+        rest = memoryview(b"".join(parts))[done:]
+        while rest:
+            rest = rest[os.write(fd, rest):]
+
+
+def write_shard(task: ShardTask) -> dict[str, Any]:
+    """Write one shard; returns its state entry (what it holds)."""
+    cat, policy = task.catalog, task.policy
+    enc = task.format.encoder(task)
+    starts = None if task.box_counts is None else np.concatenate(
+        ([0], np.cumsum(task.box_counts)))
+    converted: list[list[str]] = []
+    skipped: list[list[str]] = []
+    # fsync before the rename: once the state lists a shard, its bytes are on disk
+    with cat.open() as src, atomic_file(task.path, fsync=True) as f:
+        fd = f.fileno()  # samples go straight to the file with writev, never via f's buffer
+        parts = enc.begin()
+        offset = sum(map(len, parts))
+        write_parts(fd, parts, offset)
+        for i in range(len(cat)):
+            data = src.read(i)
+            try:
+                image, width, height, reason = jpeg_for_record(data, image_where(cat, i))
+            except BadImageError as e:
+                skipped.append([cat.names[i], policy(e)])
+                continue
+            if reason is not None:
+                converted.append([cat.names[i], reason])
+            boxes = NO_BOXES if starts is None or task.boxes is None else \
+                task.boxes[starts[i]:starts[i + 1]]
+            parts = enc.sample(i, image, width, height, boxes)
+            size = sum(map(len, parts))
+            write_parts(fd, parts, size)
+            offset += size
+        parts = enc.end(offset)
+        size = sum(map(len, parts))
+        write_parts(fd, parts, size)
+        offset += size
+    return {
+        "split": task.split, "name": task.name, task.format.unit: len(cat) - len(skipped),
+        "bytes": offset, "input_bytes": cat.total_bytes(), "converted": converted,
+        "skipped": skipped, **enc.written(),
+    }
+
+
+# --- state: resume and refusal ----------------------------------------------------------
+
+def check_state(
+    state: dict | None, options: dict, splits: dict[str, dict], *, stage: str, what: str,
+    folders: dict[str, Path], is_ours: Callable[[str], bool], start_over: str,
+) -> dict:
+    """The state to continue from; refuse a rerun whose options or inputs differ.
+
+    Without a state, a split folder (`folders`) holding files of ours (`is_ours`) was
+    written by a run that nothing recorded: refused rather than overwritten.
+    """
+    if state is None:
+        for d in dict.fromkeys(folders.values()):
+            if d.is_dir() and any(is_ours(e) for e in os.listdir(d)):
+                raise PrepError(f"{d}: holds files that no {stage} run recorded; " + start_over)
+        return {"options": options, "splits": splits, "shards": {}}
+    old = state.get("options", {})
+    if old != options:
+        was = " ".join(f"--{k.replace('_', '-')} {v}" for k, v in sorted(old.items()))
+        raise PrepError(
+            f"{what} were started with other options ({was}); rerun with those, or "
+            + start_over)
+    for split, info in splits.items():
+        before = state["splits"].get(split)
+        if before is not None and before != info:
+            raise PrepError(
+                f"{folders[split]}: written from other {split} images or boxes "
+                f"({before['images']} images before, {info['images']} now); " + start_over)
+        state["splits"][split] = info
+    return state
+
+
+def finished(path: Path, split: str, entry: dict | None) -> bool:
+    """A shard is finished when its final file has the size its state entry records.
+
+    A shard renamed into place after the last state save is simply written again
+    (same bytes), so the state never has to be saved after every shard.
+    """
+    if entry is None or entry.get("split") != split:
+        return False
+    try:
+        return path.stat().st_size == entry["bytes"]
+    except FileNotFoundError:
+        return False
+
+
+def remove_stale_tmp(folder: Path) -> None:
+    """Temporary files of a killed run: each run holds the dataset lock, so none is live."""
+    for name in os.listdir(folder):
+        if is_tmp_name(name):
+            (folder / name).unlink(missing_ok=True)
+
+
+# --- the run (main process) -------------------------------------------------------------
+
+def write_shards(
+    fmt: ShardFormat, *, dataset: Path, archives: Path | None, from_folders: bool,
+    labels: str, splits: tuple[str, ...], workers: Workers,
+    policy: BadImagePolicy, boxes_csv: Path | None,
+) -> dict[str, Any]:
+    """Write the shards of `fmt` that are missing; returns the run report (also saved).
+
+    `dataset` holds the images when `from_folders`; `boxes_csv` (None: no boxes) is
+    read only when train is converted.
+    """
+    unknown = [s for s in splits if s not in fmt.splits]
+    if unknown:
+        raise PrepError(f"unknown split {unknown[0]!r}; choose from {', '.join(fmt.splits)}")
+    t0 = time.monotonic()
+    ensure_dir(fmt.root)
+    cats: dict[str, Catalog] = {}
+    for split in SPLIT_ORDER:
+        if split in splits:
+            cat = split_catalog(split, dataset, archives, from_folders, labels)
+            if cat is not None:
+                cats[split] = cat
+    if not cats:
+        where = fmt.sources(dataset, archives, from_folders, splits)
+        raise PrepError(f"nothing to convert: none of {where} exists")
+    if "train" in cats and boxes_csv is None:
+        print(f"{fmt.record}: no {BOX_CSV} and no box XMLs: train records get empty box lists",
+              file=sys.stderr)
+    by_name, boxes_sha = load_boxes(boxes_csv) if "train" in cats else ({}, None)
+    plans: dict[str, tuple[np.ndarray, Bounds]] = {}
+    for split, cat in cats.items():
+        order = shuffle_order(cat.names, fmt.options["seed"])
+        plans[split] = (order, fmt.bounds(split, cat, order))
+    split_info = {s: {"images": len(c), "digest": catalog_digest(c, sizes=fmt.sized),
+                      "boxes_sha256": boxes_sha if s == "train" else None,
+                      **({"shards": len(plans[s][1])} if fmt.sized else {})}
+                  for s, c in cats.items()}
+    state = check_state(
+        stage_state.load(fmt.root, fmt.record), fmt.options, split_info, stage=fmt.record,
+        what=f"{fmt.root}: the {fmt.title}", start_over=fmt.start_over(),
+        folders={s: fmt.folder(s) for s in fmt.splits}, is_ours=fmt.is_ours)
+    stage_state.save(fmt.root, fmt.record, state)  # before any shard: a rerun can compare
+    for folder in dict.fromkeys(d for s in cats for d in fmt.folders(s)):
+        remove_stale_tmp(ensure_dir(folder))
+    boxes_of = {"train": box_arrays(cats["train"], by_name, fmt.box_dtype)} if "train" in cats \
+        else {}
+    by_name.clear()
+
+    def names(split: str) -> list[str]:
+        n = len(plans[split][1])
+        return [fmt.shard_name(split, k, n) for k in range(n)]
+
+    def make_task(split: str, k: int) -> ShardTask:
+        """Built lazily, a pool window at a time: only a few shards' catalogs exist at once."""
+        order, bounds = plans[split]
+        idx = order[bounds[k][0]:bounds[k][1]]
+        counts, boxes = shard_boxes(boxes_of[split], idx) if split in boxes_of else (None, None)
+        name = fmt.shard_name(split, k, len(bounds))
+        return ShardTask(format=fmt, split=split, name=name, path=fmt.folder(split) / name,
+                         catalog=cats[split].subset(idx), box_counts=counts, boxes=boxes,
+                         policy=policy)
+
+    todo: list[tuple[str, int]] = []
+    for split in cats:
+        for k, name in enumerate(names(split)):
+            entry = state["shards"].get(name)
+            if not (finished(fmt.folder(split) / name, split, entry) and policy.keeps(entry)):
+                todo.append((split, k))
+    t_write = time.monotonic()
+    run = _run(fmt, (make_task(s, k) for s, k in todo), state, workers,
+               images=sum(b - a for s, k in todo for a, b in [plans[s][1][k]]))
+    entries_of = {split: [state["shards"][n] for n in names(split)] for split in cats}
+    for split, entries in entries_of.items():
+        fmt.finish_split(split, entries)
+    report = _report(fmt, state, cats, entries_of, from_folders,
+                     timed_run(run, len(todo), t0, t_write))
+    stage_state.save(fmt.root, fmt.report_record, report)
+    return report
+
+
+def _run(fmt: ShardFormat, tasks: Iterable[ShardTask], state: dict, workers: Workers, *,
+         images: int) -> dict[str, Any]:
+    """Write every task's shard, saving the state every few seconds (a shard finished after
+    the last save is simply written again, with the same bytes) and at the end."""
+    run = {"images": 0, "input_bytes": 0, "output_bytes": 0}
+    last_save = time.monotonic()
+    with bar(images, fmt.record) as pb:
+        for res in run_tasks(write_shard, tasks, workers):
+            state["shards"][res["name"]] = res
+            done = res[fmt.unit] + len(res["skipped"])
+            run["input_bytes"] += res["input_bytes"]
+            run["output_bytes"] += res["bytes"]
+            run["images"] += done
+            pb.update(done)
+            if time.monotonic() - last_save > SAVE_EVERY:
+                stage_state.save(fmt.root, fmt.record, state)
+                last_save = time.monotonic()
+    stage_state.save(fmt.root, fmt.record, state)
+    return run
+
+
+def timed_run(run: dict[str, Any], shards_written: int, t0: float, t_write: float
+              ) -> dict[str, Any]:
+    """The run's counts with its timings (indexing, writing) and rates since `t0`."""
+    end = time.monotonic()
+    seconds = end - t0
+    return {
+        "shards_written": shards_written, **run,
+        "seconds": round(seconds, 3), "index_seconds": round(t_write - t0, 3),
+        "write_seconds": round(end - t_write, 3),
+        "images_per_s": round(run["images"] / seconds, 1) if seconds else 0.0,
+        "mb_per_s": round(run["input_bytes"] / 1e6 / seconds, 1) if seconds else 0.0,
+    }
+
+
+def shard_notes(entries_of: dict[str, list[dict]]) -> tuple[list[dict], list[dict]]:
+    """(converted, skipped) images of every split's shard entries, sorted by split and name."""
+    converted: list[dict[str, str]] = []
+    skipped: list[dict[str, str]] = []
+    for split, entries in entries_of.items():
+        for e in entries:
+            converted += [{"split": split, "name": n, "reason": r} for n, r in e["converted"]]
+            skipped += [{"split": split, "name": n, "error": r} for n, r in e["skipped"]]
+    converted.sort(key=lambda d: (d["split"], d["name"]))
+    skipped.sort(key=lambda d: (d["split"], d["name"]))
+    return converted, skipped
+
+
+def _report(fmt: ShardFormat, state: dict, cats: dict[str, Catalog],
+            entries_of: dict[str, list[dict]], from_folders: bool, run: dict[str, Any]
+            ) -> dict[str, Any]:
+    """Per split totals from the state (this run's shards and earlier ones), conversions,
+    left-out images, and this run's figures."""
+    splits = {
+        split: {
+            **fmt.describe(split), "shards": len(entries),
+            fmt.unit: sum(e[fmt.unit] for e in entries),
+            "bytes": sum(e["bytes"] for e in entries), "images": len(cats[split]),
+        } for split, entries in entries_of.items()
+    }
+    converted, skipped = shard_notes(entries_of)
+    return {
+        **fmt.describe(), "source": "folders" if from_folders else "archives",
+        "options": state["options"], "splits": splits, "converted": converted,
+        "skipped": skipped, "run": run,
+    }

@@ -9,6 +9,7 @@ imports no command module and none of the heavy libraries.
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -18,7 +19,7 @@ from imagenet_prep import stages
 from imagenet_prep.cli import COMMANDS, main
 from imagenet_prep.errors import PrepError
 from imagenet_prep.prepare import PrepareOptions, prepare, summary_lines
-from imagenet_prep.sources.archives import ROLES
+from imagenet_prep.sources.archives import DEVKIT, ROLES, TRAIN, VAL
 
 # a representative result of each stage, its seconds and the summary line it gives
 EXAMPLES = {
@@ -116,6 +117,21 @@ def test_summary_lines_of_a_whole_run():
                                      *(line for _, _, line in EXAMPLES.values())]
     with pytest.raises(PrepError, match="unknown stage 'nope'"):
         summary_lines({**report, "stages": {"nope": {"seconds": 0.0, "result": {}}}})
+
+
+def test_no_boxes_is_noted_once(tmp_path, small_replica, capsys):
+    """Without box archive or CSV, the tfrecord stage passes no CSV and the note is said once."""
+    arch = tmp_path / "archives"
+    arch.mkdir()
+    for name in (TRAIN, VAL, DEVKIT):
+        shutil.copy(small_replica / name, arch / name)
+    assert main(["prepare", "--archives", str(arch), "--out", str(tmp_path / "ds"), "--only",
+                 "tensorflow", "--verify", "none", "--no-report", "--train-shards", "2",
+                 "--val-shards", "1", "--workers", "1"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err.count("train records get empty box lists") == 1
+    assert [line.split()[0] for line in captured.out.splitlines()[-2:]] == ["prepared",
+                                                                           "tfrecord"]
 
 
 def test_top_level_help_imports_no_command_module_nor_heavy_library():

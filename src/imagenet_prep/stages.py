@@ -18,7 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from imagenet_prep.errors import PrepError
-from imagenet_prep.layout import EXTRACT_SPLITS, WDS_DIR, extract_record
+from imagenet_prep.layout import (
+    EXTRACT_SPLITS,
+    TFRECORD_RECORD,
+    WDS_DIR,
+    WDS_RECORD,
+    extract_record,
+)
 from imagenet_prep.runtime import stage_state
 from imagenet_prep.runtime.pool import Workers
 from imagenet_prep.sources.archives import ROLES, find_archive
@@ -162,33 +168,47 @@ def _bbox(archives: Path, dataset: Path, options: PrepareOptions, workers: Worke
           ) -> Result | None:
     from imagenet_prep.folders.bbox_csv import write_bbox_csv
 
-    if not find_archive(archives, "bbox_train") and not (dataset / "bbox_train").is_dir():
+    if not _have_box_xmls(archives, dataset):
         return None
     return write_bbox_csv(dataset, archives=archives, workers=workers)
 
 
+def _have_box_xmls(archives: Path, dataset: Path) -> bool:
+    return find_archive(archives, "bbox_train") is not None or (dataset / "bbox_train").is_dir()
+
+
+def _boxes_csv(archives: Path, dataset: Path, workers: Workers, stage: str) -> Path | None:
+    """The box CSV a shard stage reads: ensure_csv's (made first from the box XMLs when it is
+    missing), or None without ensure_csv's note when there is neither a CSV nor XMLs: the
+    shard engine notes that itself once it knows train is converted, so it is said once
+    (as cli.common.shard_boxes_csv does for the tfrecord and wds commands)."""
+    from imagenet_prep.folders.bbox_csv import csv_path, ensure_csv
+
+    if not _have_box_xmls(archives, dataset) and not csv_path(dataset).is_file():
+        return None
+    return ensure_csv(dataset, archives, workers, stage)
+
+
 def _tfrecord(archives: Path, dataset: Path, options: PrepareOptions, workers: Workers
               ) -> Result:
-    from imagenet_prep.folders.bbox_csv import ensure_csv
     from imagenet_prep.shards.tfrecord import write_tfrecords
 
     return write_tfrecords(
         dataset, archives=archives, train_shards=options.train_shards,
         val_shards=options.val_shards, seed=options.seed, workers=workers,
         dali_index=options.dali_index, on_bad_image=options.on_bad_image,
-        labels=options.labels, boxes_csv=ensure_csv(dataset, archives, workers, "tfrecord"),
+        labels=options.labels, boxes_csv=_boxes_csv(archives, dataset, workers, TFRECORD_RECORD),
     )
 
 
 def _wds(archives: Path, dataset: Path, options: PrepareOptions, workers: Workers) -> Result:
-    from imagenet_prep.folders.bbox_csv import ensure_csv
     from imagenet_prep.shards.wds import write_wds
 
     return write_wds(
         dataset / WDS_DIR, dataset=dataset, archives=archives,
         shard_size=options.wds_shard_size, shard_samples=options.wds_shard_samples,
         seed=options.seed, workers=workers, on_bad_image=options.on_bad_image,
-        labels=options.labels, boxes_csv=ensure_csv(dataset, archives, workers, "wds"),
+        labels=options.labels, boxes_csv=_boxes_csv(archives, dataset, workers, WDS_RECORD),
     )
 
 

@@ -88,7 +88,7 @@ def test_tfrecord_from_archives_matches_the_pool(cluster, small_replica, referen
     ds.mkdir()
     with on(cluster, ds, small_replica) as ex:
         report = write_tfrecords(ds, archives=small_replica, workers=ex, **SHARDS,
-                                 boxes_csv=ensure_csv(ds, small_replica, ex, "tfrecord"))
+                                 boxes_csv=ensure_csv(ds, small_replica, ex))
     assert report["run"]["shards_written"] == 12
     assert report["run"]["images"] == sum(s["images"] for s in report["splits"].values())
     assert tree_digest(ds) == tree_digest(reference["tf"])
@@ -102,7 +102,7 @@ def test_wds_matches_the_pool(cluster, small_replica, tmp_path):
     out.mkdir()
     with on(cluster, out, small_replica) as ex:
         report = write_wds(out, archives=small_replica, shard_samples=10, workers=ex,
-                           boxes_csv=ensure_csv(out, small_replica, ex, "wds"))
+                           boxes_csv=ensure_csv(out, small_replica, ex))
     assert report["run"]["shards_written"] > 2
     assert tree_digest(out) == tree_digest(pool)
 
@@ -177,7 +177,7 @@ def test_worker_killed_midway(stage, cluster, small_replica, reference, tmp_path
                 tree.extract(small_replica, ds, splits=("train",), workers=ex)
             else:
                 write_tfrecords(ds, archives=small_replica, workers=ex, **SHARDS,
-                                boxes_csv=ensure_csv(ds, small_replica, ex, "tfrecord"))
+                                boxes_csv=ensure_csv(ds, small_replica, ex))
     finally:
         killer.join()
     assert killed and killed[0] in pids, "the blocked task ran outside the cluster's workers"

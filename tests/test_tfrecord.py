@@ -41,8 +41,8 @@ from tarutil import tar_bytes, write_tar
 
 from imagenet_prep.check.tfrecord import check_tfrecords
 from imagenet_prep.cli import main
-from imagenet_prep.cli.common import shard_boxes_csv
 from imagenet_prep.errors import BadImageError, PrepError
+from imagenet_prep.folders.bbox_csv import ensure_csv
 from imagenet_prep.formats.images import jpeg_for_record
 from imagenet_prep.formats.tfrecord import (
     bytes_feature,
@@ -67,7 +67,7 @@ def write_tfrecords(dataset: Path, *, archives: Path | None = None, workers: int
                     splits: tuple[str, ...] = ("train", "val"), **kw) -> dict:
     """The library call as the CLI makes it: the box CSV first (made when missing)."""
     dataset.mkdir(parents=True, exist_ok=True)
-    boxes = shard_boxes_csv(dataset, archives, workers, "tfrecord", splits)
+    boxes = ensure_csv(dataset, archives, workers) if "train" in splits else None
     return tfrecord_shards.write_tfrecords(dataset, archives=archives, workers=workers,
                                            splits=splits, boxes_csv=boxes, **kw)
 

@@ -92,6 +92,23 @@ def test_killed_extract_is_not_ok_and_not_a_source(tmp_path, big_replica):
     assert run_cli("check", ds).stdout.strip().endswith(": OK")
 
 
+def test_killed_prepare_is_judged_by_what_was_asked(tmp_path, big_replica):
+    """The expectation is written before any work: outputs not yet begun are missing."""
+    ds = tmp_path / "ds"
+    proc = subprocess.Popen([sys.executable, "-m", "imagenet_prep", "prepare", "--archives",
+                             str(big_replica), "--out", str(ds), "--only", "all", "--workers",
+                             "1", "--no-report", *SHARDS],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    while proc.poll() is None and not (ds / "train").is_dir():
+        time.sleep(0.005)
+    proc.kill()
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "prepare finished before the kill"
+    out = run_cli("check", ds, check=False).stdout
+    for gone in ("train_flatten", "tfrecord_train", "imagenet_2012_bounding_boxes.csv"):
+        assert f"{ds / gone}" in out, out
+
+
 def test_check_says_a_run_is_in_progress(tmp_path, prepared):
     from imagenet_prep.runtime.files import dataset_lock
 

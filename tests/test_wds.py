@@ -41,8 +41,8 @@ from tarutil import tar_bytes, write_tar
 from imagenet_prep.check import check_dataset
 from imagenet_prep.check.wds import check_wds
 from imagenet_prep.cli import main
-from imagenet_prep.cli.common import shard_boxes_csv
 from imagenet_prep.errors import PrepError
+from imagenet_prep.folders.bbox_csv import ensure_csv
 from imagenet_prep.formats.webdataset import tar_header
 from imagenet_prep.runtime import stage_state
 from imagenet_prep.shards import wds as wds_shards
@@ -55,7 +55,7 @@ def write_wds(out: Path, *, dataset: Path | None = None, archives: Path | None =
               workers: int | None = None, splits: tuple[str, ...] = ("train", "val"), **kw) -> dict:
     """The library call as the CLI makes it: the box CSV first (made when missing)."""
     (dataset or out).mkdir(parents=True, exist_ok=True)
-    boxes = shard_boxes_csv(dataset or out, archives, workers, "wds", splits)
+    boxes = ensure_csv(dataset or out, archives, workers) if "train" in splits else None
     return wds_shards.write_wds(out, dataset=dataset, archives=archives, workers=workers,
                                 splits=splits, boxes_csv=boxes, **kw)
 

@@ -1,7 +1,8 @@
 """Command-line entry point: one module per command under imagenet_prep.cli.
 
-Each command module defines HELP (a short line for --help), DESCRIPTION (its own
---help), add_arguments(parser) and run(args) -> int.
+COMMANDS holds every command's one-line help, so `imagenet-prep --help` imports no
+command module.  Only the chosen command's module is imported: it defines
+DESCRIPTION (its own --help), add_arguments(parser) and run(args) -> int.
 Library errors (PrepError) become a one-line message and a non-zero exit; Ctrl-C
 exits 130 with a note that a rerun resumes.
 """
@@ -12,14 +13,46 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from imagenet_prep import __version__
 from imagenet_prep.errors import PrepError
+from imagenet_prep.layout import REPORT_HTML
 
-COMMANDS = (
-    "prepare", "fake", "download", "verify", "extract", "valtree", "flatten", "synsets",
-    "bbox", "tfrecord", "wds", "check", "report",
-)
+# command -> its line in `imagenet-prep --help`, in the order shown there
+COMMANDS: dict[str, str] = {
+    "prepare": "run every stage in order after a disk plan; reruns resume",
+    "fake": "write a synthetic replica of the six ILSVRC2012 archives",
+    "download": "download the archives (resumable, parallel, size and MD5 checked)",
+    "verify": "check the archives' sizes and MD5s",
+    "extract": "extract images and box XMLs in one pass",
+    "valtree": "group validation images into class folders",
+    "flatten": "make train_flatten/ and val_flatten/ (hard links)",
+    "synsets": "write synsets.txt",
+    "bbox": "write the bounding-box CSV by the reference's rules",
+    "tfrecord": "write TFRecord shards in the reference schema",
+    "wds": "write WebDataset tar shards for streaming PyTorch training",
+    "check": "prove a dataset complete, or list its problems",
+    "report": f"write DATASET/{REPORT_HTML}: counts, plots, converted files, a contact sheet",
+}
+
+
+def load_command(name: str, parser: argparse.ArgumentParser) -> None:
+    """Import command `name`'s module and give its subparser the description, arguments
+    and run function."""
+    module = importlib.import_module(f"imagenet_prep.cli.{name}")
+    parser.description = getattr(module, "DESCRIPTION", COMMANDS[name])
+    module.add_arguments(parser)
+    parser.set_defaults(run=module.run)
+
+
+class _Commands(argparse._SubParsersAction):
+    """The subcommands, each filled in (by load_command) only once it is chosen."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: Any, option_string: str | None = None) -> None:
+        load_command(values[0], self.choices[values[0]])  # argparse checked the name
+        super().__call__(parser, namespace, values, option_string)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -29,13 +62,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"imagenet-prep {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    for name in COMMANDS:
-        module = importlib.import_module(f"imagenet_prep.cli.{name}")
-        p = sub.add_parser(name, help=module.HELP,
-                           description=getattr(module, "DESCRIPTION", module.HELP))
-        module.add_arguments(p)
-        p.set_defaults(run=module.run)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True,
+                                action=_Commands)
+    for name, help_line in COMMANDS.items():
+        sub.add_parser(name, help=help_line)
     return parser
 
 

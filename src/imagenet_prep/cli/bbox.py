@@ -9,7 +9,6 @@ from imagenet_prep.cli.common import add_archives, add_json, add_workers, emit, 
 from imagenet_prep.folders.bbox_csv import CSV_NAME, write_bbox_csv
 from imagenet_prep.runtime.files import dataset_lock, ensure_dir
 
-HELP = "write the bounding-box CSV by the reference's rules"
 DESCRIPTION = (f"write {CSV_NAME} from the training box XMLs "
                "(as TensorFlow's process_bounding_boxes.py)")
 

@@ -13,7 +13,6 @@ from imagenet_prep.runtime import stage_state
 from imagenet_prep.runtime.file_manifest import DAMAGED
 from imagenet_prep.runtime.files import dataset_lock
 
-HELP = "prove a dataset complete, or list its problems"
 DESCRIPTION = ("prove every output the dataset was asked to contain (counts, sizes, "
                "checksums, links); exit 1 with a list of problems, 3 when the folder holds "
                "no dataset; files found damaged are written again by the next run")

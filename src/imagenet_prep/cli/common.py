@@ -11,10 +11,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from imagenet_prep.folders.bbox_csv import csv_path, ensure_csv
 from imagenet_prep.runtime.pool import Workers
 from imagenet_prep.shards.engine import ON_BAD_IMAGE
-from imagenet_prep.sources.archives import find_archive
 from imagenet_prep.sources.labels import SOURCES
 
 
@@ -98,20 +96,6 @@ def add_shard_options(p: argparse.ArgumentParser, splits: tuple[str, ...],
                    help="an unreadable image stops the run (fail) or is left out and listed")
     add_workers(p, cluster=True)
     add_json(p)
-
-
-def shard_boxes_csv(dataset: Path, archives: Path | None, workers: Workers, stage: str,
-                    splits: tuple[str, ...]) -> Path | None:
-    """The `boxes_csv` a shard command passes on: the box CSV, made first when missing and
-    box XMLs exist (as `bbox` would); None when train is not converted or there is neither a
-    CSV nor XMLs (the shard engine notes it once its catalogs are read, as it always has)."""
-    if "train" not in splits:
-        return None
-    have_xml = (dataset / "bbox_train").is_dir() or (
-        archives is not None and find_archive(archives, "bbox_train") is not None)
-    if not have_xml and not csv_path(dataset).is_file():
-        return None
-    return ensure_csv(dataset, archives, workers, stage)
 
 
 def emit_shards(r: dict, as_json: bool, unit: str, place: str) -> None:

@@ -13,7 +13,6 @@ from imagenet_prep.sources.archives import ROLES, human_size
 # The download modules (and requests) load only when a download runs: every other
 # command starts without them.
 
-HELP = "download the archives (resumable, parallel, size and MD5 checked)"
 DESCRIPTION = f"""\
 Download the official ILSVRC2012 archives into DIR, from image-net.org (log in
 first: the files are served to a logged-in session only) or from any mirror with

@@ -16,7 +16,6 @@ from imagenet_prep.cli.common import (
 from imagenet_prep.folders.extract import SPLITS, extract
 from imagenet_prep.runtime.files import dataset_lock, ensure_dir
 
-HELP = "extract images and box XMLs in one pass"
 DESCRIPTION = "extract train/val/test images and box XMLs in one pass (no inner tars on disk)"
 
 

@@ -21,7 +21,6 @@ from imagenet_prep.replica.build import (
     make_replica,
 )
 
-HELP = "write a synthetic replica of the six ILSVRC2012 archives"
 DESCRIPTION = "write a synthetic replica of the six ILSVRC2012 archives (for trying and testing)"
 
 

@@ -9,7 +9,6 @@ from imagenet_prep.cli.common import add_json, emit, split_list
 from imagenet_prep.folders.flatten import MODES, flatten
 from imagenet_prep.runtime.files import dataset_lock
 
-HELP = "make train_flatten/ and val_flatten/ (hard links)"
 DESCRIPTION = "make train_flatten/ and val_flatten/ (hard links by default)"
 
 

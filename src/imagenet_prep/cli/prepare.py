@@ -11,12 +11,11 @@ from imagenet_prep.cli.download import add_source_arguments, credentials, transf
 from imagenet_prep.download import DEFAULT_BASE_URL
 from imagenet_prep.errors import PrepError
 from imagenet_prep.folders.flatten import MODES
-from imagenet_prep.prepare import ROLES_USED, TARGETS, prepare
+from imagenet_prep.prepare import prepare, summary_lines
 from imagenet_prep.runtime.files import dataset_lock, ensure_dir
-from imagenet_prep.shards.order import parse_size
 from imagenet_prep.sources.labels import SOURCES
+from imagenet_prep.stages import TARGETS, PrepareOptions, roles_used
 
-HELP = "run every stage in order after a disk plan; reruns resume"
 DESCRIPTION = "run the whole preparation (disk plan, verify, extract, ..., tfrecord); reruns resume"
 
 
@@ -51,46 +50,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_json(p)
 
 
-def _summary_lines(report: dict) -> list[str]:
-    lines = ["", f"prepared {report['dataset']} ({report['only']}) in {report['seconds']:.1f} s"]
-    for stage, s in report["stages"].items():
-        r = s["result"]
-        detail = ""
-        if stage == "download":
-            detail = (f"{r['downloaded_files']} files, {r['bytes'] / 1e6:.1f} MB, "
-                      f"{r['mb_per_s']:.0f} MB/s; {r['already_here']} already here")
-        elif stage == "extract":
-            files = sum(v["files"] for v in r.values())
-            size = sum(v["bytes"] for v in r.values())
-            rate = size / 1e6 / s["seconds"] if s["seconds"] else 0.0
-            detail = f"{files} files, {size / 1e6:.1f} MB, {rate:.0f} MB/s"
-        elif stage == "valtree":
-            detail = f"{r['files']} images in {len(r['classes'])} classes"
-        elif stage == "flatten":
-            detail = ", ".join(f"{k}: {v['files']} ({v['mode']})" for k, v in r.items())
-        elif stage == "synsets":
-            detail = f"{r['classes']} classes ({r['source']})"
-        elif stage == "verify":
-            statuses = list(r.values())
-            detail = ", ".join(f"{statuses.count(v)} {v}" for v in sorted(set(statuses)))
-        elif stage == "bbox":
-            detail = (f"{r['boxes_written']} boxes from {r['images']} images "
-                      f"({r['files_skipped']} files, {r['boxes_skipped']} boxes skipped)")
-        elif stage == "tfrecord":
-            run = r["run"]
-            detail = ", ".join(f"{k}: {v['records']} records in {v['shards']} shards"
-                               for k, v in r["splits"].items())
-            detail += (f"; {run['images_per_s']:.0f} img/s, {run['mb_per_s']:.0f} MB/s, "
-                       f"{len(r['converted'])} converted to RGB JPEG")
-        elif stage == "wds":
-            detail = ", ".join(f"{k}: {v['samples']} samples in {v['shards']} shards"
-                               for k, v in r["splits"].items())
-            detail += f"; {r['run']['images_per_s']:.0f} img/s, {r['run']['mb_per_s']:.0f} MB/s"
-        lines.append(f"  {stage:<9} {s['seconds']:7.1f} s  {detail}")
-    if rep := report.get("report"):
-        lines.append(f"  {'report':<9} {rep['seconds']:7.1f} s  {rep['path']} "
-                     f"({rep['bytes'] / 1e6:.2f} MB)")
-    return lines
+def prepare_options(args: argparse.Namespace) -> PrepareOptions:
+    """The PrepareOptions the command line asks for."""
+    from imagenet_prep.shards.order import parse_size
+
+    return PrepareOptions(
+        only=args.only, force=args.force, flatten_mode=args.flatten_mode, labels=args.labels,
+        train_shards=args.train_shards, val_shards=args.val_shards, seed=args.seed,
+        dali_index=args.dali_index, on_bad_image=args.on_bad_image, verify=args.verify,
+        wds=args.wds,
+        wds_shard_size=parse_size(args.wds_shard_size) if args.wds_shard_size else None,
+        wds_shard_samples=args.wds_shard_samples, write_report=not args.no_report,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -99,24 +70,18 @@ def run(args: argparse.Namespace) -> int:
         raise PrepError("--base-url, --header, --cookies and --netrc apply with --download")
     ensure_dir(args.out)
     log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
+    opts = prepare_options(args)
     download = None
     if args.download:
         def download() -> dict:
             from imagenet_prep.download.job import download_archives
 
             return download_archives(
-                args.archives, base_url=args.base_url, roles=ROLES_USED[args.only],
+                args.archives, base_url=args.base_url, roles=roles_used(opts),
                 credentials=credentials(args), options=transfer_options(args), log=log,
             )
     with dataset_lock(args.out), open_workers(args, "out") as workers:
-        report = prepare(
-            args.archives, args.out, only=args.only, force=args.force, workers=workers,
-            flatten_mode=args.flatten_mode, labels=args.labels, train_shards=args.train_shards,
-            val_shards=args.val_shards, seed=args.seed, dali_index=args.dali_index,
-            on_bad_image=args.on_bad_image, verify=args.verify, log=log, wds=args.wds,
-            wds_shard_size=parse_size(args.wds_shard_size) if args.wds_shard_size else None,
-            wds_shard_samples=args.wds_shard_samples, write_report=not args.no_report,
-            download=download,
-        )
-    emit(report, args.json, _summary_lines(report))
+        report = prepare(args.archives, args.out, opts, workers=workers, log=log,
+                         download=download)
+    emit(report, args.json, summary_lines(report))
     return 0

@@ -10,7 +10,6 @@ from imagenet_prep.errors import PrepError
 from imagenet_prep.layout import REPORT_HTML
 from imagenet_prep.runtime.files import dataset_lock
 
-HELP = f"write DATASET/{REPORT_HTML}: counts, plots, converted files, a contact sheet"
 DESCRIPTION = ("write one self-contained HTML page (no network, no script): counts, timings "
                "and check, size distributions from a sample of image headers, the converted "
                "files, and a contact sheet of train beside validation images per class. Reads "

@@ -9,7 +9,6 @@ from imagenet_prep.cli.common import add_archives, add_json, emit
 from imagenet_prep.folders.synsets import write_synsets
 from imagenet_prep.runtime.files import dataset_lock
 
-HELP = "write synsets.txt"
 DESCRIPTION = "write synsets.txt (WNID description per class, devkit words when present)"
 
 

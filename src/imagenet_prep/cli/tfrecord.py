@@ -7,11 +7,10 @@ from functools import partial
 from pathlib import Path
 
 from imagenet_prep.cli import common
-from imagenet_prep.layout import TFRECORD_RECORD
+from imagenet_prep.folders.bbox_csv import ensure_csv
 from imagenet_prep.runtime.files import dataset_lock, ensure_dir
 from imagenet_prep.shards.tfrecord import SPLITS, write_tfrecords
 
-HELP = "write TFRecord shards in the reference schema"
 DESCRIPTION = ("write tfrecord_train/train-NNNNN-of-01024 and "
                "tfrecord_val/validation-NNNNN-of-00128 straight from the archives "
                "(or from extracted folders)")
@@ -33,8 +32,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     ensure_dir(args.dataset)
     with dataset_lock(args.dataset), common.open_workers(args, "dataset") as workers:
-        boxes = partial(common.shard_boxes_csv, args.dataset, args.archives, workers,
-                        TFRECORD_RECORD, args.splits)  # made once the inputs are proven
+        boxes = partial(ensure_csv, args.dataset, args.archives, workers)  # once inputs proven
         report = write_tfrecords(
             args.dataset, archives=args.archives, from_folders=args.from_folders,
             train_shards=args.train_shards, val_shards=args.val_shards, seed=args.seed,

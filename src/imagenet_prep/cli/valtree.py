@@ -10,7 +10,6 @@ from imagenet_prep.folders.valtree import valtree
 from imagenet_prep.runtime.files import dataset_lock
 from imagenet_prep.sources.labels import SOURCES
 
-HELP = "group validation images into class folders"
 DESCRIPTION = "move val/*.JPEG into val/WNID/ using cross-checked validation labels"
 
 

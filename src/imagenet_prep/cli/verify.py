@@ -8,7 +8,6 @@ from dataclasses import asdict
 from imagenet_prep.cli.common import add_archives, add_json, emit, split_list
 from imagenet_prep.sources.archives import verify_archives, verify_passed
 
-HELP = "check the archives' sizes and MD5s"
 DESCRIPTION = ("check archive sizes and MD5s against the official values (or the folder's "
                "MD5SUMS); exit 1 on any mismatch")
 

@@ -9,12 +9,12 @@ from pathlib import Path
 
 from imagenet_prep.cli import common
 from imagenet_prep.errors import PrepError
-from imagenet_prep.layout import WDS_DIR, WDS_RECORD
+from imagenet_prep.folders.bbox_csv import ensure_csv
+from imagenet_prep.layout import WDS_DIR
 from imagenet_prep.runtime.files import dataset_lock, ensure_dir
 from imagenet_prep.shards.order import parse_size
 from imagenet_prep.shards.wds import DEFAULT_SPLITS, SPLITS, write_wds
 
-HELP = "write WebDataset tar shards for streaming PyTorch training"
 DESCRIPTION = (
     "write OUT/train-NNNNNN.tar, OUT/validation-NNNNNN.tar (and test-NNNNNN.tar with "
     "--splits) and an index per split (OUT/train.json, ...) straight from the archives or "
@@ -67,8 +67,8 @@ def run(args: argparse.Namespace) -> int:
             stack.enter_context(dataset_lock(dataset))  # its box CSV may be written
         stack.enter_context(dataset_lock(args.out))
         workers = stack.enter_context(common.open_workers(args, "out"))
-        boxes = partial(common.shard_boxes_csv, dataset if dataset is not None else args.out,
-                        args.archives, workers, WDS_RECORD, args.splits)  # once inputs proven
+        boxes = partial(ensure_csv, dataset if dataset is not None else args.out, args.archives,
+                        workers)  # made once the inputs are proven
         report = write_wds(
             args.out, dataset=dataset, archives=args.archives,
             from_folders=bool(args.from_folders), shard_size=size,

@@ -173,10 +173,10 @@ def write_bbox_csv(
     return {**summary, "skipped": False, "seconds": time.monotonic() - t0}
 
 
-def ensure_csv(dataset: Path, archives: Path | None, workers: Workers, stage: str
-               ) -> Path | None:
+def ensure_csv(dataset: Path, archives: Path | None, workers: Workers) -> Path | None:
     """The box CSV that a shard stage reads, made first when box XMLs exist and it is not
-    complete; None (with a note) when there is neither a CSV nor XMLs to make one."""
+    complete; None when there is neither a CSV nor XMLs to make one (the shard engine says
+    so once it knows train is converted)."""
     path = csv_path(dataset)
     if csv_is_complete(dataset):
         return path
@@ -185,8 +185,4 @@ def ensure_csv(dataset: Path, archives: Path | None, workers: Workers, stage: st
     if have_xml:
         write_bbox_csv(dataset, archives=archives, workers=workers)
         return path
-    if path.is_file():
-        return path
-    print(f"{stage}: no {path.name} and no box XMLs: train records get empty box lists",
-          file=sys.stderr)
-    return None
+    return path if path.is_file() else None

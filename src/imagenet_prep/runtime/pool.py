@@ -10,7 +10,8 @@ A pool never has more processes than tasks, and `check_workers` refuses a count
 below 1 or above MAX_WORKERS_PER_CORE per core (a fork pool starts all of its
 processes at once: `--workers 10000` would be ended by the kernel's OOM killer).
 A worker that dies mid-task (that same OOM killer, a kill -9) stops the run with a
-one-line WorkerDiedError, after the temporary files it left are removed.
+one-line WorkerDiedError, after the temporary files it left are removed (those of
+the datasets this process holds with `dataset_lock`).
 """
 
 from __future__ import annotations
@@ -91,13 +92,14 @@ def workers_type(text: str) -> int:
 def _init_worker(parent: int) -> None:
     """Prepare a pool worker.
 
-    Ctrl-C and SIGTERM are left to the main process, which stops cleanly and reports
-    once (runtime.signals).  A worker dies with its parent (a killed run must not leave
-    orphans writing into the dataset while the rerun starts), and it drops the
-    inherited dataset lock.
+    Ctrl-C is left to the main process, which stops cleanly and reports once.  SIGTERM
+    ends a worker at once (the pool itself stops workers that way when one died, and
+    the main process's handler of runtime.signals is not for workers).  A worker dies
+    with its parent (a killed run must not leave orphans writing into the dataset while
+    the rerun starts), and it drops the inherited dataset lock.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -146,6 +148,15 @@ def run_tasks(
         pool.shutdown(wait=True, cancel_futures=True)  # every worker is gone after this
         remove_tmp_files_of_held_datasets()  # what the dead (and the stopped) ones left
         raise WorkerDiedError(WORKER_DIED) from None
+    except BaseException:
+        # Ctrl-C or SIGTERM: the workers finish their task.  But a SIGTERM sent to the
+        # whole process group (systemd, a container stop) ended them mid-task as well.
+        for f in pending:
+            f.cancel()
+        pool.shutdown(wait=True, cancel_futures=True)
+        if getattr(pool, "_broken", False):  # CPython's flag: a worker died
+            remove_tmp_files_of_held_datasets()
+        raise
     finally:
         for f in pending:
             f.cancel()

@@ -41,13 +41,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from imagenet_prep.runtime.pool import check_workers
     from imagenet_prep.runtime.signals import sigterm_as_interrupt
 
     args = build_parser().parse_args(argv)
     try:
         with sigterm_as_interrupt():  # SIGTERM stops as Ctrl-C does (exit 143)
-            check_workers(getattr(args, "workers", None))
+            if getattr(args, "workers", None) is not None:  # 0, -1, 10000: refused at once
+                from imagenet_prep.runtime.pool import check_workers
+
+                check_workers(args.workers)
             return int(args.run(args) or 0)
     except (PrepError, OSError) as e:  # an OSError no edge mapped: one line too
         if args.debug:

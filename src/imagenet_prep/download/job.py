@@ -239,8 +239,8 @@ def _check_space(to: Path, items: list[_Item]) -> None:
     need = sum(max(0, (i.remote.size or 0) - bytes_done(to / i.name, i.remote)) for i in items)
     free = shutil.disk_usage(to).free
     if need > free:
-        raise NoSpaceError(f"{to}: cannot write: no space left on device (the downloads need "
-                        f"{human_size(need)} more, {human_size(free)} is free)")
+        raise NoSpaceError(f"{to}: cannot write: no space left on device (the downloads "
+                           f"need {human_size(need)} more, {human_size(free)} is free)")
 
 
 def _download_items(items: list[_Item], source: Source, to: Path, ref: dict,

@@ -5,7 +5,7 @@ and whether byte ranges work) and `read` (a stretch of its bytes, as blocks of
 at most CHUNK).  Transient trouble is raised as `Retryable`, and a server that
 cannot be reached at all (connection refused, unknown host) as `Unreachable`, which
 gets only a few quick attempts; both end as a one-line NetworkError.  A server that
-ignores a Range request is raised as `RangeIgnored`; a file whose ETag or size changed as
+ignores a Range request raises `RangeIgnored`; a file whose ETag or size changed,
 `SourceChanged`; everything else is a one-line PrepError.  Messages show URLs
 through `redact`, never headers or cookies.
 """

@@ -25,8 +25,8 @@ VAL = "ILSVRC2012_img_val.tar"
 TRAIN = "ILSVRC2012_img_train.tar"
 
 
-def one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
-    assert proc.returncode == 1, (proc.returncode, proc.stderr)
+def one_line_error(proc: subprocess.CompletedProcess, *needles: str, code: int = 1) -> None:
+    assert proc.returncode == code, (proc.returncode, proc.stderr)
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("imagenet-prep: error: ")]
     assert len(errors) == 1 and proc.stderr.strip().endswith(errors[0]), proc.stderr
     for n in needles:
@@ -155,12 +155,12 @@ def test_val_count_differs_from_labels(archives_copy, tmp_path):
     assert len(list((ds / "val").glob("*.JPEG"))) == len(files)  # nothing moved
 
 
-@pytest.mark.parametrize(("opts", "message"), [("ro,size=1m", "read-only file system"),
-                                               ("size=256k", "no space left on device")])
-def test_read_only_or_full_output_folder(small_replica, tmp_path, opts, message):
+@pytest.mark.parametrize(("opts", "message", "code"), [
+    ("ro,size=1m", "read-only file system", 3), ("size=256k", "no space left on device", 4)])
+def test_read_only_or_full_output_folder(small_replica, tmp_path, opts, message, code):
     with tmpfs(tmp_path / "ds", opts) as ds:
         proc = run_cli("extract", "--archives", small_replica, "--out", ds, check=False)
-        one_line_error(proc, message)
+        one_line_error(proc, message, code=code)  # exit codes: imagenet_prep.errors
         assert_only_complete_files(ds, seed_extraction(small_replica))
 
 

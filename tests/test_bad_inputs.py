@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from expected import seed_extraction
-from helpers import run_cli, tmpfs
+from helpers import assert_only_complete_files, run_cli, tmpfs
 from tarutil import tar_bytes
 
 from imagenet_prep.sources.tarindex import iter_members
@@ -31,15 +31,6 @@ def one_line_error(proc: subprocess.CompletedProcess, *needles: str, code: int =
     assert len(errors) == 1 and proc.stderr.strip().endswith(errors[0]), proc.stderr
     for n in needles:
         assert n in errors[0], (n, errors[0])
-
-
-def assert_only_complete_files(ds: Path, truth: dict[str, bytes]) -> None:
-    """Every file under a final name holds exactly its archive member's bytes."""
-    for p in ds.rglob("*"):
-        if p.is_file() and ".imagenet-prep" not in p.parts:
-            rel = str(p.relative_to(ds))
-            assert not p.name.endswith(".ipart"), rel
-            assert truth[rel] == p.read_bytes(), rel
 
 
 def test_missing_archives(tmp_path):

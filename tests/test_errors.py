@@ -21,9 +21,8 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import run_cli, tree_digest
 from expected import seed_extraction
-from test_bad_inputs import assert_only_complete_files, tmpfs
+from helpers import assert_only_complete_files, run_cli, tmpfs, tree_digest
 
 from imagenet_prep.errors import (
     AccessError,

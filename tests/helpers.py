@@ -282,3 +282,12 @@ def boxes_of(lines: list[str]) -> dict[str, list[tuple[float, ...]]]:
         name, *vals = line.strip().split(",")
         out.setdefault(name, []).append(tuple(float(v) for v in vals))
     return out
+
+
+def assert_only_complete_files(ds: Path, truth: dict[str, bytes]) -> None:
+    """Every file under a final name holds exactly its archive member's bytes."""
+    for p in ds.rglob("*"):
+        if p.is_file() and ".imagenet-prep" not in p.parts:
+            rel = str(p.relative_to(ds))
+            assert not p.name.endswith(".ipart"), rel
+            assert truth[rel] == p.read_bytes(), rel

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from expected import seed_extraction
-from helpers import run_cli, tmpfs
+from helpers import assert_only_complete_files, run_cli, tmpfs
 from tarutil import tar_bytes
 
 from imagenet_prep.sources.tarindex import iter_members
@@ -25,21 +25,12 @@ VAL = "ILSVRC2012_img_val.tar"
 TRAIN = "ILSVRC2012_img_train.tar"
 
 
-def one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
-    assert proc.returncode == 1, (proc.returncode, proc.stderr)
+def one_line_error(proc: subprocess.CompletedProcess, *needles: str, code: int = 1) -> None:
+    assert proc.returncode == code, (proc.returncode, proc.stderr)
     errors = [ln for ln in proc.stderr.splitlines() if ln.startswith("imagenet-prep: error: ")]
     assert len(errors) == 1 and proc.stderr.strip().endswith(errors[0]), proc.stderr
     for n in needles:
         assert n in errors[0], (n, errors[0])
-
-
-def assert_only_complete_files(ds: Path, truth: dict[str, bytes]) -> None:
-    """Every file under a final name holds exactly its archive member's bytes."""
-    for p in ds.rglob("*"):
-        if p.is_file() and ".imagenet-prep" not in p.parts:
-            rel = str(p.relative_to(ds))
-            assert not p.name.endswith(".ipart"), rel
-            assert truth[rel] == p.read_bytes(), rel
 
 
 def test_missing_archives(tmp_path):
@@ -155,12 +146,12 @@ def test_val_count_differs_from_labels(archives_copy, tmp_path):
     assert len(list((ds / "val").glob("*.JPEG"))) == len(files)  # nothing moved
 
 
-@pytest.mark.parametrize(("opts", "message"), [("ro,size=1m", "read-only file system"),
-                                               ("size=256k", "no space left on device")])
-def test_read_only_or_full_output_folder(small_replica, tmp_path, opts, message):
+@pytest.mark.parametrize(("opts", "message", "code"), [
+    ("ro,size=1m", "read-only file system", 3), ("size=256k", "no space left on device", 4)])
+def test_read_only_or_full_output_folder(small_replica, tmp_path, opts, message, code):
     with tmpfs(tmp_path / "ds", opts) as ds:
         proc = run_cli("extract", "--archives", small_replica, "--out", ds, check=False)
-        one_line_error(proc, message)
+        one_line_error(proc, message, code=code)  # exit codes: imagenet_prep.errors
         assert_only_complete_files(ds, seed_extraction(small_replica))
 
 

@@ -25,7 +25,7 @@ from mirror_server import MirrorServer
 from imagenet_prep.download import Credentials, RetryPolicy, TransferOptions, download_archives
 from imagenet_prep.download.auth import parse_headers, redact, split_userinfo
 from imagenet_prep.download.transfer import load_state, state_path
-from imagenet_prep.errors import PrepError
+from imagenet_prep.errors import NoSpaceError, PrepError
 from imagenet_prep.sources.archives import MD5SUMS, SIZES, TEST, TEST_V10102019, TRAIN, VAL
 
 ARCHIVES = ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar", "ILSVRC2012_img_test.tar",
@@ -312,7 +312,7 @@ def test_local_folder_and_file_url(small_replica, tmp_path):
 
 def test_full_disk_is_refused_before_downloading(mirror, tmp_path):
     with tmpfs(tmp_path / "small", "size=128k") as to:
-        with pytest.raises(PrepError, match="cannot write: no space left on device"):
+        with pytest.raises(NoSpaceError, match="cannot write: no space left on device"):
             fetch(to, mirror.url, roles=["train"])
         assert not (to / TRAIN).exists() and leftovers(to) == []
 
@@ -357,7 +357,11 @@ def test_killed_download_resumes(small_replica, tmp_path):
     assert leftovers(to) == []
 
 
-def test_ctrl_c_on_a_stalled_server_stops_at_once_and_keeps_progress(small_replica, tmp_path):
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)],
+                         ids=["ctrl-c", "sigterm"])
+def test_ctrl_c_on_a_stalled_server_stops_at_once_and_keeps_progress(small_replica, tmp_path,
+                                                                     sig, code):
+    """Ctrl-C, and SIGTERM the same way (issue 18, finding 7), with their own exit codes."""
     to = tmp_path / "out"
     with MirrorServer(small_replica) as srv:
         srv.rate = 100  # bytes/s: one 16 KiB block, then minutes of silence
@@ -369,9 +373,9 @@ def test_ctrl_c_on_a_stalled_server_stops_at_once_and_keeps_progress(small_repli
         while not range_starts(srv, TRAIN) and time.monotonic() < deadline:
             time.sleep(0.02)
         time.sleep(0.5)  # the block is in the client's hands
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         _, err = proc.communicate(timeout=20)  # far less than the 60 s read timeout
-    assert proc.returncode == 130
+    assert proc.returncode == code
     assert err.strip().endswith("interrupted; run the same command again to resume")
     assert load_state(to / TRAIN)["done"] == [[0, 16 << 10]]  # what arrived was kept
     assert not (to / TRAIN).exists()

@@ -3,8 +3,9 @@
 COMMANDS holds every command's one-line help, so `imagenet-prep --help` imports no
 command module.  Only the chosen command's module is imported: it defines
 DESCRIPTION (its own --help), add_arguments(parser) and run(args) -> int.
-Library errors (PrepError) become a one-line message and a non-zero exit; Ctrl-C
-exits 130 with a note that a rerun resumes.
+Library errors (PrepError, and any OSError) become a one-line message and a non-zero
+exit (the table in imagenet_prep.errors); Ctrl-C exits 130 and SIGTERM 143, both with
+a note that a rerun resumes.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from imagenet_prep import __version__
-from imagenet_prep.errors import PrepError
+from imagenet_prep.errors import PrepError, as_prep_error
 from imagenet_prep.layout import REPORT_HTML
 
 # command -> its line in `imagenet-prep --help`, in the order shown there
@@ -70,14 +71,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from imagenet_prep.runtime.signals import sigterm_as_interrupt
+
     args = build_parser().parse_args(argv)
     try:
-        return int(args.run(args) or 0)
-    except PrepError as e:
+        with sigterm_as_interrupt():  # SIGTERM stops as Ctrl-C does (exit 143)
+            if getattr(args, "workers", None) is not None:  # 0, -1, 10000: refused at once
+                from imagenet_prep.runtime.pool import check_workers
+
+                check_workers(args.workers)
+            return int(args.run(args) or 0)
+    except (PrepError, OSError) as e:  # an OSError no edge mapped: one line too
         if args.debug:
             raise
+        e = as_prep_error(e)
         print(f"imagenet-prep: error: {e}", file=sys.stderr)
         return e.exit_code
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as e:
         print("imagenet-prep: interrupted; run the same command again to resume", file=sys.stderr)
-        return 130
+        return getattr(e, "exit_code", 130)  # errors.Terminated: 143

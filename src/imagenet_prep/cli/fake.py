@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import re
+from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 
 from imagenet_prep.cli.common import add_workers
+from imagenet_prep.errors import WorkerDiedError, os_error
 from imagenet_prep.replica.build import (
     DEFAULT_CLASSES,
     DEFAULT_SIZE,
@@ -20,6 +22,7 @@ from imagenet_prep.replica.build import (
     REPLICA_JSON,
     make_replica,
 )
+from imagenet_prep.runtime.pool import WORKER_DIED, check_workers
 
 DESCRIPTION = "write a synthetic replica of the six ILSVRC2012 archives (for trying and testing)"
 
@@ -52,11 +55,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    info = make_replica(
-        args.out, classes=args.classes, train_per_class=args.train_per_class,
-        val_per_class=args.val_per_class, test=args.test, size=args.size, seed=args.seed,
-        workers=args.workers,
-    )
+    check_workers(args.workers)
+    try:
+        info = make_replica(
+            args.out, classes=args.classes, train_per_class=args.train_per_class,
+            val_per_class=args.val_per_class, test=args.test, size=args.size, seed=args.seed,
+            workers=args.workers,
+        )
+    except BrokenProcessPool:  # its image pool (replica.build's own) lost a worker
+        raise WorkerDiedError(WORKER_DIED) from None
+    except OSError as e:  # a full disk mid-way (the archive being written is removed)
+        raise os_error(e.filename or args.out, e) from None
     total = sum(a.size for a in info.archives.values())
     rate = info.images / info.seconds if info.seconds > 0 else 0.0
     print(f"wrote {len(info.archives)} archives ({total / 1e6:.1f} MB) to {info.out}")

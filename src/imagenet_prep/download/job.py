@@ -29,8 +29,8 @@ from imagenet_prep.download.transfer import (
     bytes_done,
     fetch_file,
 )
-from imagenet_prep.errors import PrepError
-from imagenet_prep.runtime.files import ensure_dir, os_error, write_atomic
+from imagenet_prep.errors import NoSpaceError, PrepError
+from imagenet_prep.runtime.files import check_writable, ensure_dir, os_error, write_atomic
 from imagenet_prep.runtime.progress import bar
 from imagenet_prep.sources.archives import (
     MD5SUMS,
@@ -80,7 +80,11 @@ def _fetch_manifests(source: Source, to: Path, log: Callable[[str], None]) -> li
            if (data := source.fetch_small(name)) is not None}
     if not got:
         return []
-    with tempfile.TemporaryDirectory(dir=to, prefix=".manifests-") as tmp:
+    try:
+        tmp_dir = tempfile.TemporaryDirectory(dir=to, prefix=".manifests-")
+    except OSError as e:
+        raise os_error(to, e) from None
+    with tmp_dir as tmp:
         for name, data in got.items():
             write_atomic(Path(tmp) / name, data)
         try:
@@ -135,6 +139,7 @@ def download_archives(
     opts = options or TransferOptions()
     wanted = resolve_roles(roles)
     to = ensure_dir(Path(to))
+    check_writable(to)  # an unwritable folder is said now, not after the probes
     t0 = time.monotonic()
     source = open_source(base_url, credentials, timeout=timeout)
     try:
@@ -234,8 +239,8 @@ def _check_space(to: Path, items: list[_Item]) -> None:
     need = sum(max(0, (i.remote.size or 0) - bytes_done(to / i.name, i.remote)) for i in items)
     free = shutil.disk_usage(to).free
     if need > free:
-        raise PrepError(f"{to}: cannot write: no space left on device (the downloads need "
-                        f"{human_size(need)} more, {human_size(free)} is free)")
+        raise NoSpaceError(f"{to}: cannot write: no space left on device (the downloads "
+                           f"need {human_size(need)} more, {human_size(free)} is free)")
 
 
 def _download_items(items: list[_Item], source: Source, to: Path, ref: dict,

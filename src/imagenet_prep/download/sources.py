@@ -2,8 +2,10 @@
 
 A source answers two questions for a file name: `probe` (its size, version tag
 and whether byte ranges work) and `read` (a stretch of its bytes, as blocks of
-at most CHUNK).  Transient trouble is raised as `Retryable`; a server that
-ignores a Range request as `RangeIgnored`; a file whose ETag or size changed as
+at most CHUNK).  Transient trouble is raised as `Retryable`, and a server that
+cannot be reached at all (connection refused, unknown host) as `Unreachable`, which
+gets only a few quick attempts; both end as a one-line NetworkError.  A server that
+ignores a Range request raises `RangeIgnored`; a file whose ETag or size changed,
 `SourceChanged`; everything else is a one-line PrepError.  Messages show URLs
 through `redact`, never headers or cookies.
 """
@@ -11,6 +13,7 @@ through `redact`, never headers or cookies.
 from __future__ import annotations
 
 import contextlib
+import errno
 import http.client
 import os
 import socket
@@ -34,16 +37,26 @@ from imagenet_prep.download.auth import (
     redact,
     split_userinfo,
 )
-from imagenet_prep.errors import PrepError
+from imagenet_prep.errors import NetworkError, PrepError
 
 CHUNK = 1 << 20  # 1 MiB: the most a connection holds in memory before writing it
 FLUSH_SECONDS = 0.25  # a slow link still records progress this often
 SMALL_LIMIT = 1 << 20  # MD5SUMS and SIZES are a few hundred bytes; refuse anything large
 RETRY_STATUS = frozenset({408, 425, 429, 500, 502, 503, 504})
+QUICK_ATTEMPTS = 3  # for an Unreachable server: a restarting one is back within seconds
 
 
 class Retryable(Exception):
     """A timeout, reset, early close or 5xx: worth another attempt after a pause."""
+
+
+class Unreachable(Retryable):
+    """Connection refused, unknown host, no route: said at once, not after minutes of
+    retries (QUICK_ATTEMPTS at most).  `hint` says what to check."""
+
+    def __init__(self, reason: str, hint: str = "") -> None:
+        super().__init__(reason)
+        self.hint = hint
 
 
 class RangeIgnored(Exception):
@@ -93,16 +106,34 @@ class RetryPolicy:
         else:
             stop.wait(seconds)
 
+    def limit(self, e: Retryable) -> int:
+        """Attempts in a row allowed for this kind of trouble."""
+        return min(self.attempts, QUICK_ATTEMPTS) if isinstance(e, Unreachable) else self.attempts
+
     def call(self, fn, what: str):
         """fn() until it returns or raises something other than Retryable."""
-        for attempt in range(1, self.attempts + 1):
+        attempt = 0
+        while True:
+            attempt += 1
             try:
                 return fn()
             except Retryable as e:
-                if attempt == self.attempts:
-                    raise PrepError(f"{what}: gave up after {attempt} attempts ({e})") from None
+                if attempt >= self.limit(e):
+                    raise give_up(what, attempt, e) from None
                 self.pause(attempt)
-        raise AssertionError("unreachable")
+
+
+def give_up(what: str, attempts: int, e: Retryable, *, pieces: bool = False) -> NetworkError:
+    """The one-line error after the last attempt; an unreachable server says why first.
+    `pieces`: the attempts of a download's piece (a rerun resumes it)."""
+    if isinstance(e, Unreachable):
+        tried = f"{attempts} attempt{'s' if attempts != 1 else ''}"
+        text = f"{what}: {e} ({tried}){'; ' + e.hint if e.hint else ''}"
+    elif pieces:
+        text = f"{what}: gave up after {attempts} failed attempts in a row ({e})"
+    else:
+        text = f"{what}: gave up after {attempts} attempts ({e})"
+    return NetworkError(text + ("; run again to resume" if pieces else ""))
 
 
 class Source(Protocol):
@@ -156,9 +187,10 @@ def _walk(e: BaseException) -> Iterator[BaseException]:
 def _reason(e: BaseException) -> str:
     """A short, credential-free description of a network error."""
     for x in _walk(e):
-        if isinstance(x, requests.exceptions.ConnectTimeout
-                      | urllib3.exceptions.ConnectTimeoutError):
-            return "connection timed out"
+        if isinstance(x, requests.exceptions.ConnectTimeout) or (
+                isinstance(x, urllib3.exceptions.ConnectTimeoutError)
+                and not isinstance(x, urllib3.exceptions.NewConnectionError)):
+            return "connection timed out"  # (urllib3's NewConnectionError is a subclass)
         if isinstance(x, requests.exceptions.ReadTimeout | urllib3.exceptions.ReadTimeoutError
                       | TimeoutError):
             return "read timed out"
@@ -169,6 +201,30 @@ def _reason(e: BaseException) -> str:
         if isinstance(x, OSError) and x.strerror:
             return x.strerror.lower()
     return type(e).__name__
+
+
+_UNREACHABLE = {errno.ENETUNREACH, errno.EHOSTUNREACH, errno.ENETDOWN, errno.EHOSTDOWN}
+
+
+def network_error(e: BaseException, url: str) -> Retryable:
+    """What a failed request means: Unreachable (said at once) or Retryable (retried)."""
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+    except ValueError:
+        port = "?"
+    for x in _walk(e):
+        if isinstance(x, socket.gaierror | urllib3.exceptions.NameResolutionError):
+            return Unreachable(f"host name {host} not found",
+                               "check the host name in --base-url, and the network")
+        if isinstance(x, ConnectionRefusedError):
+            return Unreachable(f"connection refused by {host} port {port}",
+                               "is the server running, and is the port right?")
+        if isinstance(x, OSError) and x.errno in _UNREACHABLE:
+            return Unreachable(f"{host}: {(x.strerror or 'unreachable').lower()}",
+                               "check the network")
+    return Retryable(_reason(e))
 
 
 class _Session(requests.Session):
@@ -277,7 +333,7 @@ class HttpSource:
                 requests.exceptions.MissingSchema):
             raise PrepError(f"--base-url {self.display}: not a valid URL") from None
         except (requests.RequestException, urllib3.exceptions.HTTPError, OSError) as e:
-            raise Retryable(_reason(e)) from None
+            raise network_error(e, self.url(name)) from None
 
     @staticmethod
     def _check(resp: requests.Response, shown: str) -> None:

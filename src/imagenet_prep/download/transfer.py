@@ -43,6 +43,7 @@ from imagenet_prep.download.sources import (
     RetryPolicy,
     Source,
     SourceChanged,
+    give_up,
 )
 from imagenet_prep.errors import PrepError
 from imagenet_prep.runtime.files import os_error, write_atomic
@@ -338,9 +339,8 @@ class _Transfer:
                 attempt = 1 if self.progress.done() > before else attempt + 1
                 with self.lock:
                     self.retries += 1
-                if attempt >= retry.attempts:
-                    raise PrepError(f"{self.remote.url}: gave up after {attempt} failed "
-                                    f"attempts in a row ({e}); run again to resume") from None
+                if attempt >= retry.limit(e):
+                    raise give_up(self.remote.url, attempt, e, pieces=True) from None
                 retry.pause(attempt, self.abort)
 
 

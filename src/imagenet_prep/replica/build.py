@@ -40,6 +40,7 @@ import numpy as np
 
 from imagenet_prep.errors import PrepError
 from imagenet_prep.replica.images import ImageTask, image_rng, render_batch, worker_init
+from imagenet_prep.runtime.files import check_writable, ensure_dir
 from imagenet_prep.runtime.pool import default_workers
 from imagenet_prep.runtime.progress import bar
 from imagenet_prep.sources import metadata
@@ -676,8 +677,8 @@ def make_replica(
     size = (int(size[0]), int(size[1]))
     _check(classes, train_per_class, val_per_class, test, size, workers)
     workers = workers or default_workers()
-    outdir = Path(out)
-    outdir.mkdir(parents=True, exist_ok=True)
+    outdir = ensure_dir(Path(out))
+    check_writable(outdir)  # an unwritable --out is one line, before any image is made
     plan = _plan(classes, train_per_class, val_per_class, test, size, seed)
     record: dict[str, ArchiveFile] = {}
 

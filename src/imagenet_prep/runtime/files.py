@@ -15,10 +15,15 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO
 
-from imagenet_prep.errors import LockedError, PrepError
+from imagenet_prep.errors import AccessError, LockedError, NoSpaceError, PrepError, os_error
 from imagenet_prep.layout import STATE_DIR, TMP_SUFFIX
 
-_held_locks: set[int] = set()  # lock fds of this process, closed in forked workers
+__all__ = ["os_error"]  # re-exported: the stages import it from here
+
+LOCK_NAME = "lock"  # DATASET/.imagenet-prep/lock
+# Lock fds of this process (closed in forked workers) -> the dataset a writer holds, or
+# None for a read-only hold (report on a dataset it cannot write).
+_held_locks: dict[int, Path | None] = {}
 
 
 def tmp_path(final: Path) -> Path:
@@ -28,17 +33,6 @@ def tmp_path(final: Path) -> Path:
 
 def is_tmp_name(name: str) -> bool:
     return name.startswith(".") and name.endswith(TMP_SUFFIX)
-
-
-def os_error(path: Path | str, e: OSError) -> PrepError:
-    """Turn an OSError into a one-line PrepError naming the file."""
-    reason = {
-        errno.ENOSPC: "no space left on device",
-        errno.EROFS: "read-only file system",
-        errno.EACCES: "permission denied",
-        errno.EDQUOT: "disk quota exceeded",
-    }.get(e.errno or 0, e.strerror or str(e))
-    return PrepError(f"{path}: cannot write: {reason}")
 
 
 @contextlib.contextmanager
@@ -122,14 +116,47 @@ def state_dir(dataset: Path) -> Path:
     return ensure_dir(dataset / STATE_DIR)
 
 
+def check_writable(folder: Path) -> None:
+    """Refuse at once, in one line, a folder this process cannot write files into
+    (permissions, another user's folder, a read-only or full file system)."""
+    probe = folder / f".imagenet-prep-probe-{os.getpid()}{TMP_SUFFIX}"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        try:
+            os.write(fd, b"\n")
+        finally:
+            os.close(fd)
+    except OSError as e:
+        _unlink_quietly(probe)
+        raise os_error(folder, e) from None
+    _unlink_quietly(probe)
+
+
 @contextlib.contextmanager
-def dataset_lock(dataset: Path) -> Iterator[None]:
+def dataset_lock(dataset: Path, *, read_only: bool = False) -> Iterator[None]:
     """Hold an exclusive lock on the dataset folder for one run.
 
-    A kernel lock (flock), so a killed run never leaves it stuck.
+    A kernel lock (flock), so a killed run never leaves it stuck.  A dataset this
+    process cannot write (read-only, another user's, a full disk) is refused here in
+    one line, before any work.  With `read_only` (a command that only reads the
+    dataset, such as `report --out` elsewhere) such a dataset is locked through its
+    existing lock file opened for reading (writers stay out while it reads), or read
+    without a lock when it has none.
     """
-    lock = state_dir(dataset) / "lock"
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    lock = Path(dataset) / STATE_DIR / LOCK_NAME
+    writer = True
+    try:
+        state_dir(dataset)
+        fd: int | None = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except (OSError, PrepError) as e:
+        if not read_only or not _cannot_write(e):
+            raise e if isinstance(e, PrepError) else os_error(lock, e) from None
+        writer = False
+    if not writer:
+        fd = _open_for_reading(lock)
+    if fd is None:
+        yield
+        return
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -139,13 +166,38 @@ def dataset_lock(dataset: Path) -> Iterator[None]:
                 f"{dataset}: another imagenet-prep run (pid {holder}) is working on this "
                 "dataset; wait for it to finish"
             ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        _held_locks.add(fd)
+        if writer:
+            try:
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, str(os.getpid()).encode(), 0)
+            except OSError as e:
+                if not read_only:
+                    raise os_error(lock, e) from None
+        _held_locks[fd] = Path(dataset) if writer and not read_only else None
         yield
     finally:
-        _held_locks.discard(fd)
+        _held_locks.pop(fd, None)
         os.close(fd)
+
+
+_UNWRITABLE = {errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOSPC, errno.EDQUOT}
+
+
+def _cannot_write(e: BaseException) -> bool:
+    """Whether an error opening the lock means the dataset cannot be written (as opposed
+    to not being there at all)."""
+    if isinstance(e, OSError):
+        return e.errno in _UNWRITABLE
+    return isinstance(e, AccessError | NoSpaceError)
+
+
+def _open_for_reading(lock: Path) -> int | None:
+    try:
+        return os.open(lock, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None  # no run has ever written here
+    except OSError as e:
+        raise os_error(lock, e, "read") from None
 
 
 def close_inherited_locks() -> None:
@@ -154,3 +206,25 @@ def close_inherited_locks() -> None:
         with contextlib.suppress(OSError):
             os.close(fd)
     _held_locks.clear()
+
+
+def remove_tmp_files(root: Path) -> int:
+    """Remove every temporary file (`.NAME.ipart`) under `root`; returns how many.
+
+    Only for a dataset whose lock this process holds, once none of its workers is left:
+    then no temporary file there is being written.
+    """
+    removed = 0
+    for dirpath, _dirnames, filenames in os.walk(root):
+        for name in filenames:
+            if is_tmp_name(name):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(dirpath, name))
+                    removed += 1
+    return removed
+
+
+def remove_tmp_files_of_held_datasets() -> int:
+    """`remove_tmp_files` on every dataset this process holds for writing (after its
+    pool's workers died mid-task and left their temporary files)."""
+    return sum(remove_tmp_files(d) for d in set(_held_locks.values()) if d is not None)

@@ -1,24 +1,157 @@
-"""Small JSON records in DATASET/.imagenet-prep: what each stage finished, for resume and check."""
+"""Small JSON records in DATASET/.imagenet-prep: what each stage finished, for resume and check.
+
+`load` hands out only records of the shape their readers rely on (see SCHEMAS): a
+record that is not JSON, or not of that shape (a disk error, an edit by hand), is a
+one-line DamagedStateError naming the file and how to start that stage over, never a
+JSONDecodeError, AttributeError or KeyError deep inside a stage.
+"""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from imagenet_prep.runtime.files import STATE_DIR, state_dir, write_atomic
+from imagenet_prep.errors import DamagedStateError, os_error
+from imagenet_prep.layout import (
+    BBOX_RECORD,
+    EXTRACT_SPLITS,
+    PREPARE_RECORD,
+    STATE_DIR,
+    TFRECORD_RECORD,
+    TFRECORD_REPORT,
+    VALTREE_RECORD,
+    WDS_RECORD,
+    WDS_REPORT,
+    extract_record,
+)
+from imagenet_prep.runtime.files import state_dir, write_atomic
 
 
 def record_path(dataset: Path, name: str) -> Path:
     return dataset / STATE_DIR / f"{name}.json"
 
 
+# --- the shapes -------------------------------------------------------------------------
+# A spec is a type (isinstance; int for numbers that are counts, float accepts ints too),
+# `Fields` (an object with these fields), `MapOf` (an object of any keys, each value of a
+# spec) or `ListOf`.  Only what some reader indexes or iterates is listed: other fields
+# are free to come and go.
+
+
+@dataclass(frozen=True)
+class Fields:
+    required: dict[str, Any]
+    optional: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MapOf:
+    value: Any
+
+
+@dataclass(frozen=True)
+class ListOf:
+    item: Any
+
+
+_NAMES = {int: "a whole number", float: "a number", str: "a string", list: "a list",
+          dict: "an object", bool: "true or false"}
+_EXTRACT = Fields({"split": str, "archive": str, "archive_size": int, "files": int,
+                   "bytes": int, "classes": MapOf(int)})
+_PAIRS = ListOf(ListOf(str))  # [[name, reason or error], ...]
+_TF_SHARD = Fields({"split": str, "records": int, "bytes": int},
+                   {"converted": _PAIRS, "skipped": _PAIRS})
+_WDS_SHARD = Fields({"split": str, "samples": int, "bytes": int},
+                    {"crc32c": int, "converted": _PAIRS, "skipped": _PAIRS})
+_SPLIT = Fields({"images": int}, {"shards": int})
+
+SCHEMAS: dict[str, Fields] = {
+    **{extract_record(s): _EXTRACT for s in EXTRACT_SPLITS},
+    VALTREE_RECORD: Fields({"classes": MapOf(int), "files": int}),
+    BBOX_RECORD: Fields({"bytes": int, "sha256": str, "boxes_written": int, "images": int,
+                         "files_skipped": int, "boxes_skipped": int}),
+    PREPARE_RECORD: Fields({}, {"runs": ListOf(dict)}),
+    TFRECORD_RECORD: Fields({"shards": MapOf(_TF_SHARD), "splits": MapOf(_SPLIT)},
+                            {"options": dict}),
+    TFRECORD_REPORT: Fields({}, {"run": dict, "skipped": list, "converted": list,
+                                 "splits": MapOf(dict)}),
+    WDS_RECORD: Fields({"shards": MapOf(_WDS_SHARD), "splits": MapOf(_SPLIT)},
+                       {"options": dict}),
+    WDS_REPORT: Fields({}, {"run": dict, "skipped": list, "converted": list}),
+}
+
+
+def shape_problem(value: Any, spec: Any, where: str = "") -> str | None:
+    """Why `value` does not match `spec` ('splits.train.images is not a whole number'),
+    or None when it does."""
+    here = where or "the record"
+    if isinstance(spec, Fields):
+        if not isinstance(value, dict):
+            return f"{here} is not an object"
+        for name in spec.required:
+            if name not in value:
+                return f"{where + '.' if where else ''}{name} is missing"
+        for name, sub in (*spec.required.items(), *spec.optional.items()):
+            if name in value and (p := shape_problem(value[name], sub, _join(where, name))):
+                return p
+        return None
+    if isinstance(spec, MapOf):
+        if not isinstance(value, dict):
+            return f"{here} is not an object"
+        for key, v in value.items():
+            if p := shape_problem(v, spec.value, _join(where, key)):
+                return p
+        return None
+    if isinstance(spec, ListOf):
+        if not isinstance(value, list):
+            return f"{here} is not a list"
+        for i, v in enumerate(value):
+            if p := shape_problem(v, spec.item, f"{here}[{i}]"):
+                return p
+        return None
+    ok = (isinstance(value, int | float) and not isinstance(value, bool) if spec is float
+          else isinstance(value, spec) and not (spec is int and isinstance(value, bool)))
+    return None if ok else f"{here} is not {_NAMES.get(spec, spec.__name__)}"
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else str(key)
+
+
+def _damaged(path: Path, why: str) -> DamagedStateError:
+    return DamagedStateError(
+        f"{path}: damaged state record ({why}); delete it to run that stage again "
+        "from its start")
+
+
+# --- load and save ----------------------------------------------------------------------
+
+
 def load(dataset: Path, name: str) -> dict[str, Any] | None:
-    """The record `name`, or None when that stage has not finished."""
+    """The record `name`, or None when that stage has not finished.
+
+    A record that is not JSON, or not of its shape, raises DamagedStateError.
+    """
+    path = record_path(dataset, name)
     try:
-        return json.loads(record_path(dataset, name).read_text())
+        text = path.read_bytes().decode("utf-8")
     except FileNotFoundError:
         return None
+    except UnicodeDecodeError:
+        raise _damaged(path, "not UTF-8 text") from None
+    except OSError as e:
+        raise os_error(path, e, "read") from None
+    try:
+        data = json.loads(text)
+    except ValueError as e:
+        why = "empty" if not text.strip() else f"not valid JSON: {getattr(e, 'msg', e)}"
+        raise _damaged(path, why) from None
+    problem = shape_problem(data, SCHEMAS.get(name, Fields({})))
+    if problem is not None:
+        raise _damaged(path, problem)
+    return data
 
 
 def save(dataset: Path, name: str, data: dict[str, Any]) -> None:

@@ -152,8 +152,6 @@ def test_another_users_dataset(small_replica, shared, as_nobody):
     assert tree_digest(ds, skip_state=False) == before
 
 
-@pytest.mark.xfail(strict=True, reason="cli/report.py passes dataset_lock(read_only=True) "
-                                       "(merge)")
 @pytest.mark.parametrize("how", ["read-only", "another user"])
 def test_report_elsewhere_on_a_dataset_it_cannot_write(small_replica, tmp_path, shared,
                                                        how, request):
@@ -372,7 +370,6 @@ def _pid(_: int) -> int:
     return os.getpid()
 
 
-@pytest.mark.xfail(strict=True, reason="validated by the shard engine (merge)")
 def test_train_shards_beyond_five_digits(small_replica, tmp_path):
     """7: --train-shards 100000 wrote shards that `check` then rejected (five digits)."""
     ds = tmp_path / "ds"

@@ -50,7 +50,7 @@ def test_check_on_an_empty_folder_or_the_archives_is_nothing_to_check(tmp_path, 
     for folder in (tmp_path, small_replica):
         before = sorted(os.listdir(folder))
         proc = run_cli("check", folder, check=False)
-        assert proc.returncode == 3
+        assert proc.returncode == 8
         assert "nothing here to check" in proc.stderr
         assert sorted(os.listdir(folder)) == before  # nothing written where we only read
 

@@ -18,6 +18,7 @@ Each class of failure has its own exit code, so a script can tell them apart:
        6  NetworkError         download: connection refused, unknown host, timed out, or
                                given up after retries
        7  WorkerDiedError      a worker process died (killed by the system: out of memory?)
+       8  NothingToCheck       check: the folder holds no dataset (no run ever wrote there)
      130  KeyboardInterrupt    Ctrl-C: stopped cleanly; the same command resumes
      143  Terminated           SIGTERM: the same as Ctrl-C (128 + 15)
 
@@ -172,3 +173,9 @@ def as_prep_error(e: BaseException) -> PrepError:
                else PrepError)
         return cls(describe_os_error(e))
     return PrepError(str(e) or type(e).__name__)
+
+
+class NothingToCheck(PrepError):
+    """`check` was pointed at a folder no imagenet-prep run wrote (empty, the archives)."""
+
+    exit_code = 8

@@ -41,6 +41,9 @@ VALTREE_RECORD = "valtree"
 BBOX_RECORD = "bbox"
 SYNSETS_RECORD = "synsets"
 FLATTEN_RECORD = "flatten"
+EXPECT_RECORD = "expect"  # what the dataset was asked to contain, written before any work
+DAMAGED_RECORD = "damaged"  # files the last `check` found damaged, for the next run to redo
+FILES_DIR = "files"  # per-task manifests of extracted files: STATE_DIR/files/SPLIT/KEY.tsv
 PREPARE_RECORD = "prepare"  # stage timings of the last `prepare` runs
 
 

@@ -20,7 +20,7 @@ from imagenet_prep.check.folders import (
     check_synsets,
     check_tmp_files,
 )
-from imagenet_prep.errors import PrepError
+from imagenet_prep.errors import NothingToCheck
 from imagenet_prep.layout import (
     BBOX_RECORD,
     EXTRACT_SPLITS,
@@ -36,12 +36,6 @@ from imagenet_prep.layout import (
 )
 from imagenet_prep.runtime import expectation, stage_state
 from imagenet_prep.runtime.pool import Workers
-
-
-class NothingToCheck(PrepError):
-    """The folder holds no imagenet-prep dataset (no record of any run)."""
-
-    exit_code = 3
 
 
 def _outputs_from_records(dataset: Path) -> dict[str, dict[str, Any]]:

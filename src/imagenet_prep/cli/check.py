@@ -7,26 +7,21 @@ import contextlib
 from pathlib import Path
 
 from imagenet_prep.check import check_dataset
-from imagenet_prep.cli.common import add_json, emit
+from imagenet_prep.cli.common import add_json, add_workers, emit
 from imagenet_prep.layout import STATE_DIR
 from imagenet_prep.runtime import stage_state
 from imagenet_prep.runtime.file_manifest import DAMAGED
 from imagenet_prep.runtime.files import dataset_lock
 
 DESCRIPTION = ("prove every output the dataset was asked to contain (counts, sizes, "
-               "checksums, links); exit 1 with a list of problems, 3 when the folder holds "
+               "checksums, links); exit 1 with a list of problems, 8 when the folder holds "
                "no dataset; files found damaged are written again by the next run")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("dataset", type=Path, metavar="DATASET")
-    add_workers_option(p)
+    add_workers(p)
     add_json(p)
-
-
-def add_workers_option(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--workers", type=int, default=None, metavar="N",
-                   help="processes reading files and shards (default: the number of cores)")
 
 
 def _note_damaged(dataset: Path, damaged: list[str]) -> None:
@@ -42,8 +37,7 @@ def run(args: argparse.Namespace) -> int:
     with contextlib.ExitStack() as stack:
         if (args.dataset / STATE_DIR).is_dir():  # never create state in a folder we only read
             # a run in progress holds the lock: say so instead of judging a half-made dataset
-            with contextlib.suppress(OSError):
-                stack.enter_context(dataset_lock(args.dataset))
+            stack.enter_context(dataset_lock(args.dataset, read_only=True))
         problems, checked = check_dataset(args.dataset, workers=args.workers)
         if checked:
             _note_damaged(args.dataset, checked.get("damaged", []))

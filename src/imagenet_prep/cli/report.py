@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.dataset.is_dir():
         raise PrepError(f"{args.dataset}: not a folder")
-    with dataset_lock(args.dataset):
+    with dataset_lock(args.dataset, read_only=args.out is not None):  # --out: only reads
         r = build_report(args.dataset, args.out, classes=args.classes, per_class=args.per_class,
                          seed=args.seed, sample=args.sample, check=not args.no_check,
                          workers=args.workers)

@@ -14,9 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from imagenet_prep.errors import PrepError
+from imagenet_prep.layout import EXPECT_RECORD
 from imagenet_prep.runtime import stage_state
 
-EXPECT = "expect"  # state record name
+EXPECT = EXPECT_RECORD
 VERSION = 1
 
 

@@ -19,10 +19,9 @@ from pathlib import Path
 import google_crc32c
 
 from imagenet_prep.errors import PrepError
-from imagenet_prep.layout import STATE_DIR
+from imagenet_prep.layout import DAMAGED_RECORD, FILES_DIR, STATE_DIR
 from imagenet_prep.runtime.files import ensure_dir, is_tmp_name, write_atomic
 
-FILES_DIR = "files"
 Entry = tuple[int, int]  # size, crc32c
 
 
@@ -80,7 +79,7 @@ def file_crc32c(path: str | Path, block: int = 1 << 20) -> int:
     return crc
 
 
-DAMAGED = "damaged"  # state record: files `check` found damaged, for the next run to redo
+DAMAGED = DAMAGED_RECORD
 
 
 def damaged_files(dataset: Path) -> list[str]:

@@ -16,9 +16,13 @@ from typing import Any
 from imagenet_prep.errors import DamagedStateError, os_error
 from imagenet_prep.layout import (
     BBOX_RECORD,
+    DAMAGED_RECORD,
+    EXPECT_RECORD,
     EXTRACT_SPLITS,
+    FLATTEN_RECORD,
     PREPARE_RECORD,
     STATE_DIR,
+    SYNSETS_RECORD,
     TFRECORD_RECORD,
     TFRECORD_REPORT,
     VALTREE_RECORD,
@@ -62,7 +66,7 @@ _EXTRACT = Fields({"split": str, "archive": str, "archive_size": int, "files": i
                    "bytes": int, "classes": MapOf(int)})
 _PAIRS = ListOf(ListOf(str))  # [[name, reason or error], ...]
 _TF_SHARD = Fields({"split": str, "records": int, "bytes": int},
-                   {"converted": _PAIRS, "skipped": _PAIRS})
+                   {"crc32c": int, "converted": _PAIRS, "skipped": _PAIRS})
 _WDS_SHARD = Fields({"split": str, "samples": int, "bytes": int},
                     {"crc32c": int, "converted": _PAIRS, "skipped": _PAIRS})
 _SPLIT = Fields({"images": int}, {"shards": int})
@@ -80,6 +84,10 @@ SCHEMAS: dict[str, Fields] = {
     WDS_RECORD: Fields({"shards": MapOf(_WDS_SHARD), "splits": MapOf(_SPLIT)},
                        {"options": dict}),
     WDS_REPORT: Fields({}, {"run": dict, "skipped": list, "converted": list}),
+    EXPECT_RECORD: Fields({"version": int, "outputs": MapOf(dict), "archives": MapOf(dict)}),
+    FLATTEN_RECORD: Fields({"modes": MapOf(str)}),
+    SYNSETS_RECORD: Fields({"bytes": int, "sha256": str, "classes": int}),
+    DAMAGED_RECORD: Fields({"files": ListOf(str)}),
 }
 
 

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from imagenet_prep import layout
-from imagenet_prep.errors import PrepError
+from imagenet_prep.errors import OptionError, PrepError
 from imagenet_prep.formats import tfrecord as tfr
 from imagenet_prep.runtime import stage_state
 from imagenet_prep.runtime.files import write_atomic
@@ -166,6 +166,10 @@ def write_tfrecords(
     policy = engine.bad_image_policy(on_bad_image)
     if train_shards < 1 or val_shards < 1:
         raise PrepError("shard counts must be at least 1")
+    for option, n in (("--train-shards", train_shards), ("--val-shards", val_shards)):
+        if n > layout.TFRECORD_MAX_SHARDS:  # the reference's names hold five digits
+            raise OptionError(f"{option} {n}: at most {layout.TFRECORD_MAX_SHARDS:,}, the "
+                              "most shard names of five digits (train-NNNNN-of-NNNNN) can hold")
     if not from_folders and archives is None:
         raise PrepError("tfrecord needs --archives DIR, or --from-folders to read DATASET/train "
                         "and DATASET/val")

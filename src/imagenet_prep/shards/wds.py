@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from imagenet_prep import layout
-from imagenet_prep.errors import PrepError
+from imagenet_prep.errors import OptionError, PrepError
 from imagenet_prep.formats.webdataset import (
     BLOCK,
     end_of_archive,
@@ -93,9 +93,16 @@ class WdsFormat(engine.ShardFormat, record=layout.WDS_RECORD, report=layout.WDS_
 
     def bounds(self, split: str, cat: Catalog, order: np.ndarray) -> Bounds:
         if "shard_samples" in self.options:
-            return count_bounds(len(cat), self.options["shard_samples"])
-        sizes = cat.sizes[order]
-        return size_bounds((sizes + (-sizes % BLOCK)) + SAMPLE_OVERHEAD, self.options["shard_size"])
+            bounds = count_bounds(len(cat), self.options["shard_samples"])
+        else:
+            sizes = cat.sizes[order]
+            bounds = size_bounds((sizes + (-sizes % BLOCK)) + SAMPLE_OVERHEAD,
+                                 self.options["shard_size"])
+        if len(bounds) > layout.WDS_MAX_SHARDS:  # names hold six digits
+            raise OptionError(f"{split}: {len(bounds):,} shards, more than the "
+                              f"{layout.WDS_MAX_SHARDS:,} six-digit names hold; choose larger "
+                              "shards (--shard-size or --shard-samples)")
+        return bounds
 
     def encoder(self, task: engine.ShardTask) -> engine.ShardEncoder:
         return _Samples(task)

@@ -77,7 +77,7 @@ def test_replaced_archive_of_the_same_size_is_refused(tmp_path, extracted):
     proc = run_cli("extract", "--archives", other, "--out", ds, check=False)
     assert proc.returncode != 0
     assert len(proc.stderr.strip().splitlines()) == 1
-    assert f"{other / VAL}: not the {VAL}" in proc.stderr
+    assert f"{other / VAL}: not the archive this dataset was made from" in proc.stderr
 
 
 def test_require_archives_names_a_near_miss(tmp_path, small_replica):

@@ -32,7 +32,7 @@ from imagenet_prep.runtime.file_manifest import (
 from imagenet_prep.runtime.files import create_atomic, ensure_dir, write_fd
 from imagenet_prep.runtime.pool import run_tasks
 from imagenet_prep.runtime.progress import bar
-from imagenet_prep.sources.archives import find_archive, fingerprint
+from imagenet_prep.sources.archives import find_archive
 from imagenet_prep.sources.catalog import flat_members, iter_classes
 from imagenet_prep.sources.names import Names
 from imagenet_prep.sources.tarindex import ArchiveReader, Member, iter_gz_members
@@ -171,21 +171,6 @@ def _gz_damaged(damaged: frozenset[str], split: str) -> frozenset[str]:
     return frozenset(p[len(split) + 1:] for p in damaged if p.startswith(f"{split}/"))
 
 
-def refuse_replaced_archive(dataset: Path, split: str, archive: Path) -> None:
-    """An archive other than the one a split was extracted from (another size) is refused:
-    mixing two sets of archives in one dataset gives wrong labels silently."""
-    rec = stage_state.load(dataset, extract_record(split))
-    if rec is None or "archive_size" not in rec:
-        return
-    size = archive.stat().st_size
-    if rec["archive_size"] != size or rec.get("fingerprint", fingerprint(archive)) != \
-            fingerprint(archive):
-        raise PrepError(
-            f"{archive}: not the {rec['archive']} that {dataset / split} was extracted from "
-            f"({size} bytes, {rec['archive_size']} then, or other content); use the same "
-            "archives, or start over in an empty folder")
-
-
 @dataclass(frozen=True)
 class GzTask:
     """Stream the small .tar.gz `archive` (box XMLs) into `folder`: one task, in a worker.
@@ -291,8 +276,6 @@ def extract(
     if not any(found.values()):
         raise PrepError(f"{archives}: none of the archives for {', '.join(splits)} is here")
     present = {s: a for s, a in found.items() if a is not None}
-    for split, archive in present.items():
-        refuse_replaced_archive(dataset, split, archive)
     expectation.expect(dataset, {"extract": {"splits": sorted(present, key=SPLITS.index)}},
                        expectation.identify(dataset, present))
     summary: dict[str, dict] = {}
@@ -337,8 +320,7 @@ def extract(
             if t["left"] == 0:
                 archive = t["archive"]
                 rec = {"split": split, "archive": archive.name,
-                       "archive_size": archive.stat().st_size,
-                       "fingerprint": fingerprint(archive), "files": t["files"],
+                       "archive_size": archive.stat().st_size, "files": t["files"],
                        "bytes": t["bytes"], "classes": t["classes"]}
                 stage_state.save(dataset, extract_record(split), rec)
                 summary[split] = {**rec, "seconds": time.monotonic() - t0,

@@ -20,6 +20,7 @@ import google_crc32c
 
 from imagenet_prep.errors import PrepError
 from imagenet_prep.layout import DAMAGED_RECORD, FILES_DIR, STATE_DIR
+from imagenet_prep.runtime import stage_state
 from imagenet_prep.runtime.files import ensure_dir, is_tmp_name, write_atomic
 
 Entry = tuple[int, int]  # size, crc32c
@@ -84,7 +85,5 @@ DAMAGED = DAMAGED_RECORD
 
 def damaged_files(dataset: Path) -> list[str]:
     """Paths (relative to DATASET) that the last `check` found damaged."""
-    from imagenet_prep.runtime import stage_state
-
     rec = stage_state.load(dataset, DAMAGED)
     return list(rec.get("files", [])) if isinstance(rec, dict) else []

@@ -276,6 +276,8 @@ def extract(
     if not any(found.values()):
         raise PrepError(f"{archives}: none of the archives for {', '.join(splits)} is here")
     present = {s: a for s, a in found.items() if a is not None}
+    for split in present:  # a damaged record is said in one line before any work
+        stage_state.load(dataset, extract_record(split))
     expectation.expect(dataset, {"extract": {"splits": sorted(present, key=SPLITS.index)}},
                        expectation.identify(dataset, present))
     summary: dict[str, dict] = {}

@@ -30,6 +30,7 @@ from imagenet_prep.runtime.file_manifest import (
     save_piece,
 )
 from imagenet_prep.runtime.files import create_atomic, ensure_dir, write_fd
+from imagenet_prep.runtime.memory import release_free_memory
 from imagenet_prep.runtime.pool import run_tasks
 from imagenet_prep.runtime.progress import bar
 from imagenet_prep.sources.archives import find_archive
@@ -307,6 +308,7 @@ def extract(
             "left": len(tasks), "written": 0,
         }
         items += [(split, t) for t in tasks]
+    release_free_memory()  # what indexing freed, before the pool forks its workers
     total = sum(t["bytes"] for s, t in todo.items() if not s.startswith("bbox"))
     with bar(total, "extract", bytes_=True) as pb:
         for split, result in run_tasks(_run_task, items, workers):

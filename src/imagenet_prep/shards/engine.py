@@ -31,6 +31,7 @@ from imagenet_prep.layout import BOX_CSV, VALTREE_RECORD, extract_record
 from imagenet_prep.runtime import expectation, stage_state
 from imagenet_prep.runtime.file_manifest import damaged_files
 from imagenet_prep.runtime.files import atomic_file, ensure_dir, is_tmp_name
+from imagenet_prep.runtime.memory import release_free_memory
 from imagenet_prep.runtime.pool import Workers, run_tasks
 from imagenet_prep.runtime.progress import bar
 from imagenet_prep.shards.order import Bounds, shuffle_order
@@ -44,7 +45,7 @@ from imagenet_prep.sources.catalog import (
     train_from_archive,
     with_labels,
 )
-from imagenet_prep.sources.names import Names
+from imagenet_prep.sources.names import BLOCK, Names
 
 SPLIT_ORDER = ("val", "train", "test")  # catalogs are built (and shards written) in this order
 SAVE_EVERY = 2.0  # seconds between state saves while shards finish
@@ -277,9 +278,12 @@ def refuse_incomplete_folder(dataset: Path, split: str, cat: Catalog, rec: dict)
 def catalog_digest(cat: Catalog, *, sizes: bool = False) -> str:
     """SHA-256 of the catalog's names and labels (and sizes, when the plan depends on them)."""
     h = hashlib.sha256()
-    cols = [cat.names, cat.labels.tolist()] + ([cat.sizes.tolist()] if sizes else [])
-    for row in zip(*cols, strict=True):
-        h.update(("\t".join(map(str, row)) + "\n").encode())
+    for a in range(0, len(cat), BLOCK):  # a block of rows at a time: no list of all 1.28 M
+        b = a + BLOCK
+        cols = [cat.names[a:b], cat.labels[a:b].tolist()] + (
+            [cat.sizes[a:b].tolist()] if sizes else [])
+        for row in zip(*cols, strict=True):
+            h.update(("\t".join(map(str, row)) + "\n").encode())
     return h.hexdigest()
 
 
@@ -302,9 +306,9 @@ def box_arrays(cat: Catalog, table: BoxTable, dtype: type = np.float32) -> BoxAr
     names.  float32 is what an Example stores, rounded from the CSV's decimal through
     a double as the reference; float64 keeps the CSV's decimals exactly.
     """
-    counts, boxes = boxes_of(cat.names.raw, *table)
+    counts, boxes = boxes_of(cat.names.raw, *table, dtype=dtype)
     starts = np.concatenate(([0], np.cumsum(counts, dtype=np.int64)))
-    return counts, starts, boxes.astype(dtype).reshape(-1, 4)
+    return counts, starts, boxes.reshape(-1, 4)
 
 
 def shard_boxes(arrays: BoxArrays, idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -467,12 +471,18 @@ def write_shards(
     if not cats:
         where = fmt.sources(dataset, archives, from_folders, splits)
         raise PrepError(f"nothing to convert: none of {where} exists")
+    release_free_memory()  # what building the catalogs freed, before anything else grows
     if callable(boxes_csv):  # made only now: a run refused above has written nothing
         boxes_csv = boxes_csv() if "train" in cats else None
     if "train" in cats and boxes_csv is None:
         print(f"{fmt.record}: no {BOX_CSV} and no box XMLs: train records get empty box lists",
               file=sys.stderr)
     table, boxes_sha = load_boxes(boxes_csv if "train" in cats else None)
+    # joined to the catalog at once, so the CSV's arrays are gone before anything else grows
+    boxes_by = {"train": box_arrays(cats["train"], table, fmt.box_dtype)} if "train" in cats \
+        else {}
+    del table
+    release_free_memory()
     plans: dict[str, tuple[np.ndarray, Bounds]] = {}
     for split, cat in cats.items():
         order = shuffle_order(cat.names, fmt.options["seed"])
@@ -492,9 +502,6 @@ def write_shards(
     expectation.expect(dataset, {fmt.record: asked}, identities)
     for folder in dict.fromkeys(d for s in cats for d in fmt.folders(s)):
         remove_stale_tmp(ensure_dir(folder))
-    boxes_by = {"train": box_arrays(cats["train"], table, fmt.box_dtype)} if "train" in cats \
-        else {}
-    del table
 
     def names(split: str) -> list[str]:
         n = len(plans[split][1])

@@ -312,19 +312,25 @@ def read_csv_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate([a.astype(f"S{width}") for a in names]), np.concatenate(boxes)
 
 
-def boxes_of(names: np.ndarray, csv_names: np.ndarray, csv_boxes: np.ndarray
-             ) -> tuple[np.ndarray, np.ndarray]:
+def boxes_of(names: np.ndarray, csv_names: np.ndarray, csv_boxes: np.ndarray,
+             dtype: type = np.float64) -> tuple[np.ndarray, np.ndarray]:
     """(boxes per image, their boxes in image order, CSV order within an image) for the
-    images `names` (bytes array), found by binary search in the CSV's names."""
-    order = np.argsort(csv_names, kind="stable")  # the CSV is sorted already: cheap
-    keys = csv_names[order]
-    width = max(keys.dtype.itemsize, names.dtype.itemsize)
-    keys, probe = keys.astype(f"S{width}"), names.astype(f"S{width}")
-    lo = np.searchsorted(keys, probe, side="left")
-    hi = np.searchsorted(keys, probe, side="right")
-    counts = (hi - lo).astype(np.int32)
-    # the rows of each image's boxes, concatenated: lo[i], lo[i]+1, ..., hi[i]-1 for each i
-    total = int(counts.sum())
-    starts = np.repeat(lo - np.concatenate(([0], np.cumsum(counts)[:-1])), counts)
-    rows = order[starts + np.arange(total)]
-    return counts, csv_boxes[rows]
+    images `names` (bytes array), found by binary search in the CSV's names.
+
+    Temporaries stay a few arrays of one number per image: the CSV (sorted, as `bbox`
+    writes it) is searched in place, and only its names are widened to the images'.
+    """
+    if len(csv_names) > 1 and not np.all(csv_names[:-1] <= csv_names[1:]):
+        order = np.argsort(csv_names, kind="stable")  # a CSV not in byte order
+        csv_names, csv_boxes = csv_names[order], csv_boxes[order]
+    if csv_names.dtype.itemsize < names.dtype.itemsize:
+        csv_names = csv_names.astype(names.dtype)
+    elif csv_names.dtype.itemsize > names.dtype.itemsize:
+        names = names.astype(csv_names.dtype)
+    lo = np.searchsorted(csv_names, names, side="left")
+    counts = (np.searchsorted(csv_names, names, side="right") - lo).astype(np.int32)
+    # the CSV rows of each image's boxes, concatenated: lo[i], ..., lo[i] + counts[i] - 1
+    firsts = np.repeat(lo[counts > 0], counts[counts > 0])
+    within = np.arange(len(firsts)) - np.repeat(np.cumsum(counts)[counts > 0] -
+                                                 counts[counts > 0], counts[counts > 0])
+    return counts, csv_boxes.astype(dtype, copy=False)[firsts + within]

@@ -8,6 +8,7 @@ from typing import overload
 import numpy as np
 
 _ENC = ("utf-8", "surrogateescape")  # member names are bytes in the tar; kept as they are
+BLOCK = 1 << 16  # names turned into Python objects at a time
 
 
 class Names(Sequence[str]):
@@ -37,8 +38,13 @@ class Names(Sequence[str]):
         return Names(self.raw[i])
 
     def __iter__(self) -> Iterator[str]:
-        for b in self.raw.tolist():
+        for b in self.encoded():
             yield b.decode(*_ENC)
+
+    def encoded(self) -> Iterator[bytes]:
+        """The names as bytes, a block at a time (never a list of all 1.28 M at once)."""
+        for start in range(0, len(self.raw), BLOCK):
+            yield from self.raw[start:start + BLOCK].tolist()
 
     def __eq__(self, other: object) -> bool:
         return list(self) == list(other) if isinstance(other, Sequence) else NotImplemented

@@ -40,47 +40,46 @@ def _check_shard(task: _CheckTask) -> tuple[str, int, list[str]]:
     wnids = metadata.wnids()
     want_exts = ("json", "jpg") if task.split == "test" else ("cls", "json", "jpg")
     samples = 0
-    try:
-        members = list(iter_samples(task.path))
-    except PrepError as e:
+    try:  # streamed: a shard of any size costs one sample's members at a time
+        with open(task.path, "rb") as f:
+            fd = f.fileno()
+            for key, group in iter_samples(task.path):
+                where = f"{task.path}: sample {samples} ({key})"
+                samples += 1
+                exts = {ext: m for ext, m in group}
+                if sorted(exts) != sorted(want_exts) or len(group) != len(want_exts):
+                    problems.append(f"{where}: members {sorted(e for e, _ in group)}, expected "
+                                    f"{sorted(want_exts)}")
+                    continue
+                try:
+                    meta = json.loads(os.pread(fd, exts["json"].size, exts["json"].offset))
+                    label, wnid = meta["label"], meta["wnid"]
+                    width, height, filename = meta["width"], meta["height"], meta["filename"]
+                except (ValueError, KeyError, TypeError) as e:
+                    problems.append(f"{where}: unreadable .json ({e})")
+                    continue
+                if sample_key(filename, where) != key:
+                    problems.append(f"{where}: .json names {filename!r}")
+                if task.split == "test":
+                    if label is not None or wnid is not None:
+                        problems.append(f"{where}: a test sample with a label")
+                else:
+                    cls = os.pread(fd, exts["cls"].size, exts["cls"].offset)
+                    if not isinstance(label, int) or not 0 <= label < len(wnids):
+                        problems.append(f"{where}: label {label!r} outside 0..999")
+                    elif cls != str(label).encode():
+                        problems.append(f"{where}: .cls {cls!r} but .json label {label}")
+                    elif wnids[label] != wnid:
+                        problems.append(f"{where}: label {label} but WNID {wnid}")
+                if not (isinstance(width, int) and isinstance(height, int)) or width <= 0 \
+                        or height <= 0:
+                    problems.append(f"{where}: size {width}x{height}")
+                elif task.decode_first and samples == 1:
+                    jpg = exts["jpg"]
+                    image = os.pread(fd, jpg.size, jpg.offset)
+                    problems += stored_image_problems(where, image, width, height, ".json")
+    except PrepError as e:  # not a well-formed tar of samples: that alone is said
         return task.path.name, 0, [str(e)]
-    with open(task.path, "rb") as f:
-        fd = f.fileno()
-        for key, group in members:
-            where = f"{task.path}: sample {samples} ({key})"
-            samples += 1
-            exts = {ext: m for ext, m in group}
-            if sorted(exts) != sorted(want_exts) or len(group) != len(want_exts):
-                problems.append(f"{where}: members {sorted(e for e, _ in group)}, expected "
-                                f"{sorted(want_exts)}")
-                continue
-            try:
-                meta = json.loads(os.pread(fd, exts["json"].size, exts["json"].offset))
-                label, wnid = meta["label"], meta["wnid"]
-                width, height, filename = meta["width"], meta["height"], meta["filename"]
-            except (ValueError, KeyError, TypeError) as e:
-                problems.append(f"{where}: unreadable .json ({e})")
-                continue
-            if sample_key(filename, where) != key:
-                problems.append(f"{where}: .json names {filename!r}")
-            if task.split == "test":
-                if label is not None or wnid is not None:
-                    problems.append(f"{where}: a test sample with a label")
-            else:
-                cls = os.pread(fd, exts["cls"].size, exts["cls"].offset)
-                if not isinstance(label, int) or not 0 <= label < len(wnids):
-                    problems.append(f"{where}: label {label!r} outside 0..999")
-                elif cls != str(label).encode():
-                    problems.append(f"{where}: .cls {cls!r} but .json label {label}")
-                elif wnids[label] != wnid:
-                    problems.append(f"{where}: label {label} but WNID {wnid}")
-            if not (isinstance(width, int) and isinstance(height, int)) or width <= 0 \
-                    or height <= 0:
-                problems.append(f"{where}: size {width}x{height}")
-            elif task.decode_first and samples == 1:
-                jpg = exts["jpg"]
-                image = os.pread(fd, jpg.size, jpg.offset)
-                problems += stored_image_problems(where, image, width, height, ".json")
     if task.entry is not None:
         problems += _check_bytes(task.path, task.entry)
     return task.path.name, samples, problems

@@ -195,3 +195,18 @@ def test_tfrecords_refuse_other_archives_of_the_same_names(tmp_path, prepared):
     _one_line_error(proc, f"{other / TRAIN}: not the archive this dataset was made from")
     assert tree_digest(ds) == tree_digest(clean)
     assert not (ds / STATE_DIR / "damaged.json").exists()
+
+
+def test_full_verification_records_the_md5s(tmp_path, small_replica):
+    """`--verify full` proves the MD5s; the expectation keeps them with the archives."""
+    import json
+
+    ds = tmp_path / "ds"
+    run_cli("prepare", "--archives", small_replica, "--out", ds, "--only", "pytorch",
+            "--verify", "full", "--no-report")
+    archives = json.loads((ds / STATE_DIR / "expect.json").read_text())["archives"]
+    md5sums = dict(line.split()[::-1] for line in
+                   (small_replica / "MD5SUMS").read_text().splitlines() if line.strip())
+    assert {a["name"]: a["md5"] for a in archives.values()} == \
+        {a["name"]: md5sums[a["name"]] for a in archives.values()}
+    assert {"train", "val"} <= set(archives)

@@ -9,13 +9,13 @@ and a `check` that passes.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 import subprocess
 from pathlib import Path
 
 import pytest
+from helpers import tree_digest
 from helpers_damage import DAMAGES, damage, output_files
 
 from imagenet_prep.check import check_dataset
@@ -52,12 +52,6 @@ def _links(dataset: Path) -> dict[str, bool]:
     return out
 
 
-def output_digests(root: Path) -> dict[str, str]:
-    """Relative path -> SHA-256 of every output (state records left out: they name folders)."""
-    return {str(f.relative_to(root)): hashlib.sha256(f.read_bytes()).hexdigest()
-            for f in output_files(root)}
-
-
 @pytest.fixture(scope="module")
 def clean(tmp_path_factory) -> tuple[Path, Path, dict, dict]:
     root = tmp_path_factory.mktemp("damage")
@@ -66,7 +60,7 @@ def clean(tmp_path_factory) -> tuple[Path, Path, dict, dict]:
                  size=(32, 24), seed=13, workers=1)
     _prepare(archives, dataset)
     assert _check(dataset) == []
-    return archives, dataset, output_digests(dataset), _links(dataset)
+    return archives, dataset, tree_digest(dataset), _links(dataset)
 
 
 @pytest.mark.parametrize("case", range(CASES))
@@ -81,6 +75,6 @@ def test_random_damage_is_found_and_mended(clean, tmp_path, case):
     assert problems, f"check said OK after {what}"
     _prepare(archives, work)
     assert not (work / STATE_DIR / "damaged.json").exists()  # the rerun wrote them again
-    assert output_digests(work) == digests, f"not mended after {what}"
+    assert tree_digest(work) == digests, f"not mended after {what}"
     assert _links(work) == links, f"hard links not mended after {what}"
     assert _check(work) == [], f"check after the rerun ({what})"

@@ -183,15 +183,11 @@ def _synsets(archives: Path, dataset: Path, options: PrepareOptions, workers: Wo
 
 def _bbox(archives: Path, dataset: Path, options: PrepareOptions, workers: Workers
           ) -> Result | None:
-    from imagenet_prep.folders.bbox_csv import write_bbox_csv
+    from imagenet_prep.folders.bbox_csv import have_box_xmls, write_bbox_csv
 
-    if not _have_box_xmls(archives, dataset):
+    if not have_box_xmls(dataset, archives):
         return None
     return write_bbox_csv(dataset, archives=archives, workers=workers)
-
-
-def _have_box_xmls(archives: Path, dataset: Path) -> bool:
-    return find_archive(archives, "bbox_train") is not None or (dataset / "bbox_train").is_dir()
 
 
 def _boxes_csv(archives: Path, dataset: Path, workers: Workers) -> Callable[[], Path | None]:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from imagenet_prep.check import check_dataset
 from imagenet_prep.cli.common import add_json, add_workers, emit
+from imagenet_prep.errors import PrepError
 from imagenet_prep.layout import STATE_DIR
 from imagenet_prep.runtime import stage_state
 from imagenet_prep.runtime.file_manifest import DAMAGED
@@ -26,7 +27,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _note_damaged(dataset: Path, damaged: list[str]) -> None:
     """Tell the next run which files to write again (or that none need it)."""
-    with contextlib.suppress(Exception):  # a read-only dataset is still checked
+    with contextlib.suppress(OSError, PrepError):  # a read-only dataset is still checked
         if damaged:
             stage_state.save(dataset, DAMAGED, {"files": sorted(damaged)})
         else:

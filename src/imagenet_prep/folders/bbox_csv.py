@@ -173,6 +173,12 @@ def write_bbox_csv(
     return {**summary, "skipped": False, "seconds": time.monotonic() - t0}
 
 
+def have_box_xmls(dataset: Path, archives: Path | None) -> bool:
+    """Whether training box XMLs are here to make the CSV from (extracted, or the archive)."""
+    return (dataset / "bbox_train").is_dir() or (
+        archives is not None and find_archive(archives, "bbox_train") is not None)
+
+
 def ensure_csv(dataset: Path, archives: Path | None, workers: Workers) -> Path | None:
     """The box CSV that a shard stage reads, made first when box XMLs exist and it is not
     complete; None when there is neither a CSV nor XMLs to make one (the shard engine says
@@ -180,9 +186,7 @@ def ensure_csv(dataset: Path, archives: Path | None, workers: Workers) -> Path |
     path = csv_path(dataset)
     if csv_is_complete(dataset):
         return path
-    have_xml = (dataset / "bbox_train").is_dir() or (
-        archives is not None and find_archive(archives, "bbox_train") is not None)
-    if have_xml:
+    if have_box_xmls(dataset, archives):
         write_bbox_csv(dataset, archives=archives, workers=workers)
         return path
     return path if path.is_file() else None

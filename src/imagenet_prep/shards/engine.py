@@ -263,9 +263,8 @@ def refuse_incomplete_folder(dataset: Path, split: str, cat: Catalog, rec: dict)
                             f"{rec['files']}; run extract again to restore them")
         return
     wnids = metadata.wnids()
-    got: dict[str, int] = {}
-    for label in cat.labels.tolist():
-        got[wnids[label]] = got.get(wnids[label], 0) + 1
+    per_label = np.bincount(cat.labels, minlength=len(wnids))
+    got = {wnids[i]: int(n) for i in np.flatnonzero(per_label) for n in [per_label[i]]}
     for wnid in sorted(set(rec["classes"]) | set(got)):
         want, have = rec["classes"].get(wnid, 0), got.get(wnid, 0)
         if want != have:

@@ -56,6 +56,16 @@ def test_bundled_files_match_provenance_checksums():
     data = files("imagenet_prep.sources.metadata").joinpath("data")
     provenance = data.joinpath("PROVENANCE.md").read_text()
     rows = re.findall(r"^\| (\S+\.txt) \| \d+ \| \d+ \| ([0-9a-f]{64}) \|$", provenance, re.M)
-    assert len(rows) == 7
+    assert len(rows) == 8
     for name, sha in rows:
         assert hashlib.sha256(data.joinpath(name).read_bytes()).hexdigest() == sha, name
+
+
+def test_hub_class_names_follow_the_documented_rule():
+    """The Hub's imagenet-1k names: the devkit words in WNID order, n03126707 renamed."""
+    names = metadata.hub_class_names()
+    desc = metadata.descriptions()
+    want = [metadata.HUB_RENAMED.get(w, desc[w]) for w in metadata.wnids()]
+    assert list(names) == want and len(set(names)) == 1000
+    assert names[134] == "crane" and names[517] == "crane2"
+    assert names[638] == "maillot" and names[639] == "maillot, tank suit"

@@ -99,3 +99,32 @@ def wds_shard_name(split: str, k: int) -> str:
 def wds_index_name(split: str) -> str:
     """The wids shard index of a split: `train.json`, `validation.json`, `test.json`."""
     return f"{WDS_PREFIX[split]}.json"
+
+
+# --- Hugging Face and MosaicML outputs (issue 15) -------------------------------------------
+
+HF_CARD = "README.md"  # a Hugging Face dataset card: DATASET/parquet/, DATASET/wds/, DATASET/
+PARQUET_DIR = "parquet"  # DATASET/parquet: README.md and data/SPLIT-NNNNN-of-NNNNN.parquet
+PARQUET_DATA = "data"
+PARQUET_RECORD = "parquet"
+PARQUET_REPORT = "parquet-report"
+HF_SPLIT = {"train": "train", "val": "validation", "test": "test"}  # the Hub's split names
+PARQUET_SHARD_RE = re.compile(r"(train|validation|test)-(\d{5})-of-(\d{5})\.parquet")
+
+
+def parquet_shard_name(split: str, k: int, shards: int) -> str:
+    """`train-00000-of-00294.parquet`: the Hub's own shard names."""
+    return f"{HF_SPLIT[split]}-{k:05d}-of-{shards:05d}.parquet"
+
+
+MDS_DIR = "mds"  # DATASET/mds/SPLIT/: index.json and shard.NNNNN.mds, one MosaicML dataset each
+MDS_SPLIT = {"train": "train", "val": "val", "test": "test"}  # MosaicML's converter's folders
+MDS_INDEX = "index.json"
+MDS_RECORD = "mds"
+MDS_REPORT = "mds-report"
+MDS_SHARD_RE = re.compile(r"shard\.(\d{5,})\.mds")
+
+
+def mds_shard_name(k: int) -> str:
+    """`shard.00000.mds`: the name MosaicML's writer gives shard k."""
+    return f"shard.{k:05d}.mds"

@@ -100,6 +100,7 @@ class ShardTask:
     box_counts: np.ndarray | None  # boxes per image (train), None otherwise
     boxes: np.ndarray | None  # (sum of box_counts, 4) in the format's box dtype, in order
     policy: BadImagePolicy
+    indices: np.ndarray | None = None  # each image's index in the split's sorted catalog
 
 
 class ShardEncoder(ABC):
@@ -137,15 +138,17 @@ class ShardFormat(ABC):
     splits: ClassVar[tuple[str, ...]]
     box_dtype: ClassVar[type]
     sized: ClassVar[bool]  # the cut depends on image sizes: the state records them
+    needs_boxes: ClassVar[bool]  # False: samples carry no boxes (no box CSV is read or made)
     root: Path  # where the state lives
     options: dict[str, Any]  # what fixes every shard's bytes: "seed" and the cut
 
     def __init_subclass__(cls, *, record: str, report: str, unit: str, title: str,
                           splits: tuple[str, ...], box_dtype: type = np.float32,
-                          sized: bool = False, **kw: Any) -> None:
+                          sized: bool = False, needs_boxes: bool = True, **kw: Any) -> None:
         super().__init_subclass__(**kw)
         cls.record, cls.report_record, cls.unit, cls.title = record, report, unit, title
         cls.splits, cls.box_dtype, cls.sized = splits, box_dtype, sized
+        cls.needs_boxes = needs_boxes
 
     @abstractmethod
     def folder(self, split: str) -> Path:
@@ -471,9 +474,11 @@ def write_shards(
         where = fmt.sources(dataset, archives, from_folders, splits)
         raise PrepError(f"nothing to convert: none of {where} exists")
     release_free_memory()  # what building the catalogs freed, before anything else grows
-    if callable(boxes_csv):  # made only now: a run refused above has written nothing
+    if not fmt.needs_boxes:
+        boxes_csv = None
+    elif callable(boxes_csv):  # made only now: a run refused above has written nothing
         boxes_csv = boxes_csv() if "train" in cats else None
-    if "train" in cats and boxes_csv is None:
+    if "train" in cats and boxes_csv is None and fmt.needs_boxes:
         print(f"{fmt.record}: no {BOX_CSV} and no box XMLs: train records get empty box lists",
               file=sys.stderr)
     table, boxes_sha = load_boxes(boxes_csv if "train" in cats else None)
@@ -514,7 +519,7 @@ def write_shards(
         name = fmt.shard_name(split, k, len(bounds))
         return ShardTask(format=fmt, split=split, name=name, path=fmt.folder(split) / name,
                          catalog=cats[split].subset(idx), box_counts=counts, boxes=boxes,
-                         policy=policy)
+                         policy=policy, indices=idx)
 
     damaged = {dataset / p for p in damaged_files(dataset)}  # what `check` found wrong
     todo: list[tuple[str, int]] = []

@@ -88,3 +88,12 @@ def special_images() -> dict[str, str]:
 def val_name(number: int) -> str:
     """The file name of validation image `number` (1-based)."""
     return f"ILSVRC2012_val_{number:08d}.JPEG"
+
+
+HUB_RENAMED = {"n03126707": "crane2"}  # the Hub's one change to the devkit words (PROVENANCE.md)
+
+
+@cache
+def hub_class_names() -> tuple[str, ...]:
+    """The 1000 class names of the Hugging Face Hub's `imagenet-1k` (label i is line i)."""
+    return tuple(_lines("hf_imagenet_1k_classes.txt"))

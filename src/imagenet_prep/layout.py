@@ -104,6 +104,7 @@ def wds_index_name(split: str) -> str:
 # --- Hugging Face and MosaicML outputs (issue 15) -------------------------------------------
 
 HF_CARD = "README.md"  # a Hugging Face dataset card: DATASET/parquet/, DATASET/wds/, DATASET/
+CARD_RECORD = "card"  # the root card: its SHA-256, or why it was not written
 PARQUET_DIR = "parquet"  # DATASET/parquet: README.md and data/SPLIT-NNNNN-of-NNNNN.parquet
 PARQUET_DATA = "data"
 PARQUET_RECORD = "parquet"

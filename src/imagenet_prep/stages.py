@@ -21,6 +21,8 @@ from typing import Any
 from imagenet_prep.errors import PrepError
 from imagenet_prep.layout import (
     EXTRACT_SPLITS,
+    MDS_DIR,
+    PARQUET_DIR,
     WDS_DIR,
     extract_record,
 )
@@ -47,6 +49,8 @@ class PrepareOptions:
     wds_shard_size: int | None = None
     wds_shard_samples: int | None = None
     write_report: bool = True  # end with the report stage
+    parquet: bool = False  # also the parquet stage (Hugging Face), after the target's stages
+    mds: bool = False  # also the mds stage (MosaicML streaming)
 
 
 Result = dict[str, Any]
@@ -220,6 +224,28 @@ def _wds(archives: Path, dataset: Path, options: PrepareOptions, workers: Worker
     )
 
 
+def _card(archives: Path, dataset: Path, options: PrepareOptions, workers: Workers
+          ) -> Result | None:
+    from imagenet_prep.shards.cards import record_root_card
+
+    return record_root_card(dataset)
+
+
+def _parquet(archives: Path, dataset: Path, options: PrepareOptions, workers: Workers
+             ) -> Result:
+    from imagenet_prep.shards.parquet import write_parquet
+
+    return write_parquet(dataset, archives=archives, seed=options.seed, workers=workers,
+                         on_bad_image=options.on_bad_image, labels=options.labels)
+
+
+def _mds(archives: Path, dataset: Path, options: PrepareOptions, workers: Workers) -> Result:
+    from imagenet_prep.shards.mds import write_mds
+
+    return write_mds(dataset, archives=archives, seed=options.seed, workers=workers,
+                     on_bad_image=options.on_bad_image, labels=options.labels)
+
+
 def _report(archives: Path, dataset: Path, options: PrepareOptions, workers: Workers
             ) -> Result:
     from imagenet_prep.report import build_report
@@ -284,6 +310,10 @@ def _wds_line(r: Result, seconds: float) -> str:
             + f"; {run['images_per_s']:.0f} img/s, {run['mb_per_s']:.0f} MB/s")
 
 
+def _card_line(r: Result, seconds: float) -> str:
+    return r.get("path") or r.get("skipped", "")
+
+
 def _report_line(r: Result, seconds: float) -> str:
     return f"{r['path']} ({r['bytes'] / 1e6:.2f} MB)"
 
@@ -292,6 +322,7 @@ def _report_line(r: Result, seconds: float) -> str:
 
 _SHARD_ROLES = ("train", "val", "bbox_train", "bbox_val", "devkit")  # images, boxes, labels
 _IMAGES = ("train", "val")  # what every image output is made of
+_HF_ROLES = ("train", "val", "test", "bbox_val", "devkit")  # the Hub has a test split
 
 DOWNLOAD = Stage("download", None, _download_line)  # the caller's download function runs it
 STAGES: dict[str, Stage] = {s.name: s for s in (
@@ -310,13 +341,18 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
           asks=lambda o: {"splits": list(_IMAGES), "dali_index": o.dali_index}),
     Stage("wds", _wds, _wds_line, _images, roles=_SHARD_ROLES, needs=_IMAGES,
           asks=lambda o: {"folder": WDS_DIR, "splits": list(_IMAGES)}),
+    Stage("card", _card, _card_line, _nothing, asks=lambda o: {}),
+    Stage("parquet", _parquet, _wds_line, _images, roles=_HF_ROLES, needs=_IMAGES,
+          asks=lambda o: {"folder": PARQUET_DIR, "splits": list(_IMAGES)}),
+    Stage("mds", _mds, _wds_line, _images, roles=_HF_ROLES, needs=_IMAGES,
+          asks=lambda o: {"folder": MDS_DIR, "splits": list(_IMAGES)}),
     Stage("report", _report, _report_line, preflight=_report_preflight, closing=True),
 )}
 
 TARGETS: dict[str, tuple[str, ...]] = {
-    "pytorch": ("verify", "extract", "valtree", "flatten", "synsets"),
+    "pytorch": ("verify", "extract", "valtree", "flatten", "synsets", "card"),
     "tensorflow": ("verify", "bbox", "tfrecord"),
-    "all": ("verify", "extract", "valtree", "flatten", "synsets", "bbox", "tfrecord"),
+    "all": ("verify", "extract", "valtree", "flatten", "synsets", "card", "bbox", "tfrecord"),
 }
 
 
@@ -337,9 +373,10 @@ def target(only: str) -> tuple[str, ...]:
 
 
 def selected(options: PrepareOptions) -> tuple[Stage, ...]:
-    """The stages `prepare` runs, in order: the target's, then wds (with `wds`), then the
-    report (with `write_report`)."""
+    """The stages `prepare` runs, in order: the target's, then wds, parquet and mds (with
+    those options), then the report (with `write_report`)."""
     names = (target(options.only) + (("wds",) if options.wds else ())
+             + tuple(n for n in ("parquet", "mds") if getattr(options, n))
              + (("report",) if options.write_report else ()))
     return tuple(get(n) for n in names)
 

@@ -20,10 +20,14 @@ from imagenet_prep.check.folders import (
     check_synsets,
     check_tmp_files,
 )
+from imagenet_prep.check.hf import check_root_card, check_shards, check_wds_card
 from imagenet_prep.errors import NothingToCheck
 from imagenet_prep.layout import (
     BBOX_RECORD,
+    CARD_RECORD,
     EXTRACT_SPLITS,
+    MDS_RECORD,
+    PARQUET_RECORD,
     STATE_DIR,
     SYNSETS_RECORD,
     TFRECORD,
@@ -45,7 +49,9 @@ def _outputs_from_records(dataset: Path) -> dict[str, dict[str, Any]]:
     if splits:
         outputs["extract"] = {"splits": splits}
     for name, record in (("valtree", VALTREE_RECORD), ("bbox", BBOX_RECORD),
-                         ("synsets", SYNSETS_RECORD), ("tfrecord", TFRECORD_RECORD)):
+                         ("synsets", SYNSETS_RECORD), ("tfrecord", TFRECORD_RECORD),
+                         ("parquet", PARQUET_RECORD), ("mds", MDS_RECORD),
+                         ("card", CARD_RECORD)):
         if stage_state.load(dataset, record) is not None:
             outputs[name] = {}
     if any((dataset / lay.folder).is_dir() for lay in TFRECORD.values()):
@@ -116,6 +122,12 @@ def check_dataset(dataset: Path, workers: Workers = None) -> tuple[list[str], di
             problems.append(f"{folder}: missing (WebDataset shards were asked for)")
         else:
             problems += check_wds(folder, workers=workers, damaged=shards)
+            problems += check_wds_card(folder)
+    for kind in ("parquet", "mds"):
+        if kind in outputs:
+            problems += check_shards(dataset, kind, workers=workers, damaged=shards)
+    if "card" in outputs:
+        problems += check_root_card(dataset)
     checked["damaged"] = damaged + [str(p.relative_to(dataset)) for p in shards
                                     if p.is_relative_to(dataset)]
     # the shard checks report their folders' leftover temporary files too: list each once

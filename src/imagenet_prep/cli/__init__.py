@@ -33,6 +33,8 @@ COMMANDS: dict[str, str] = {
     "bbox": "write the bounding-box CSV by the reference's rules",
     "tfrecord": "write TFRecord shards in the reference schema",
     "wds": "write WebDataset tar shards for streaming PyTorch training",
+    "parquet": "write Parquet shards in the Hugging Face Hub's imagenet-1k schema, with a card",
+    "mds": "write MosaicML Streaming (MDS) shards, one streaming dataset per split",
     "check": "prove a dataset complete, or list its problems",
     "report": f"write DATASET/{REPORT_HTML}: counts, plots, converted files, a contact sheet",
 }

@@ -40,6 +40,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="WebDataset shard size, e.g. 500MB, 1GB (default 1GB)")
     p.add_argument("--wds-shard-samples", type=int, default=None, metavar="N",
                    help="WebDataset samples per shard instead of a size")
+    p.add_argument("--parquet", action="store_true",
+                   help="also write DATASET/parquet (Hugging Face, the Hub's imagenet-1k schema)")
+    p.add_argument("--mds", action="store_true",
+                   help="also write DATASET/mds (MosaicML streaming shards)")
     p.add_argument("--no-report", action="store_true",
                    help="do not write DATASET/report.html at the end")
     p.add_argument("--download", action="store_true",
@@ -61,6 +65,7 @@ def prepare_options(args: argparse.Namespace) -> PrepareOptions:
         wds=args.wds,
         wds_shard_size=parse_size(args.wds_shard_size) if args.wds_shard_size else None,
         wds_shard_samples=args.wds_shard_samples, write_report=not args.no_report,
+        parquet=args.parquet, mds=args.mds,
     )
 
 

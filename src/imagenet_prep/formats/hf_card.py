@@ -47,8 +47,9 @@ def yaml_lines(value: Any, indent: int = 0) -> list[str]:
                 lines.append(f"{pad}{_key(k)}:")
                 lines += yaml_lines(v, indent + 2)
             else:
-                empty = "{}" if isinstance(v, dict) else "[]"
-                lines.append(f"{pad}{_key(k)}: {empty if isinstance(v, dict | list) else _scalar(v)}")
+                text = ("{}" if isinstance(v, dict) else "[]") if isinstance(v, dict | list) \
+                    else _scalar(v)
+                lines.append(f"{pad}{_key(k)}: {text}")
     elif isinstance(value, list):
         for item in value:
             if isinstance(item, dict) and item:

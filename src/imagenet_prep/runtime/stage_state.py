@@ -16,10 +16,15 @@ from typing import Any
 from imagenet_prep.errors import DamagedStateError, os_error
 from imagenet_prep.layout import (
     BBOX_RECORD,
+    CARD_RECORD,
     DAMAGED_RECORD,
     EXPECT_RECORD,
     EXTRACT_SPLITS,
     FLATTEN_RECORD,
+    MDS_RECORD,
+    MDS_REPORT,
+    PARQUET_RECORD,
+    PARQUET_REPORT,
     PREPARE_RECORD,
     STATE_DIR,
     SYNSETS_RECORD,
@@ -88,6 +93,13 @@ SCHEMAS: dict[str, Fields] = {
     FLATTEN_RECORD: Fields({"modes": MapOf(str)}),
     SYNSETS_RECORD: Fields({"bytes": int, "sha256": str, "classes": int}),
     DAMAGED_RECORD: Fields({"files": ListOf(str)}),
+    PARQUET_RECORD: Fields({"shards": MapOf(_WDS_SHARD), "splits": MapOf(_SPLIT)},
+                           {"options": dict}),
+    PARQUET_REPORT: Fields({}, {"run": dict, "skipped": list, "converted": list}),
+    MDS_RECORD: Fields({"shards": MapOf(_WDS_SHARD), "splits": MapOf(_SPLIT)},
+                       {"options": dict}),
+    MDS_REPORT: Fields({}, {"run": dict, "skipped": list, "converted": list}),
+    CARD_RECORD: Fields({}, {"bytes": int, "sha256": str, "skipped": str}),
 }
 
 

@@ -32,7 +32,7 @@ from imagenet_prep.formats.webdataset import (
 )
 from imagenet_prep.runtime.files import write_atomic
 from imagenet_prep.runtime.pool import Workers
-from imagenet_prep.shards import engine
+from imagenet_prep.shards import cards, engine
 from imagenet_prep.shards.order import Bounds, count_bounds, size_bounds
 from imagenet_prep.sources import metadata
 from imagenet_prep.sources.catalog import Catalog
@@ -155,7 +155,9 @@ def write_wds(
     out = Path(out)
     cut = {"shard_samples": shard_samples} if shard_samples is not None else \
         {"shard_size": shard_size}
-    return engine.write_shards(
+    report = engine.write_shards(
         WdsFormat(out, {"seed": seed, **cut}), dataset=out if dataset is None else Path(dataset),
         archives=archives, from_folders=from_folders, labels=labels, splits=splits,
         workers=workers, policy=policy, boxes_csv=boxes_csv)
+    cards.write_wds_card(out)  # so Hugging Face `datasets` reads the folder without guessing
+    return report

@@ -1,0 +1,121 @@
+"""Hugging Face dataset cards for the outputs `datasets` cannot read right by guessing.
+
+- DATASET/wds/README.md: without it, `load_dataset(DATASET/wds)` infers the columns
+  from five samples of one split, and validation's empty box lists fail the cast;
+  the card names the splits' shards and every column's type.
+- DATASET/README.md: without it, `load_dataset("imagefolder", data_dir=DATASET)`
+  counts train_flatten/ with train/ (and val_flatten/ with val/) and, the depths
+  differing, adds no label; with it, `load_dataset(DATASET)` reads only the class
+  folders, labels from the folder names (WNIDs, so label i is our label i).
+
+A card is rewritten only when its text changes; a README.md at the DATASET root
+that imagenet-prep did not write is left alone (and said so).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+from typing import Any
+
+from imagenet_prep import layout
+from imagenet_prep.formats import hf_card
+from imagenet_prep.runtime import stage_state
+from imagenet_prep.runtime.files import write_atomic
+
+MARK = "<!-- written by imagenet-prep -->"  # a root card with it is ours to rewrite
+
+
+def wds_card_text(splits: list[str]) -> str:
+    files = {s: f"{layout.WDS_PREFIX[s]}-*.tar" for s in ("train", "val", "test") if s in splits}
+    header = {"configs": hf_card.configs(files),
+              "dataset_info": {"features": hf_card.wds_features_yaml()}}
+    return hf_card.card(header, WDS_BODY)
+
+
+WDS_BODY = """
+# ImageNet (ILSVRC2012) WebDataset shards
+
+Written by imagenet-prep. A sample is `KEY.cls` (label 0..999; absent in test),
+`KEY.jpg` and `KEY.json` (file name, WNID, size, boxes). The card names each
+split's shards and the columns' types, so Hugging Face `datasets` does not infer
+them from a few samples:
+
+```python
+from datasets import load_dataset
+ds = load_dataset("path/to/wds")                  # train, validation (, test)
+ds = load_dataset("path/to/wds", streaming=True)
+```
+"""
+
+
+def write_wds_card(out: Path) -> Path:
+    """OUT/README.md for the splits the WebDataset state records."""
+    path = out / layout.HF_CARD
+    text = wds_card_text(list((stage_state.load(out, layout.WDS_RECORD) or {}).get("splits", {})))
+    if not path.is_file() or path.read_text() != text:
+        write_atomic(path, text)
+    return path
+
+
+def root_card_text(splits: list[str]) -> str:
+    files = {"train": "train/*/*.JPEG", "val": "val/*/*.JPEG"}
+    header = {"configs": hf_card.configs({s: p for s, p in files.items() if s in splits}),
+              "dataset_info": {"features": hf_card.folder_features_yaml()}}
+    return hf_card.card(header, MARK + "\n" + ROOT_BODY)
+
+
+ROOT_BODY = """
+# ImageNet (ILSVRC2012), prepared by imagenet-prep
+
+The class folders `train/WNID/` and `val/WNID/` are this card's splits; the flat
+folders, box folders, test images and shards are left out. The label is the class
+folder's WNID, label i being the i-th WNID in sorted order (the rank every output
+of imagenet-prep uses).
+
+```python
+from datasets import load_dataset
+ds = load_dataset("path/to/DATASET")   # train, validation: image, label
+```
+
+`load_dataset("imagefolder", data_dir="path/to/DATASET")` does not read this card
+and would count the flat folders as well; pass `data_files` instead:
+`load_dataset("imagefolder", data_files={"train": "DATASET/train/*/*.JPEG",
+"validation": "DATASET/val/*/*.JPEG"})`.
+"""
+
+
+def write_root_card(dataset: Path) -> Path | None:
+    """DATASET/README.md for the class folders present; None when train/ is absent or a
+    README.md of someone else's is there."""
+    splits = [s for s in ("train", "val") if (dataset / s).is_dir()]
+    if "train" not in splits:
+        return None
+    path = dataset / layout.HF_CARD
+    text = root_card_text(splits)
+    if path.is_file():
+        old = path.read_text(errors="replace")
+        if old == text:
+            return path
+        if MARK not in old:
+            print(f"{path}: not written by imagenet-prep; left as it is (no dataset card)",
+                  file=sys.stderr)
+            return None
+    write_atomic(path, text)
+    return path
+
+
+def record_root_card(dataset: Path) -> dict[str, Any] | None:
+    """Write the root card and record it (`check` proves it by its SHA-256), or record why
+    not; None when there are no class folders."""
+    if not (dataset / "train").is_dir():
+        return None
+    path = write_root_card(dataset)
+    if path is None:
+        rec: dict[str, Any] = {"skipped": f"{dataset / layout.HF_CARD} is not imagenet-prep's"}
+    else:
+        data = path.read_bytes()
+        rec = {"path": str(path), "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    stage_state.save(dataset, layout.CARD_RECORD, rec)
+    return rec

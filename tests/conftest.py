@@ -45,3 +45,17 @@ def archives_copy(tmp_path, small_replica) -> Path:
     dst = tmp_path / "archives"
     shutil.copytree(small_replica, dst)
     return dst
+
+
+@pytest.fixture(scope="session")
+def hf_dataset(replicas, tmp_path_factory) -> tuple[Path, Path]:
+    """(archives, DATASET): the small replica through `prepare --only all --wds --parquet --mds`
+    (2 workers, small shards), shared by the Hugging Face and MosaicML tests."""
+    from imagenet_prep.cli import main
+
+    arch = replicas["small"]
+    ds = tmp_path_factory.mktemp("hf") / "dataset"
+    assert main(["prepare", "--archives", str(arch), "--out", str(ds), "--only", "all", "--wds",
+                 "--parquet", "--mds", "--train-shards", "2", "--val-shards", "1",
+                 "--wds-shard-samples", "10", "--no-report", "--workers", "2"]) == 0
+    return arch, ds

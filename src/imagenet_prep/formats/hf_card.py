@@ -99,13 +99,6 @@ def wds_features_yaml() -> list[dict[str, Any]]:
             {"name": "json", "struct": meta}]
 
 
-def folder_features_yaml() -> list[dict[str, Any]]:
-    """The class folders as `imagefolder` reads them: the label is the folder name (the WNID),
-    so the names are the 1000 WNIDs in sorted order and label i is our label i."""
-    return [{"name": "image", "dtype": "image"},
-            {"name": "label", "dtype": class_label_yaml(metadata.wnids())}]
-
-
 def configs(data_files: dict[str, str]) -> list[dict[str, Any]]:
     """One default config whose splits (Hub names) read these file patterns."""
     return [{"config_name": "default",

@@ -6,7 +6,8 @@
 - DATASET/README.md: without it, `load_dataset("imagefolder", data_dir=DATASET)`
   counts train_flatten/ with train/ (and val_flatten/ with val/) and, the depths
   differing, adds no label; with it, `load_dataset(DATASET)` reads only the class
-  folders, labels from the folder names (WNIDs, so label i is our label i).
+  folders, labels from the folder names (the WNIDs present in sorted order: with all
+  1000 classes, label i is our label i).
 
 A card is rewritten only when its text changes; a README.md at the DATASET root
 that imagenet-prep did not write is left alone (and said so).
@@ -61,8 +62,9 @@ def write_wds_card(out: Path) -> Path:
 
 def root_card_text(splits: list[str]) -> str:
     files = {"train": "train/*/*.JPEG", "val": "val/*/*.JPEG"}
-    header = {"configs": hf_card.configs({s: p for s, p in files.items() if s in splits}),
-              "dataset_info": {"features": hf_card.folder_features_yaml()}}
+    # no dataset_info: `imagefolder` names the classes after the folders present, whatever
+    # a card says (all 1000: label i is our label i)
+    header = {"configs": hf_card.configs({s: p for s, p in files.items() if s in splits})}
     return hf_card.card(header, MARK + "\n" + ROOT_BODY)
 
 
@@ -71,8 +73,8 @@ ROOT_BODY = """
 
 The class folders `train/WNID/` and `val/WNID/` are this card's splits; the flat
 folders, box folders, test images and shards are left out. The label is the class
-folder's WNID, label i being the i-th WNID in sorted order (the rank every output
-of imagenet-prep uses).
+folder's WNID, numbered in sorted order: with all 1000 classes, label i is the i-th
+WNID, the label every output of imagenet-prep uses.
 
 ```python
 from datasets import load_dataset

@@ -48,6 +48,14 @@ EXAMPLES = {
     "wds": ({"splits": {"train": {"samples": 48, "shards": 3}},
              "run": {"images_per_s": 700.0, "mb_per_s": 25.0}}, 1.0,
             "  wds           1.0 s  train: 48 samples in 3 shards; 700 img/s, 25 MB/s"),
+    "card": ({"path": "/data/README.md", "bytes": 900, "sha256": "0" * 64}, 0.0,
+             "  card          0.0 s  /data/README.md"),
+    "parquet": ({"splits": {"train": {"samples": 48, "shards": 1}},
+                 "run": {"images_per_s": 600.0, "mb_per_s": 20.0}}, 1.0,
+                "  parquet       1.0 s  train: 48 samples in 1 shards; 600 img/s, 20 MB/s"),
+    "mds": ({"splits": {"val": {"samples": 12, "shards": 2}},
+             "run": {"images_per_s": 900.0, "mb_per_s": 30.0}}, 0.5,
+            "  mds           0.5 s  val: 12 samples in 2 shards; 900 img/s, 30 MB/s"),
     "report": ({"path": "/data/report.html", "bytes": 1_234_567, "seconds": 0.8}, 0.8,
                "  report        0.8 s  /data/report.html (1.23 MB)"),
 }
@@ -89,8 +97,11 @@ def test_selection_follows_the_options():
     assert names == ["verify", "bbox", "tfrecord", "report"]
     names = [s.name for s in stages.selected(
         PrepareOptions(only="all", wds=True, write_report=False))]
-    assert names == ["verify", "extract", "valtree", "flatten", "synsets", "bbox", "tfrecord",
-                     "wds"]
+    assert names == ["verify", "extract", "valtree", "flatten", "synsets", "card", "bbox",
+                     "tfrecord", "wds"]
+    names = [s.name for s in stages.selected(PrepareOptions(only="tensorflow", parquet=True,
+                                                            mds=True))]
+    assert names == ["verify", "bbox", "tfrecord", "parquet", "mds", "report"]
 
 
 def test_roles_read_are_what_each_target_downloads():

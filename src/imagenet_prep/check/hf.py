@@ -20,7 +20,7 @@ from pathlib import Path
 import google_crc32c
 
 from imagenet_prep import layout
-from imagenet_prep.formats import mds
+from imagenet_prep.formats import hf_card, mds
 from imagenet_prep.runtime import stage_state
 from imagenet_prep.runtime.files import is_tmp_name
 from imagenet_prep.runtime.pool import run_tasks
@@ -171,9 +171,8 @@ def check_shards(dataset: Path, kind: str, workers: int | None = None,
         problems += _shard_set(folder, recorded, layout.PARQUET_SHARD_RE if kind == "parquet"
                                else layout.MDS_SHARD_RE, kind)
     if kind == "parquet":
-        from imagenet_prep.shards.parquet import card_text
-
-        problems += card_problems(root / layout.HF_CARD, card_text(list(state["splits"])))
+        problems += card_problems(root / layout.HF_CARD,
+                                  hf_card.parquet_card_text(list(state["splits"])))
     return problems
 
 
@@ -222,12 +221,10 @@ def card_problems(path: Path, text: str) -> list[str]:
 
 def check_wds_card(folder: Path) -> list[str]:
     """The card beside WebDataset shards, for the splits their state records."""
-    from imagenet_prep.shards.cards import wds_card_text
-
     state = stage_state.load(folder, layout.WDS_RECORD)
     if state is None:
         return []
-    return card_problems(folder / layout.HF_CARD, wds_card_text(list(state["splits"])))
+    return card_problems(folder / layout.HF_CARD, hf_card.wds_card_text(list(state["splits"])))
 
 
 def check_root_card(dataset: Path) -> list[str]:

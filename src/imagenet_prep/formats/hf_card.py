@@ -15,7 +15,7 @@ import json
 import re
 from typing import Any
 
-from imagenet_prep.layout import HF_SPLIT
+from imagenet_prep.layout import HF_SPLIT, PARQUET_DATA, WDS_PREFIX
 from imagenet_prep.sources import metadata
 
 _PLAIN_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -103,3 +103,84 @@ def configs(data_files: dict[str, str]) -> list[dict[str, Any]]:
     """One default config whose splits (Hub names) read these file patterns."""
     return [{"config_name": "default",
              "data_files": [{"split": HF_SPLIT[s], "path": p} for s, p in data_files.items()]}]
+
+
+# --- the cards ----------------------------------------------------------------------------
+
+MARK = "<!-- written by imagenet-prep -->"  # a root card with it is ours to rewrite
+
+
+def parquet_card_text(splits: list[str]) -> str:
+    """DATASET/parquet/README.md for the splits written (train, val, test order)."""
+    files = {s: f"{PARQUET_DATA}/{HF_SPLIT[s]}-*.parquet"
+             for s in HF_SPLIT if s in splits}
+    header = {"configs": configs(files),
+              "dataset_info": {"features": hub_features_yaml()}}
+    return card(header, PARQUET_BODY)
+
+
+PARQUET_BODY = """
+# ImageNet (ILSVRC2012) as Parquet
+
+Written by imagenet-prep from the official ILSVRC2012 archives, in the schema of the
+Hugging Face Hub's `imagenet-1k`: `image` ({bytes, path}: the JPEG bytes and the
+original file name) and `label` (0..999, the rank of the WNID in sorted order, named
+as on the Hub; -1 in `test`). CMYK and PNG files are stored re-encoded as RGB JPEG.
+
+```python
+from datasets import load_dataset
+ds = load_dataset("path/to/parquet")                  # train, validation, test
+ds = load_dataset("path/to/parquet", streaming=True)  # row group by row group
+```
+"""
+
+
+def wds_card_text(splits: list[str]) -> str:
+    files = {s: f"{WDS_PREFIX[s]}-*.tar" for s in ("train", "val", "test") if s in splits}
+    header = {"configs": configs(files),
+              "dataset_info": {"features": wds_features_yaml()}}
+    return card(header, WDS_BODY)
+
+
+WDS_BODY = """
+# ImageNet (ILSVRC2012) WebDataset shards
+
+Written by imagenet-prep. A sample is `KEY.cls` (label 0..999; absent in test),
+`KEY.jpg` and `KEY.json` (file name, WNID, size, boxes). The card names each
+split's shards and the columns' types, so Hugging Face `datasets` does not infer
+them from a few samples:
+
+```python
+from datasets import load_dataset
+ds = load_dataset("path/to/wds")                  # train, validation (, test)
+ds = load_dataset("path/to/wds", streaming=True)
+```
+"""
+
+
+def root_card_text(splits: list[str]) -> str:
+    files = {"train": "train/*/*.JPEG", "val": "val/*/*.JPEG"}
+    # no dataset_info: `imagefolder` names the classes after the folders present, whatever
+    # a card says (all 1000: label i is our label i)
+    header = {"configs": configs({s: p for s, p in files.items() if s in splits})}
+    return card(header, MARK + "\n" + ROOT_BODY)
+
+
+ROOT_BODY = """
+# ImageNet (ILSVRC2012), prepared by imagenet-prep
+
+The class folders `train/WNID/` and `val/WNID/` are this card's splits; the flat
+folders, box folders, test images and shards are left out. The label is the class
+folder's WNID, numbered in sorted order: with all 1000 classes, label i is the i-th
+WNID, the label every output of imagenet-prep uses.
+
+```python
+from datasets import load_dataset
+ds = load_dataset("path/to/DATASET")   # train, validation: image, label
+```
+
+`load_dataset("imagefolder", data_dir="path/to/DATASET")` does not read this card
+and would count the flat folders as well; pass `data_files` instead:
+`load_dataset("imagefolder", data_files={"train": "DATASET/train/*/*.JPEG",
+"validation": "DATASET/val/*/*.JPEG"})`.
+"""

@@ -25,67 +25,15 @@ from imagenet_prep.formats import hf_card
 from imagenet_prep.runtime import stage_state
 from imagenet_prep.runtime.files import write_atomic
 
-MARK = "<!-- written by imagenet-prep -->"  # a root card with it is ours to rewrite
-
-
-def wds_card_text(splits: list[str]) -> str:
-    files = {s: f"{layout.WDS_PREFIX[s]}-*.tar" for s in ("train", "val", "test") if s in splits}
-    header = {"configs": hf_card.configs(files),
-              "dataset_info": {"features": hf_card.wds_features_yaml()}}
-    return hf_card.card(header, WDS_BODY)
-
-
-WDS_BODY = """
-# ImageNet (ILSVRC2012) WebDataset shards
-
-Written by imagenet-prep. A sample is `KEY.cls` (label 0..999; absent in test),
-`KEY.jpg` and `KEY.json` (file name, WNID, size, boxes). The card names each
-split's shards and the columns' types, so Hugging Face `datasets` does not infer
-them from a few samples:
-
-```python
-from datasets import load_dataset
-ds = load_dataset("path/to/wds")                  # train, validation (, test)
-ds = load_dataset("path/to/wds", streaming=True)
-```
-"""
-
 
 def write_wds_card(out: Path) -> Path:
     """OUT/README.md for the splits the WebDataset state records."""
     path = out / layout.HF_CARD
-    text = wds_card_text(list((stage_state.load(out, layout.WDS_RECORD) or {}).get("splits", {})))
+    splits = (stage_state.load(out, layout.WDS_RECORD) or {}).get("splits", {})
+    text = hf_card.wds_card_text(list(splits))
     if not path.is_file() or path.read_text() != text:
         write_atomic(path, text)
     return path
-
-
-def root_card_text(splits: list[str]) -> str:
-    files = {"train": "train/*/*.JPEG", "val": "val/*/*.JPEG"}
-    # no dataset_info: `imagefolder` names the classes after the folders present, whatever
-    # a card says (all 1000: label i is our label i)
-    header = {"configs": hf_card.configs({s: p for s, p in files.items() if s in splits})}
-    return hf_card.card(header, MARK + "\n" + ROOT_BODY)
-
-
-ROOT_BODY = """
-# ImageNet (ILSVRC2012), prepared by imagenet-prep
-
-The class folders `train/WNID/` and `val/WNID/` are this card's splits; the flat
-folders, box folders, test images and shards are left out. The label is the class
-folder's WNID, numbered in sorted order: with all 1000 classes, label i is the i-th
-WNID, the label every output of imagenet-prep uses.
-
-```python
-from datasets import load_dataset
-ds = load_dataset("path/to/DATASET")   # train, validation: image, label
-```
-
-`load_dataset("imagefolder", data_dir="path/to/DATASET")` does not read this card
-and would count the flat folders as well; pass `data_files` instead:
-`load_dataset("imagefolder", data_files={"train": "DATASET/train/*/*.JPEG",
-"validation": "DATASET/val/*/*.JPEG"})`.
-"""
 
 
 def write_root_card(dataset: Path) -> Path | None:
@@ -95,12 +43,12 @@ def write_root_card(dataset: Path) -> Path | None:
     if "train" not in splits:
         return None
     path = dataset / layout.HF_CARD
-    text = root_card_text(splits)
+    text = hf_card.root_card_text(splits)
     if path.is_file():
         old = path.read_text(errors="replace")
         if old == text:
             return path
-        if MARK not in old:
+        if hf_card.MARK not in old:
             print(f"{path}: not written by imagenet-prep; left as it is (no dataset card)",
                   file=sys.stderr)
             return None

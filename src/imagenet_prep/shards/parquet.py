@@ -187,36 +187,11 @@ class ParquetFormat(engine.ShardFormat, record=layout.PARQUET_RECORD,
         return {"folder": str(self.out if split is None else self.folder(split))}
 
 
-def card_text(splits: list[str]) -> str:
-    """DATASET/parquet/README.md for the splits written (train, val, test order)."""
-    files = {s: f"{layout.PARQUET_DATA}/{layout.HF_SPLIT[s]}-*.parquet"
-             for s in SPLITS if s in splits}
-    header = {"configs": hf_card.configs(files),
-              "dataset_info": {"features": hf_card.hub_features_yaml()}}
-    return hf_card.card(header, PARQUET_BODY)
-
-
-PARQUET_BODY = """
-# ImageNet (ILSVRC2012) as Parquet
-
-Written by imagenet-prep from the official ILSVRC2012 archives, in the schema of the
-Hugging Face Hub's `imagenet-1k`: `image` ({bytes, path}: the JPEG bytes and the
-original file name) and `label` (0..999, the rank of the WNID in sorted order, named
-as on the Hub; -1 in `test`). CMYK and PNG files are stored re-encoded as RGB JPEG.
-
-```python
-from datasets import load_dataset
-ds = load_dataset("path/to/parquet")                  # train, validation, test
-ds = load_dataset("path/to/parquet", streaming=True)  # row group by row group
-```
-"""
-
-
 def write_card(dataset: Path) -> Path:
     """The card for the splits the state records (rewritten only when it changes)."""
     state = stage_state.load(dataset, layout.PARQUET_RECORD) or {"splits": {}}
     path = dataset / layout.PARQUET_DIR / layout.HF_CARD
-    text = card_text(list(state["splits"]))
+    text = hf_card.parquet_card_text(list(state["splits"]))
     if not path.is_file() or path.read_text() != text:
         write_atomic(path, text)
     return path

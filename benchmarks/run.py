@@ -186,7 +186,7 @@ def run_stages(a: argparse.Namespace) -> dict[str, Any]:
         ctx = _ctx(replica, work, a)
         chosen = a.stages.split(",")
         sizes: dict[str, int] = {}
-        if set(chosen) - {"startup", "verify", "prepare"}:  # the others start from it
+        if set(chosen) - {"startup", "verify", "prepare", *stages.HF_STAGES}:  # need the base
             stages.build_base(ctx)
             sizes = _output_sizes(ctx)
         print("\n".join(_header(replica, ctx, env)))

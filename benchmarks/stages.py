@@ -473,3 +473,7 @@ def prepare(ctx: Ctx) -> Stage:
 STAGES = {"startup": startup, "verify": verify, "extract": extract, "valtree": valtree,
           "flatten": flatten, "synsets": synsets, "bbox": bbox, "tfrecord": tfrecord,
           "prepare": prepare}
+
+from bench_hf import STAGES as HF_STAGES  # noqa: E402 (it builds on this module's Ctx)
+
+STAGES.update(HF_STAGES)

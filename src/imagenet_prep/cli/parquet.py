@@ -30,9 +30,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_source(p)
     p.add_argument("--shard-size", default="500MB", metavar="SIZE",
                    help="about this many bytes per file (default 500MB, as datasets cuts)")
-    p.add_argument("--row-group-size", default="16MB", metavar="SIZE",
+    p.add_argument("--row-group-size", default="4MB", metavar="SIZE",
                    help="about this many image bytes per row group, the unit a streaming "
-                        "reader fetches (default 16MB)")
+                        "reader fetches (default 4MB)")
     common.add_shard_options(p, ALL, ALL, ", the TFRecords' order")
     p.set_defaults(splits=None)  # train, val, and test when its images are there
 

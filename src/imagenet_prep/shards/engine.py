@@ -331,9 +331,17 @@ def image_where(cat: Catalog, i: int) -> str:
     return f"{cat.archive}:{cat.names[i]}"
 
 
+IOV_MAX = 1024  # pieces one writev takes (Linux); a format may hand over more at once
+
+
 def write_parts(fd: int, parts: list[bytes], size: int) -> None:
-    """One writev for a sample (no copies of the image bytes); finish a (rare) short write
-    with plain writes."""
+    """One writev for a sample (no copies of the image bytes), IOV_MAX pieces at a time;
+    finish a (rare) short write with plain writes."""
+    if len(parts) > IOV_MAX:
+        for a in range(0, len(parts), IOV_MAX):
+            chunk = parts[a:a + IOV_MAX]
+            write_parts(fd, chunk, sum(map(len, chunk)))
+        return
     done = os.writev(fd, parts) if parts else 0
     if done < size:
         rest = memoryview(b"".join(parts))[done:]

@@ -7,7 +7,7 @@ DATASET/parquet/README.md, so `datasets.load_dataset(DATASET/parquet)` needs no
 guessing.  Each split's seeded order (the TFRecords') is cut into files of about
 `--shard-size` (default 500 MB, as `datasets` cuts its own) named like the Hub's,
 data/train-00000-of-00294.parquet; inside a file, rows are grouped into row groups
-of about `--row-group-size` image bytes (default 16 MB, ~150 ImageNet images), the
+of about `--row-group-size` image bytes (default 4 MB, ~36 ImageNet images), the
 unit a streaming reader fetches and holds.  pyarrow writes the files with fixed
 options (no compression, no dictionaries, statistics for `label` only), so the
 bytes depend only on the inputs, the options and the pyarrow version, which the
@@ -36,7 +36,7 @@ from imagenet_prep.sources.catalog import Catalog
 
 SPLITS = tuple(layout.HF_SPLIT)
 DEFAULT_SHARD_SIZE = 500 * 10**6
-DEFAULT_ROW_GROUP_SIZE = 16 * 10**6
+DEFAULT_ROW_GROUP_SIZE = 4 * 10**6
 ROW_OVERHEAD = 64  # bytes a row adds to its image in the cut (path, label, offsets)
 MAX_SHARDS = 99_999  # five-digit names
 # fixed writer options: the bytes must not follow pyarrow's defaults as they change

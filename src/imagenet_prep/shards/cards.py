@@ -36,9 +36,9 @@ def write_wds_card(out: Path) -> Path:
     return path
 
 
-def write_root_card(dataset: Path) -> Path | None:
+def write_root_card(dataset: Path, ours: bool = False) -> Path | None:
     """DATASET/README.md for the class folders present; None when train/ is absent or a
-    README.md of someone else's is there."""
+    README.md of someone else's is there (`ours`: a card we wrote before, damaged or not)."""
     splits = [s for s in ("train", "val") if (dataset / s).is_dir()]
     if "train" not in splits:
         return None
@@ -48,7 +48,7 @@ def write_root_card(dataset: Path) -> Path | None:
         old = path.read_text(errors="replace")
         if old == text:
             return path
-        if hf_card.MARK not in old:
+        if not ours and hf_card.MARK not in old:
             print(f"{path}: not written by imagenet-prep; left as it is (no dataset card)",
                   file=sys.stderr)
             return None
@@ -61,7 +61,8 @@ def record_root_card(dataset: Path) -> dict[str, Any] | None:
     not; None when there are no class folders."""
     if not (dataset / "train").is_dir():
         return None
-    path = write_root_card(dataset)
+    before = stage_state.load(dataset, layout.CARD_RECORD) or {}
+    path = write_root_card(dataset, ours="sha256" in before)
     if path is None:
         rec: dict[str, Any] = {"skipped": f"{dataset / layout.HF_CARD} is not imagenet-prep's"}
     else:

@@ -84,6 +84,9 @@ def test_root_card_reads_the_class_folders_once(hf_dataset):
         assert len(rows) == len(truth[split])  # the flat folders are not counted again
         got = sorted((Path(r["image"]["path"]).name, wnids[r["label"]]) for r in rows)
         assert got == sorted((n, metadata.wnids()[t.label]) for n, t in truth[split].items())
+        for r in rows:
+            assert image_size(Path(r["image"]["path"]).read_bytes()) == \
+                truth[split][Path(r["image"]["path"]).name].size
     documented = datasets.load_dataset("imagefolder", data_files={
         "train": f"{ds}/train/*/*.JPEG", "validation": f"{ds}/val/*/*.JPEG"})
     assert {s: len(d) for s, d in documented.items()} == {

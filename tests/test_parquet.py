@@ -210,3 +210,17 @@ def test_paths_are_the_original_file_names(hf_dataset):
         names = [p["path"] for p in paths]
         assert len(set(names)) == len(names) and all(n.endswith(".JPEG") for n in names)
         assert all(io.BytesIO(p["bytes"]).read(2) == b"\xff\xd8" for p in paths)
+
+
+def test_check_proves_and_report_counts_the_new_outputs(hf_dataset):
+    """The prepared dataset (prepare --parquet --mds --wds): check proves it all, the report's
+    summary has a row per split of each format with the truth's counts."""
+    from imagenet_prep.report.gather import summary_rows
+
+    arch, ds = hf_dataset
+    problems, checked = check_dataset(ds)
+    assert problems == [] and {"parquet", "mds", "card", "wds"} <= set(checked["outputs"])
+    rows = {r.key: r for r in summary_rows(ds, {})}
+    for split, want in split_truth(arch).items():
+        for kind in ("parquet", "mds"):
+            assert rows[f"{kind}_{split}"].count == len(want)

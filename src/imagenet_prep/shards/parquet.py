@@ -17,6 +17,8 @@ pyarrow is imported only here (the `imagenet-prep[parquet]` extra).
 
 from __future__ import annotations
 
+import importlib.metadata
+import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,6 +57,17 @@ def import_pyarrow() -> Any:
     except ImportError:
         raise PrepError("parquet needs pyarrow: pip install 'imagenet-prep[parquet]'") from None
     return pyarrow
+
+
+def pyarrow_version() -> str:
+    """The installed pyarrow's version, read without importing it: only the workers need
+    pyarrow itself (it would add ~70 MB to the process that holds the catalogs)."""
+    try:
+        if importlib.util.find_spec("pyarrow") is None:
+            raise ImportError
+        return importlib.metadata.version("pyarrow")
+    except (ImportError, importlib.metadata.PackageNotFoundError):
+        raise PrepError("parquet needs pyarrow: pip install 'imagenet-prep[parquet]'") from None
 
 
 def arrow_schema(pa: Any) -> Any:
@@ -97,8 +110,11 @@ class _Sink:
 class _Rows(engine.ShardEncoder):
     """A shard's rows, buffered a row group at a time and written by pyarrow."""
 
-    def __init__(self, task: engine.ShardTask, row_group_size: int) -> None:
+    def __init__(self, task: engine.ShardTask, row_group_size: int, version: str) -> None:
         self.pa = import_pyarrow()
+        if self.pa.__version__ != version:  # a Dask worker with another install
+            raise PrepError(f"{task.path}: this worker has pyarrow {self.pa.__version__}, the "
+                            f"run writes with pyarrow {version}; install the same everywhere")
         self.names, self.labels = task.catalog.names, task.catalog.labels.tolist()
         self.limit = row_group_size
         self.sink = _Sink()
@@ -166,7 +182,7 @@ class ParquetFormat(engine.ShardFormat, record=layout.PARQUET_RECORD,
         return bounds
 
     def encoder(self, task: engine.ShardTask) -> engine.ShardEncoder:
-        return _Rows(task, self.options["row_group_size"])
+        return _Rows(task, self.options["row_group_size"], self.options["pyarrow"])
 
     def finish_split(self, split: str, entries: list[dict]) -> None:
         pass  # the card covers every split: written once the run is over
@@ -226,18 +242,18 @@ def write_parquet(
     splits: tuple[str, ...] | None = None, labels: str = "auto",
 ) -> dict[str, Any]:
     """Write the missing Parquet files and the card; returns the run report."""
-    pa = import_pyarrow()
+    version = pyarrow_version()
     policy = engine.bad_image_policy(on_bad_image)
     if shard_size < 1 or row_group_size < 1:
         raise PrepError("the shard size and the row group size must be at least 1 byte")
     if not from_folders and archives is None:
         raise PrepError("parquet needs --archives DIR, or --from-folders")
     dataset = Path(dataset)
-    refuse_other_pyarrow(dataset, pa.__version__)
+    refuse_other_pyarrow(dataset, version)
     if splits is None:
         splits = default_splits(archives, dataset, from_folders)
     options = {"seed": seed, "shard_size": shard_size, "row_group_size": row_group_size,
-               "pyarrow": pa.__version__}
+               "pyarrow": version}
     report = engine.write_shards(
         ParquetFormat(dataset, options), dataset=dataset, archives=archives,
         from_folders=from_folders, labels=labels, splits=splits, workers=workers,

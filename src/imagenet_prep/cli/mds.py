@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from imagenet_prep.cli import common
-from imagenet_prep.cli.parquet import ALL, add_source
+from imagenet_prep.cli.parquet import ALL, add_source, default_splits_to_auto
 from imagenet_prep.runtime.files import dataset_lock, ensure_dir
 from imagenet_prep.shards.order import parse_size
 
@@ -21,7 +21,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shard-size", default="64MiB", metavar="SIZE",
                    help="about this many bytes per shard (default 64MiB, MosaicML's size_limit)")
     common.add_shard_options(p, ALL, ALL, ", the TFRecords' order")
-    p.set_defaults(splits=None)  # train, val, and test when its images are there
+    default_splits_to_auto(p)
 
 
 def run(args: argparse.Namespace) -> int:

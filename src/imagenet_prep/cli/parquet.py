@@ -26,6 +26,15 @@ def add_source(p: argparse.ArgumentParser) -> None:
                      help="read DATASET/train/WNID/, DATASET/val/WNID/ and DATASET/test/")
 
 
+def default_splits_to_auto(p: argparse.ArgumentParser) -> None:
+    """--splits defaults to train and val, and test when its images are there."""
+    p.set_defaults(splits=None)
+    for action in p._actions:
+        if action.dest == "splits":
+            action.help = ("comma-separated, from train,val,test (default: train,val, and "
+                           "test when its archive or folder is there)")
+
+
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_source(p)
     p.add_argument("--shard-size", default="500MB", metavar="SIZE",
@@ -34,7 +43,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="about this many image bytes per row group, the unit a streaming "
                         "reader fetches (default 4MB)")
     common.add_shard_options(p, ALL, ALL, ", the TFRecords' order")
-    p.set_defaults(splits=None)  # train, val, and test when its images are there
+    default_splits_to_auto(p)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -224,3 +224,19 @@ def test_check_proves_and_report_counts_the_new_outputs(hf_dataset):
     for split, want in split_truth(arch).items():
         for kind in ("parquet", "mds"):
             assert rows[f"{kind}_{split}"].count == len(want)
+
+
+def test_from_folders_gives_the_same_bytes_as_from_the_archives(tmp_path, hf_dataset):
+    """The class folders `prepare` extracted, read instead of the archives: the same files."""
+    _, ds = hf_dataset
+    other = tmp_path / "ds"
+    other.mkdir()
+    for split in ("train", "val", "test"):
+        (other / split).symlink_to(ds / split)
+    for kind in ("parquet", "mds"):
+        assert main([kind, str(other), "--from-folders", "--workers", "2"]) == 0
+    assert parquet_files(other) == parquet_files(ds)
+    for split in ("train", "val", "test"):
+        folder = Path("mds") / split
+        assert {p.name: p.read_bytes() for p in (other / folder).iterdir()} == \
+            {p.name: p.read_bytes() for p in (ds / folder).iterdir()}

@@ -100,7 +100,7 @@ class ShardTask:
     box_counts: np.ndarray | None  # boxes per image (train), None otherwise
     boxes: np.ndarray | None  # (sum of box_counts, 4) in the format's box dtype, in order
     policy: BadImagePolicy
-    indices: np.ndarray | None = None  # each image's index in the split's sorted catalog
+    indices: np.ndarray | None = None  # each image's rank in the split's sorted file names
 
 
 class ShardEncoder(ABC):
@@ -287,6 +287,18 @@ def catalog_digest(cat: Catalog, *, sizes: bool = False) -> str:
         for row in zip(*cols, strict=True):
             h.update(("\t".join(map(str, row)) + "\n").encode())
     return h.hexdigest()
+
+
+def name_ranks(cat: Catalog) -> np.ndarray | None:
+    """Each image's rank among the split's file names sorted, or None when that is its
+    catalog index (catalogs from archives are sorted by name; validation class folders are
+    listed class by class): a number the same whatever the route."""
+    raw = cat.names.raw
+    if len(raw) < 2 or bool(np.all(raw[:-1] <= raw[1:])):
+        return None
+    ranks = np.empty(len(raw), dtype=np.int64)
+    ranks[np.argsort(raw, kind="stable")] = np.arange(len(raw), dtype=np.int64)
+    return ranks
 
 
 def load_boxes(csv: Path | None) -> tuple[BoxTable, str | None]:
@@ -496,6 +508,7 @@ def write_shards(
     del table
     release_free_memory()
     plans: dict[str, tuple[np.ndarray, Bounds]] = {}
+    ranks = {split: name_ranks(cat) for split, cat in cats.items()}
     for split, cat in cats.items():
         order = shuffle_order(cat.names, fmt.options["seed"])
         plans[split] = (order, fmt.bounds(split, cat, order))
@@ -527,7 +540,8 @@ def write_shards(
         name = fmt.shard_name(split, k, len(bounds))
         return ShardTask(format=fmt, split=split, name=name, path=fmt.folder(split) / name,
                          catalog=cats[split].subset(idx), box_counts=counts, boxes=boxes,
-                         policy=policy, indices=idx)
+                         policy=policy,
+                         indices=idx if ranks[split] is None else ranks[split][idx])
 
     damaged = {dataset / p for p in damaged_files(dataset)}  # what `check` found wrong
     todo: list[tuple[str, int]] = []

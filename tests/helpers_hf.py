@@ -3,8 +3,11 @@ under test (tarfile, the devkit, replica.json), and the offline settings for `da
 
 from __future__ import annotations
 
+import atexit
 import io
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -37,8 +40,14 @@ def split_truth(arch: Path) -> dict[str, dict[str, Truth]]:
     return out
 
 
-def offline_hf(home: Path) -> None:
-    """No network and a private cache for `datasets` and `huggingface_hub` (set before import)."""
+def offline_hf() -> None:
+    """No network and a private cache for `datasets` and `huggingface_hub` (call before they
+    are imported); the cache is removed when the test process ends."""
+    if "IMAGENET_PREP_TEST_HF_HOME" in os.environ:  # a second test module: already set
+        return
+    home = Path(tempfile.mkdtemp(prefix="hf-home-"))
+    atexit.register(shutil.rmtree, home, ignore_errors=True)
+    os.environ["IMAGENET_PREP_TEST_HF_HOME"] = str(home)
     os.environ["HF_HUB_OFFLINE"] = "1"
     os.environ["HF_DATASETS_OFFLINE"] = "1"
     os.environ["HF_HOME"] = str(home)

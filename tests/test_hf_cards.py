@@ -8,12 +8,11 @@ README.md that imagenet-prep did not write is left alone; check finds a damaged 
 from __future__ import annotations
 
 import json
-import tempfile
 from pathlib import Path
 
 from helpers_hf import HUB_SPLIT, image_size, offline_hf, split_truth
 
-offline_hf(Path(tempfile.mkdtemp(prefix="hf-home-")))  # before datasets is imported
+offline_hf()  # before datasets is imported
 
 import datasets  # noqa: E402
 

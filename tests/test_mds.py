@@ -10,13 +10,16 @@ import json
 from pathlib import Path
 
 import pytest
-from helpers_hf import image_size, split_truth
+from helpers_hf import image_size, offline_hf, split_truth
 from PIL import Image
-from streaming import MDSWriter, StreamingDataset
 
-from imagenet_prep.check import check_dataset
-from imagenet_prep.cli import main
-from imagenet_prep.formats import mds as mds_format
+offline_hf()  # before streaming (and the Hugging Face libraries it imports) is imported
+
+from streaming import MDSWriter, StreamingDataset  # noqa: E402
+
+from imagenet_prep.check import check_dataset  # noqa: E402
+from imagenet_prep.cli import main  # noqa: E402
+from imagenet_prep.formats import mds as mds_format  # noqa: E402
 
 
 def read_split(folder: Path) -> list[dict]:

@@ -15,7 +15,6 @@ import os
 import signal
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -24,7 +23,7 @@ import pytest
 from helpers import build_inputs, run_cli
 from helpers_hf import HUB_SPLIT, image_size, offline_hf, split_truth
 
-offline_hf(Path(tempfile.mkdtemp(prefix="hf-home-")))  # before datasets is imported
+offline_hf()  # before datasets is imported
 
 import datasets  # noqa: E402
 

@@ -129,3 +129,9 @@ MDS_SHARD_RE = re.compile(r"shard\.(\d{5,})\.mds")
 def mds_shard_name(k: int) -> str:
     """`shard.00000.mds`: the name MosaicML's writer gives shard k."""
     return f"shard.{k:05d}.mds"
+# --- subsets and label maps (docs/subsets.md) ---------------------------------------------
+
+SUBSET_RECORD = "subset"  # which classes and training files the dataset holds
+SUBSET_CLASSES = "subset-classes.txt"  # STATE_DIR/: the subset's sorted WNIDs
+SUBSET_TRAIN = "subset-train.txt"  # STATE_DIR/: its sorted training file names, when listed
+LABEL_FILES = ("labels.json", "labels.csv")  # DATASET/: every class with every numbering

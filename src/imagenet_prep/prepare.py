@@ -16,10 +16,12 @@ from typing import Any
 
 from imagenet_prep.errors import PrepError
 from imagenet_prep.layout import PREPARE_RECORD
-from imagenet_prep.runtime import expectation, stage_state
+from imagenet_prep.runtime import expectation, stage_state, subset_record
 from imagenet_prep.runtime.file_manifest import DAMAGED
 from imagenet_prep.runtime.pool import Workers
 from imagenet_prep.sources.archives import ROLES, find_archive, require_archives
+from imagenet_prep.sources.catalog import iter_classes
+from imagenet_prep.sources.subset import Subset
 from imagenet_prep.stages import (
     DOWNLOAD,
     STAGES,
@@ -79,8 +81,15 @@ def prepare(
         raise PrepError(f"{archives}: none of the ILSVRC2012 archives is here")
     # before any work: every archive the outputs need, the same ones as the dataset's,
     # and what was asked, so a run killed at any point is never taken for a finished one
+    subset = subset_record.chosen(dataset, options.subset)  # another subset: refused here
     found = require_archives(archives, needs(options), f"--only {options.only}")
-    expectation.expect(dataset, asks(options), expectation.identify(dataset, found))
+    identities = expectation.identify(dataset, found)
+    if not subset.full:  # its names proven in the archive, then recorded: before any output
+        if subset.train_files is not None and (train := find_archive(archives, "train")):
+            for _ in iter_classes(train, subset):  # headers of its classes only
+                pass
+        subset_record.claim(dataset, subset)
+    expectation.expect(dataset, asks(options), identities)
     plan = disk_plan(archives, dataset, chosen, options)
     free = shutil.disk_usage(dataset).free
     need = sum(plan.values())
@@ -116,10 +125,26 @@ def prepare(
     stage_state.save(dataset, PREPARE_RECORD, {"runs": runs})
     # what the last `check` found damaged has been written again by the stages
     stage_state.record_path(dataset, DAMAGED).unlink(missing_ok=True)
+    if not subset.full:
+        report["subset"] = subset_reading(archives, subset, report["stages"])
     for stage in chosen:
         if stage.closing and (done := run(stage)) is not None:
             report[stage.name] = done["result"]
     return report
+
+
+def subset_reading(archives: Path, subset: Subset, stages: dict[str, Any]) -> dict[str, Any]:
+    """What a subset run read of the image archives: the image bytes of its first image
+    stage (extract, else tfrecord, else wds) against the train and val archives' size."""
+    read = 0
+    for name in ("extract", "tfrecord", "wds"):
+        if (r := stages.get(name, {}).get("result")) is not None:
+            read = sum(r[s]["bytes"] for s in ("train", "val") if s in r) if name == "extract" \
+                else r["run"]["input_bytes"]
+            break
+    total = sum(p.stat().st_size for r in ("train", "val")
+                if (p := find_archive(archives, r)) is not None)
+    return {"describe": subset.describe(), "bytes_read": read, "archive_bytes": total}
 
 
 def summary_lines(report: dict[str, Any]) -> list[str]:
@@ -127,6 +152,11 @@ def summary_lines(report: dict[str, Any]) -> list[str]:
     lines = ["", f"prepared {report['dataset']} ({report['only']}) in {report['seconds']:.1f} s"]
     for name, s in report["stages"].items():
         lines.append(summary_line(name, s["result"], s["seconds"]))
+    if (sub := report.get("subset")) is not None:
+        share = sub["bytes_read"] / sub["archive_bytes"] if sub["archive_bytes"] else 0.0
+        lines.append(f"  subset    {sub['describe']}: read {sub['bytes_read'] / 1e6:,.1f} MB "
+                     f"of the {sub['archive_bytes'] / 1e6:,.1f} MB train and val archives "
+                     f"({share:.1%})")
     for stage in STAGES.values():
         if stage.closing and (r := report.get(stage.name)):
             lines.append(summary_line(stage.name, r, r["seconds"]))

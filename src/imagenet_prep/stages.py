@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from imagenet_prep.errors import PrepError
 from imagenet_prep.layout import (
@@ -29,6 +29,9 @@ from imagenet_prep.layout import (
 from imagenet_prep.runtime import stage_state
 from imagenet_prep.runtime.pool import Workers
 from imagenet_prep.sources.archives import ROLES, find_archive
+
+if TYPE_CHECKING:
+    from imagenet_prep.sources.subset import Subset
 
 
 @dataclass(frozen=True)
@@ -51,6 +54,7 @@ class PrepareOptions:
     write_report: bool = True  # end with the report stage
     parquet: bool = False  # also the parquet stage (Hugging Face), after the target's stages
     mds: bool = False  # also the mds stage (MosaicML streaming)
+    subset: Subset | None = None  # which classes / training images (None: the dataset's own)
 
 
 Result = dict[str, Any]
@@ -158,7 +162,8 @@ def _extract(archives: Path, dataset: Path, options: PrepareOptions, workers: Wo
              ) -> Result:
     from imagenet_prep.folders.extract import extract
 
-    return extract(archives, dataset, workers=workers)
+    return extract(archives, dataset, workers=workers, subset=options.subset,
+                   labels=options.labels)
 
 
 def _valtree(archives: Path, dataset: Path, options: PrepareOptions, workers: Workers
@@ -167,7 +172,7 @@ def _valtree(archives: Path, dataset: Path, options: PrepareOptions, workers: Wo
 
     if stage_state.load(dataset, extract_record("val")) is None:
         return None
-    return valtree(dataset, archives, options.labels)
+    return valtree(dataset, archives, options.labels, options.subset)
 
 
 def _flatten(archives: Path, dataset: Path, options: PrepareOptions, workers: Workers
@@ -175,14 +180,14 @@ def _flatten(archives: Path, dataset: Path, options: PrepareOptions, workers: Wo
     from imagenet_prep.folders.flatten import flatten
 
     splits = tuple(s for s in ("train", "val") if (dataset / s).is_dir())
-    return flatten(dataset, splits, options.flatten_mode)
+    return flatten(dataset, splits, options.flatten_mode, options.subset)
 
 
 def _synsets(archives: Path, dataset: Path, options: PrepareOptions, workers: Workers
              ) -> Result:
     from imagenet_prep.folders.synsets import write_synsets
 
-    return write_synsets(dataset, archives)
+    return write_synsets(dataset, archives, options.subset)
 
 
 def _bbox(archives: Path, dataset: Path, options: PrepareOptions, workers: Workers
@@ -191,7 +196,7 @@ def _bbox(archives: Path, dataset: Path, options: PrepareOptions, workers: Worke
 
     if not have_box_xmls(dataset, archives):
         return None
-    return write_bbox_csv(dataset, archives=archives, workers=workers)
+    return write_bbox_csv(dataset, archives=archives, workers=workers, subset=options.subset)
 
 
 def _boxes_csv(archives: Path, dataset: Path, workers: Workers) -> Callable[[], Path | None]:
@@ -210,6 +215,7 @@ def _tfrecord(archives: Path, dataset: Path, options: PrepareOptions, workers: W
         val_shards=options.val_shards, seed=options.seed, workers=workers,
         dali_index=options.dali_index, on_bad_image=options.on_bad_image,
         labels=options.labels, boxes_csv=_boxes_csv(archives, dataset, workers),
+        subset=options.subset,
     )
 
 
@@ -221,6 +227,7 @@ def _wds(archives: Path, dataset: Path, options: PrepareOptions, workers: Worker
         shard_size=options.wds_shard_size, shard_samples=options.wds_shard_samples,
         seed=options.seed, workers=workers, on_bad_image=options.on_bad_image,
         labels=options.labels, boxes_csv=_boxes_csv(archives, dataset, workers),
+        subset=options.subset,
     )
 
 

@@ -5,7 +5,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from imagenet_prep.cli.common import add_archives, add_json, add_workers, emit, open_workers
+from imagenet_prep.cli.common import (
+    add_archives,
+    add_json,
+    add_subset_options,
+    add_workers,
+    emit,
+    open_workers,
+    subset_of,
+)
 from imagenet_prep.folders.bbox_csv import CSV_NAME, write_bbox_csv
 from imagenet_prep.runtime.files import dataset_lock, ensure_dir
 
@@ -16,6 +24,7 @@ DESCRIPTION = (f"write {CSV_NAME} from the training box XMLs "
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("dataset", type=Path, metavar="DATASET")
     add_archives(p)
+    add_subset_options(p)
     add_workers(p, cluster=True)
     add_json(p)
 
@@ -23,7 +32,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     ensure_dir(args.dataset)
     with dataset_lock(args.dataset), open_workers(args, "dataset") as workers:
-        s = write_bbox_csv(args.dataset, archives=args.archives, workers=workers)
+        s = write_bbox_csv(args.dataset, archives=args.archives, workers=workers,
+                           subset=subset_of(args))
     if s["skipped"]:
         lines = [f"{s['csv']}: already complete ({s['boxes_written']} boxes, "
                  f"{s['images']} images)"]

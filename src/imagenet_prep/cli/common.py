@@ -9,11 +9,14 @@ import sys
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from imagenet_prep.runtime.pool import Workers
 from imagenet_prep.shards.engine import ON_BAD_IMAGE
 from imagenet_prep.sources.labels import SOURCES
+
+if TYPE_CHECKING:
+    from imagenet_prep.sources.subset import Subset
 
 
 def add_workers(p: argparse.ArgumentParser, cluster: bool = False) -> None:
@@ -96,6 +99,29 @@ def add_shard_options(p: argparse.ArgumentParser, splits: tuple[str, ...],
                    help="an unreadable image stops the run (fail) or is left out and listed")
     add_workers(p, cluster=True)
     add_json(p)
+
+
+def add_subset_options(p: argparse.ArgumentParser) -> None:
+    """--classes, --train-subset, --subset-labels: which part of ILSVRC2012 the dataset holds
+    (every output stage takes them; a dataset keeps the subset it was first made with)."""
+    from imagenet_prep.sources.subset import CLASS_LISTS, LABEL_RULES, TRAIN_LISTS
+
+    g = p.add_argument_group("subset (docs/subsets.md)")
+    g.add_argument("--classes", metavar="NAME|FILE", default=None,
+                   help=f"only these classes: {', '.join(CLASS_LISTS)}, or a file of WNIDs")
+    g.add_argument("--train-subset", metavar="NAME|FILE", default=None,
+                   help=f"only these training images: {', '.join(TRAIN_LISTS)}, or a file of "
+                        "training file names (validation keeps every image of the classes)")
+    g.add_argument("--subset-labels", choices=LABEL_RULES, default="subset",
+                   help="labels a subset's outputs write: its own 0..N-1 (TFRecord 1..N; "
+                        "default) or ImageNet's 0..999 (TFRecord 1..1000)")
+
+
+def subset_of(args: argparse.Namespace) -> Subset | None:
+    """The subset the command line asks for (None: the dataset's own, or all)."""
+    from imagenet_prep.sources.subset import resolve
+
+    return resolve(args.classes, args.train_subset, args.subset_labels)
 
 
 def emit_shards(r: dict, as_json: bool, unit: str, place: str) -> None:

@@ -8,13 +8,16 @@ from pathlib import Path
 from imagenet_prep.cli.common import (
     add_archives,
     add_json,
+    add_subset_options,
     add_workers,
     emit,
     open_workers,
     split_list,
+    subset_of,
 )
 from imagenet_prep.folders.extract import SPLITS, extract
 from imagenet_prep.runtime.files import dataset_lock, ensure_dir
+from imagenet_prep.sources.labels import SOURCES
 
 DESCRIPTION = "extract train/val/test images and box XMLs in one pass (no inner tars on disk)"
 
@@ -24,6 +27,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, required=True, metavar="DATASET")
     p.add_argument("--splits", type=split_list, default=SPLITS,
                    help=f"comma-separated, from {','.join(SPLITS)} (default: all present)")
+    p.add_argument("--labels", choices=SOURCES, default="auto",
+                   help="validation label source (a subset picks its validation images by it)")
+    add_subset_options(p)
     add_workers(p, cluster=True)
     add_json(p)
 
@@ -31,7 +37,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     ensure_dir(args.out)
     with dataset_lock(args.out), open_workers(args, "out") as workers:
-        summary = extract(args.archives, args.out, args.splits, workers)
+        summary = extract(args.archives, args.out, args.splits, workers,
+                          subset=subset_of(args), labels=args.labels)
     lines = [
         f"{split:<10} {s['files']:>9} files {s['bytes'] / 1e6:>10.1f} MB"
         + ("  (already done)" if s.get("skipped") else f"  {s['seconds']:.1f} s")

@@ -51,16 +51,26 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="typical image size; some images are portrait or narrower "
                         "(default 500x375, the most common ImageNet size)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--wnids", metavar="NAME|FILE", default=None,
+                   help="these classes instead of the first N: a class list of --classes in "
+                        "`prepare` (imagenet100, imagenette, imagewoof) or a file of WNIDs")
+    p.add_argument("--train-files", metavar="NAME|FILE", default=None,
+                   help="also hold these training files of the replica's classes: a training "
+                        "subset (1pct, 10pct) or a file of names, so subset runs find them")
     add_workers(p)
 
 
 def run(args: argparse.Namespace) -> int:
     check_workers(args.workers)
+    from imagenet_prep.sources.subset import read_classes, read_train
+
+    wnids = read_classes(args.wnids)[1] if args.wnids else None
+    train_files = read_train(args.train_files)[1] if args.train_files else ()
     try:
         info = make_replica(
             args.out, classes=args.classes, train_per_class=args.train_per_class,
             val_per_class=args.val_per_class, test=args.test, size=args.size, seed=args.seed,
-            workers=args.workers,
+            workers=args.workers, wnids=wnids, train_files=train_files,
         )
     except BrokenProcessPool:  # its image pool (replica.build's own) lost a worker
         raise WorkerDiedError(WORKER_DIED) from None

@@ -6,7 +6,15 @@ import argparse
 import sys
 from pathlib import Path
 
-from imagenet_prep.cli.common import add_archives, add_json, add_workers, emit, open_workers
+from imagenet_prep.cli.common import (
+    add_archives,
+    add_json,
+    add_subset_options,
+    add_workers,
+    emit,
+    open_workers,
+    subset_of,
+)
 from imagenet_prep.cli.download import add_source_arguments, credentials, transfer_options
 from imagenet_prep.download import DEFAULT_BASE_URL
 from imagenet_prep.errors import PrepError
@@ -50,6 +58,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="first download the archives missing from --archives (options: "
                         "'with --download' below; see `imagenet-prep download --help`)")
     add_source_arguments(p.add_argument_group("with --download"))
+    add_subset_options(p)
     add_workers(p, cluster=True)
     add_json(p)
 
@@ -66,6 +75,7 @@ def prepare_options(args: argparse.Namespace) -> PrepareOptions:
         wds_shard_size=parse_size(args.wds_shard_size) if args.wds_shard_size else None,
         wds_shard_samples=args.wds_shard_samples, write_report=not args.no_report,
         parquet=args.parquet, mds=args.mds,
+        subset=subset_of(args),
     )
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from imagenet_prep.cli.common import add_archives, add_json, emit
+from imagenet_prep.cli.common import add_archives, add_json, add_subset_options, emit, subset_of
 from imagenet_prep.folders.synsets import write_synsets
 from imagenet_prep.runtime.files import dataset_lock
 
@@ -15,11 +15,12 @@ DESCRIPTION = "write synsets.txt (WNID description per class, devkit words when 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("dataset", type=Path, metavar="DATASET")
     add_archives(p)
+    add_subset_options(p)
     add_json(p)
 
 
 def run(args: argparse.Namespace) -> int:
     with dataset_lock(args.dataset):
-        rec = write_synsets(args.dataset, args.archives)
+        rec = write_synsets(args.dataset, args.archives, subset_of(args))
     emit(rec, args.json, [f"synsets.txt: {rec['classes']} classes ({rec['source']} descriptions)"])
     return 0

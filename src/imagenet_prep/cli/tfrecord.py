@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
             args.dataset, archives=args.archives, from_folders=args.from_folders,
             train_shards=args.train_shards, val_shards=args.val_shards, seed=args.seed,
             workers=workers, dali_index=args.dali_index, on_bad_image=args.on_bad_image,
-            labels=args.labels, splits=args.splits, boxes_csv=boxes,
+            labels=args.labels, splits=args.splits, boxes_csv=boxes, subset=common.subset_of(args),
         )
     common.emit_shards(report, args.json, "records", "folder")
     return 0

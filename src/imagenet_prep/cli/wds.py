@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
             from_folders=bool(args.from_folders), shard_size=size,
             shard_samples=args.shard_samples, seed=args.seed,
             workers=workers, on_bad_image=args.on_bad_image, splits=args.splits,
-            labels=args.labels, boxes_csv=boxes,
+            labels=args.labels, boxes_csv=boxes, subset=common.subset_of(args),
         )
     common.emit_shards(report, args.json, "samples", "index")
     return 0

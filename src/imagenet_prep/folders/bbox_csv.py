@@ -20,13 +20,14 @@ from typing import Any
 
 from imagenet_prep.errors import PrepError
 from imagenet_prep.layout import BBOX_RECORD, BOX_CSV
-from imagenet_prep.runtime import expectation, stage_state
+from imagenet_prep.runtime import expectation, stage_state, subset_record
 from imagenet_prep.runtime.files import atomic_file
 from imagenet_prep.runtime.pool import Workers, run_tasks
 from imagenet_prep.runtime.progress import bar
 from imagenet_prep.sources import metadata
 from imagenet_prep.sources.archives import BBOX_TRAIN, find_archive
 from imagenet_prep.sources.boxes import BoxCounts, is_box_xml_path, parse_batch
+from imagenet_prep.sources.subset import Subset
 from imagenet_prep.sources.tarindex import iter_gz_members
 
 CSV_NAME = BOX_CSV
@@ -53,6 +54,12 @@ def _folder_items(folder: Path) -> Iterator[Item]:
             rel = f"{d.name}/{f.name}"
             if is_box_xml_path(rel) and f.is_file():
                 yield rel, None, f.path
+
+
+def _of_classes(items: Iterator[Item] | list[Item], classes: frozenset[str]
+                ) -> Iterator[Item]:
+    """The items of a subset's classes (the first folder of the name is the class)."""
+    return (it for it in items if it[0].split("/", 1)[0] in classes)
 
 
 def _line_iter(text: str) -> Iterator[str]:
@@ -121,9 +128,13 @@ def csv_is_complete(dataset: Path) -> bool:
 
 def write_bbox_csv(
     dataset: Path, *, archives: Path | None = None, workers: int | None = None,
+    subset: Subset | None = None,
 ) -> dict[str, Any]:
-    """Write the box CSV; returns the summary (the reference's counters, source, size)."""
+    """Write the box CSV; returns the summary (the reference's counters, source, size).
+    With a subset (None: the dataset's recorded one, else all), only the XMLs of its
+    classes are read."""
     dataset = Path(dataset)
+    subset = subset_record.claim(dataset, subset)
     expectation.expect(dataset, {"bbox": {}}, {})
     if csv_is_complete(dataset):
         rec = stage_state.load(dataset, RECORD)
@@ -143,6 +154,8 @@ def write_bbox_csv(
     else:
         where = f" or {archives / BBOX_TRAIN}" if archives is not None else ""
         raise PrepError(f"no box XMLs: neither {folder}{where} exists")
+    if not subset.full:
+        items = _of_classes(items, frozenset(subset.classes))
     challenge = frozenset(metadata.wnids())
     batches: list[str] = []
     counts = BoxCounts()

@@ -21,7 +21,7 @@ import numpy as np
 from imagenet_prep.errors import CorruptArchiveError, PrepError
 from imagenet_prep.folders.valtree import scan_val
 from imagenet_prep.layout import EXTRACT_SPLITS, extract_record
-from imagenet_prep.runtime import expectation, stage_state
+from imagenet_prep.runtime import expectation, stage_state, subset_record
 from imagenet_prep.runtime.file_manifest import (
     damaged_files,
     load_piece,
@@ -36,6 +36,7 @@ from imagenet_prep.runtime.progress import bar
 from imagenet_prep.sources.archives import find_archive
 from imagenet_prep.sources.catalog import flat_members, iter_classes
 from imagenet_prep.sources.names import Names
+from imagenet_prep.sources.subset import Subset
 from imagenet_prep.sources.tarindex import ArchiveReader, Member, iter_gz_members
 
 SPLITS = EXTRACT_SPLITS
@@ -136,17 +137,20 @@ def copy_members(task: CopyTask) -> tuple[str, int, int, int]:
     return task.key, len(task.names), written, skipped
 
 
-def _train_tasks(archive: Path, dataset: Path, damaged: frozenset[str]) -> list[CopyTask]:
+def _train_tasks(archive: Path, dataset: Path, damaged: frozenset[str], subset: Subset
+                 ) -> list[CopyTask]:
     out = dataset / "train"
     return [CopyTask.of(archive, out / wnid, images, key=wnid,
                         piece=piece_path(dataset, "train", wnid),
                         damaged=_names_in(damaged, f"train/{wnid}/"))
-            for wnid, images in iter_classes(archive)]
+            for wnid, images in iter_classes(archive, None if subset.full else subset)]
 
 
-def _flat_tasks(archive: Path, dataset: Path, split: str, damaged: frozenset[str]
-                ) -> list[CopyTask]:
+def _flat_tasks(archive: Path, dataset: Path, split: str, damaged: frozenset[str],
+                keep: set[str] | None = None) -> list[CopyTask]:
     ms = flat_members(archive)
+    if keep is not None:
+        ms = [m for m in ms if m.name in keep]
     gone = _names_in(damaged, f"{split}/")
     return [CopyTask.of(archive, dataset / split, ms[i:i + CHUNK], key=f"{i}",
                         piece=piece_path(dataset, split, f"{i:08d}"), damaged=gone)
@@ -181,6 +185,7 @@ class GzTask:
     folder: Path
     pieces: Path | None = None
     damaged: frozenset[str] = frozenset()
+    tops: frozenset[str] | None = None  # a subset's: only these top-level folders (classes)
 
 
 class _GzManifest:
@@ -227,6 +232,8 @@ def extract_gz(task: GzTask) -> tuple[int, int, dict[str, int]]:
     counts: dict[str, int] = {}
     present: dict[str, set[str]] = {}  # folder -> names there before this run wrote any
     for name, data in iter_gz_members(archive):
+        if task.tops is not None and name.split("/", 1)[0] not in task.tops:
+            continue
         final = os.path.join(dest, name)
         folder, base = os.path.split(final)
         names = present.get(folder)
@@ -258,10 +265,26 @@ def _run_task(item: tuple[str, CopyTask | GzTask]) -> tuple[str, tuple]:
     return split, extract_gz(task) if isinstance(task, GzTask) else copy_members(task)
 
 
+def _val_kept(archives: Path, archive: Path, dataset: Path, subset: Subset, labels: str
+              ) -> set[str]:
+    """The validation images of the subset's classes, by the validation labels."""
+    from imagenet_prep.sources.labels import val_labels
+
+    names = sorted(m.name for m in flat_members(archive))
+    wnids = val_labels(names, archives=archives, dataset=dataset, source=labels)
+    return {n for n, w in zip(names, wnids, strict=True) if subset.keeps_class(w)}
+
+
 def extract(
     archives: Path, dataset: Path, splits: tuple[str, ...] = SPLITS, workers: int | None = None,
+    subset: Subset | None = None, labels: str = "auto",
 ) -> dict[str, dict]:
     """Extract each split whose archive is present; returns per-split summaries.
+
+    With a `subset` (None: the dataset's recorded one, else all), only its classes'
+    training images (class tars of other classes are not even read), the validation
+    images of its classes (`labels` picks them) and its classes' training box XMLs are
+    extracted; the test split, which has no classes, is left out.
 
     Every image archive is indexed (and its layout checked) before anything is
     written; then all splits share one pool, the box archives first: each is one
@@ -273,6 +296,9 @@ def extract(
     unknown = [s for s in splits if s not in SPLITS]
     if unknown:
         raise PrepError(f"unknown split {unknown[0]!r}; choose from {', '.join(SPLITS)}")
+    subset = subset_record.chosen(dataset, subset)
+    if not subset.full:
+        splits = tuple(s for s in splits if s != "test")
     found = {s: find_archive(archives, s) for s in splits}
     if not any(found.values()):
         raise PrepError(f"{archives}: none of the archives for {', '.join(splits)} is here")
@@ -294,13 +320,17 @@ def extract(
         if split.startswith("bbox"):
             todo[split] = {"archive": archive, "files": 0, "bytes": 0, "classes": {}, "left": 1,
                            "written": 0}
+            tops = frozenset(subset.classes) if split == "bbox_train" and not subset.full \
+                else None
             items.insert(0, (split, GzTask(archive, dest, piece_dir(dataset, split),
-                                           _gz_damaged(damaged, split))))
+                                           _gz_damaged(damaged, split), tops)))
             continue
         if split == "train":
-            tasks = _train_tasks(archive, dataset, damaged)
+            tasks = _train_tasks(archive, dataset, damaged, subset)
         else:
-            tasks = _placed(_flat_tasks(archive, dataset, split, damaged), dest)
+            keep = None if subset.full or split != "val" else \
+                _val_kept(archives, archive, dataset, subset, labels)
+            tasks = _placed(_flat_tasks(archive, dataset, split, damaged, keep), dest)
         todo[split] = {
             "archive": archive, "files": sum(len(t.names) for t in tasks),
             "bytes": sum(int(t.sizes.sum()) for t in tasks),
@@ -308,6 +338,7 @@ def extract(
             "left": len(tasks), "written": 0,
         }
         items += [(split, t) for t in tasks]
+    subset_record.claim(dataset, subset)  # the archives hold the subset: record it
     release_free_memory()  # what indexing freed, before the pool forks its workers
     total = sum(t["bytes"] for s, t in todo.items() if not s.startswith("bbox"))
     with bar(total, "extract", bytes_=True) as pb:

@@ -14,11 +14,12 @@ from pathlib import Path
 
 from imagenet_prep.errors import PrepError
 from imagenet_prep.layout import FLAT_DIR, FLATTEN_RECORD, flat_name
-from imagenet_prep.runtime import expectation, stage_state
+from imagenet_prep.runtime import expectation, stage_state, subset_record
 from imagenet_prep.runtime.files import atomic_file, ensure_dir, is_tmp_name, os_error, tmp_path
 from imagenet_prep.runtime.progress import bar
 from imagenet_prep.sources.catalog import class_dirs
 from imagenet_prep.sources.class_tree import iter_tree
+from imagenet_prep.sources.subset import Subset
 
 MODES = ("hardlink", "symlink", "copy")
 _NO_LINKS = {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP}
@@ -84,11 +85,13 @@ def _link_class(src_dir: str, out: str, split: str, wnid: str) -> tuple[int, int
     return made, kept
 
 
-def flatten(dataset: Path, splits: tuple[str, ...] = ("train", "val"), mode: str = "hardlink"
-            ) -> dict[str, dict]:
-    """Make the flat folders; returns per-split counts and the mode actually used."""
+def flatten(dataset: Path, splits: tuple[str, ...] = ("train", "val"), mode: str = "hardlink",
+            subset: Subset | None = None) -> dict[str, dict]:
+    """Make the flat folders; returns per-split counts and the mode actually used.  They
+    mirror the class trees, so a subset's (`subset` is only held to the recorded one)."""
     if mode not in MODES:
         raise PrepError(f"unknown flatten mode {mode!r}; choose from {', '.join(MODES)}")
+    subset_record.claim(dataset, subset)
     expectation.expect(dataset, {"flatten": {"mode": mode, "splits": list(splits)}}, {})
     summary = {}
     for split in splits:

@@ -7,12 +7,13 @@ from pathlib import Path
 
 from imagenet_prep.errors import PrepError
 from imagenet_prep.layout import SYNSETS_RECORD, SYNSETS_TXT, extract_record
-from imagenet_prep.runtime import expectation, stage_state
+from imagenet_prep.runtime import expectation, stage_state, subset_record
 from imagenet_prep.runtime.files import write_atomic
 from imagenet_prep.sources import metadata
 from imagenet_prep.sources.archives import DEVKIT
 from imagenet_prep.sources.catalog import class_dirs
 from imagenet_prep.sources.labels import read_devkit
+from imagenet_prep.sources.subset import Subset
 
 
 def classes_present(dataset: Path) -> list[str]:
@@ -39,7 +40,10 @@ def descriptions(archives: Path | None) -> tuple[dict[str, str], str]:
     return metadata.descriptions(), "bundled"
 
 
-def write_synsets(dataset: Path, archives: Path | None = None) -> dict:
+def write_synsets(dataset: Path, archives: Path | None = None, subset: Subset | None = None
+                  ) -> dict:
+    """synsets.txt of the classes present (a subset's: `subset` is held to the recorded one)."""
+    subset_record.claim(dataset, subset)
     expectation.expect(dataset, {"synsets": {}}, {})
     wnids = classes_present(dataset)
     words, source = descriptions(archives)

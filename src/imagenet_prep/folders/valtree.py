@@ -12,10 +12,13 @@ from pathlib import Path
 
 from imagenet_prep.errors import PrepError
 from imagenet_prep.layout import VALTREE_RECORD
-from imagenet_prep.runtime import expectation, stage_state
+from imagenet_prep.runtime import expectation, stage_state, subset_record
 from imagenet_prep.runtime.files import ensure_dir, is_tmp_name, os_error
+from imagenet_prep.sources.archives import find_archive
+from imagenet_prep.sources.catalog import flat_members
 from imagenet_prep.sources.labels import val_labels
 from imagenet_prep.sources.metadata import wnid_to_index
+from imagenet_prep.sources.subset import Subset
 
 
 def _is_image(name: str) -> bool:
@@ -39,11 +42,29 @@ def scan_val(val: Path) -> tuple[set[str], dict[str, str]]:
     return flat, grouped
 
 
-def valtree(dataset: Path, archives: Path | None = None, source: str = "auto") -> dict:
+def _labels_of(names: list[str], archives: Path | None, dataset: Path, source: str
+               ) -> list[str]:
+    """The labels of `names`; a subset's validation images (fewer than the archive holds)
+    take theirs from the labels of the whole archive, as the devkit numbers them all."""
+    archive = find_archive(archives, "val") if archives is not None else None
+    if archive is None or subset_record.chosen(dataset, None).full:
+        return val_labels(names, archives=archives, dataset=dataset, source=source)
+    every = sorted(m.name for m in flat_members(archive))
+    by_name = dict(zip(every, val_labels(every, archives=archives, dataset=dataset,
+                                         source=source), strict=True))
+    missing = [n for n in names if n not in by_name]
+    if missing:
+        raise PrepError(f"{dataset / 'val'}: {missing[0]} is not in {archive}")
+    return [by_name[n] for n in names]
+
+
+def valtree(dataset: Path, archives: Path | None = None, source: str = "auto",
+            subset: Subset | None = None) -> dict:
     """Group the validation images into class folders; returns a summary."""
     val = dataset / "val"
     if not val.is_dir():
         raise PrepError(f"{val}: folder not found; run `imagenet-prep extract` first")
+    subset_record.claim(dataset, subset)
     expectation.expect(dataset, {"valtree": {"labels": source}}, {})
     flat, grouped = scan_val(val)
     both = flat & set(grouped)
@@ -52,7 +73,7 @@ def valtree(dataset: Path, archives: Path | None = None, source: str = "auto") -
     names = sorted(flat | set(grouped))
     if not names:
         raise PrepError(f"{val}: no validation images (*.JPEG)")
-    labels = val_labels(names, archives=archives, dataset=dataset, source=source)
+    labels = _labels_of(names, archives, dataset, source)
     moved = 0
     made: set[str] = set()
     for name, wnid in zip(names, labels, strict=True):

@@ -29,7 +29,7 @@ import tarfile
 import tempfile
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
@@ -307,9 +307,16 @@ def _place(kinds: list[str], slots: list[list[str]], start: Callable[[int], int]
 
 
 def _plan(classes: int, train_per_class: int, val_per_class: int, test: int,
-          size: tuple[int, int], seed: int) -> _Plan:
-    """Every name, size, label, box and quirk position: all from the seed, no pixels yet."""
-    wnids = list(metadata.wnids()[:classes])
+          size: tuple[int, int], seed: int, chosen: Sequence[str] | None = None,
+          extra_train: Collection[str] = ()) -> _Plan:
+    """Every name, size, label, box and quirk position: all from the seed, no pixels yet.
+
+    `chosen` replaces the first `classes` WNIDs; `extra_train` names training files that
+    join the generated ones of their class (a subset list's real names)."""
+    wnids = sorted(chosen) if chosen else list(metadata.wnids()[:classes])
+    by_class: dict[str, list[str]] = {}
+    for n in sorted(extra_train):
+        by_class.setdefault(n.split("_", 1)[0], []).append(n)
     devkit_rank = {w: i for i, w in metadata.devkit_id_to_wnid().items()}
     devkit_order = sorted(wnids, key=devkit_rank.__getitem__)
     quirks: dict[str, list[str]] = {}
@@ -324,6 +331,9 @@ def _plan(classes: int, train_per_class: int, val_per_class: int, test: int,
             count = max(2, count)
         nums = _train_numbers(rng, count)
         names[wnid] = [f"{wnid}_{n}.JPEG" for n in nums]
+        if by_class.get(wnid):
+            have = set(names[wnid])
+            names[wnid] += [n for n in by_class[wnid] if n not in have]
     train_order = _unsorted(wnids, rng, (_text,))
     every_name = [n for w in wnids for n in names[w]]
     sizes = dict(zip(every_name, _image_sizes(rng, size, len(every_name)), strict=True))
@@ -667,19 +677,32 @@ def make_replica(
     size: tuple[int, int] = DEFAULT_SIZE,
     seed: int = 0,
     workers: int | None = None,
+    wnids: Sequence[str] | None = None,
+    train_files: Collection[str] = (),
 ) -> ReplicaInfo:
     """Write the six archives, MD5SUMS, SIZES and replica.json into `out`.
 
     The output depends only on the parameters other than `workers`.  Existing
-    files of the same names are replaced.
+    files of the same names are replaced.  `wnids` picks the classes (instead of the
+    first `classes`); `train_files` adds those training file names of the replica's
+    classes to the generated ones, so a subset list's files exist (the defaults leave
+    the replica as it always was).
     """
+    if wnids:
+        classes = len(set(wnids))
+        unknown = [w for w in wnids if w not in metadata.wnid_to_index()]
+        if unknown:
+            raise PrepError(f"--wnids: {unknown[0]} is not an ILSVRC2012 class")
+    if train_files:
+        keep = set(wnids) if wnids else set(metadata.wnids()[:classes])
+        train_files = [n for n in train_files if n.split("_", 1)[0] in keep]
     start = time.monotonic()
     size = (int(size[0]), int(size[1]))
     _check(classes, train_per_class, val_per_class, test, size, workers)
     workers = workers or default_workers()
     outdir = ensure_dir(Path(out))
     check_writable(outdir)  # an unwritable --out is one line, before any image is made
-    plan = _plan(classes, train_per_class, val_per_class, test, size, seed)
+    plan = _plan(classes, train_per_class, val_per_class, test, size, seed, wnids, train_files)
     record: dict[str, ArchiveFile] = {}
 
     tasks = itertools.chain(*(plan.train[w] for w in plan.train_order), plan.val, plan.test)
@@ -722,6 +745,10 @@ def make_replica(
 
     params = dict(classes=classes, train_per_class=train_per_class,
                   val_per_class=val_per_class, test=test, size=list(size), seed=seed)
+    if wnids:
+        params["wnids"] = sorted(set(wnids))
+    if train_files:
+        params["train_files"] = len(train_files)
     info = ReplicaInfo(
         out=outdir,
         params=params,

@@ -27,6 +27,7 @@ from imagenet_prep.layout import (
     PARQUET_REPORT,
     PREPARE_RECORD,
     STATE_DIR,
+    SUBSET_RECORD,
     SYNSETS_RECORD,
     TFRECORD_RECORD,
     TFRECORD_REPORT,
@@ -100,6 +101,7 @@ SCHEMAS: dict[str, Fields] = {
                        {"options": dict}),
     MDS_REPORT: Fields({}, {"run": dict, "skipped": list, "converted": list}),
     CARD_RECORD: Fields({}, {"bytes": int, "sha256": str, "skipped": str}),
+    SUBSET_RECORD: Fields({"num_classes": int, "classes_sha256": str, "labels": str}),
 }
 
 

@@ -28,7 +28,7 @@ import numpy as np
 from imagenet_prep.errors import BadImageError, PrepError
 from imagenet_prep.formats.images import jpeg_for_record
 from imagenet_prep.layout import BOX_CSV, VALTREE_RECORD, extract_record
-from imagenet_prep.runtime import expectation, stage_state
+from imagenet_prep.runtime import expectation, stage_state, subset_record
 from imagenet_prep.runtime.file_manifest import damaged_files
 from imagenet_prep.runtime.files import atomic_file, ensure_dir, is_tmp_name
 from imagenet_prep.runtime.memory import release_free_memory
@@ -46,6 +46,7 @@ from imagenet_prep.sources.catalog import (
     with_labels,
 )
 from imagenet_prep.sources.names import BLOCK, Names
+from imagenet_prep.sources.subset import Subset
 
 SPLIT_ORDER = ("val", "train", "test")  # catalogs are built (and shards written) in this order
 SAVE_EVERY = 2.0  # seconds between state saves while shards finish
@@ -210,8 +211,9 @@ def flat_from_folder(split: str, root: Path) -> Catalog:
 
 
 def split_catalog(split: str, dataset: Path, archives: Path | None, from_folders: bool,
-                  labels: str) -> Catalog | None:
-    """The split's catalog (train, val or test), or None when its source is absent.
+                  labels: str, subset: Subset | None = None) -> Catalog | None:
+    """The split's catalog (train, val or test) restricted to `subset`, or None when its
+    source is absent.
 
     From folders, train and val are class trees (DATASET/val after `valtree`) and
     test is flat; from archives, val labels come from `labels` (see labels.val_labels).
@@ -228,20 +230,25 @@ def split_catalog(split: str, dataset: Path, archives: Path | None, from_folders
         else:
             print(f"{root}: not extracted by imagenet-prep; converting the {len(cat)} images "
                   "found, unproven", file=sys.stderr)
-        return cat
+        return _kept(cat, subset)
     assert archives is not None
     archive = find_archive(archives, split)
     if archive is None:
         return None
     if split == "train":
-        return train_from_archive(archive)
+        return _kept(train_from_archive(archive, subset if subset and not subset.full else None),
+                     subset)
     if split == "test":
         return flat_from_archive(split, archive, None)
     from imagenet_prep.sources.labels import val_labels
 
     cat = flat_from_archive(split, archive, None)
-    return with_labels(cat, val_labels(cat.names, archives=archives, dataset=dataset,
-                                       source=labels))
+    return _kept(with_labels(cat, val_labels(cat.names, archives=archives, dataset=dataset,
+                                             source=labels)), subset)
+
+
+def _kept(cat: Catalog, subset: Subset | None) -> Catalog:
+    return cat if subset is None else subset.keep(cat)
 
 
 def _folder_record(dataset: Path, split: str) -> dict | None:
@@ -469,7 +476,7 @@ def remove_stale_tmp(folder: Path) -> None:
 def write_shards(
     fmt: ShardFormat, *, dataset: Path, archives: Path | None, from_folders: bool,
     labels: str, splits: tuple[str, ...], workers: Workers,
-    policy: BadImagePolicy, boxes_csv: BoxSource,
+    policy: BadImagePolicy, boxes_csv: BoxSource, subset: Subset | None = None,
 ) -> dict[str, Any]:
     """Write the shards of `fmt` that are missing; returns the run report (also saved).
 
@@ -483,16 +490,18 @@ def write_shards(
         require_archives(archives, splits, f"{fmt.record} --splits {','.join(splits)}")
     identities = expectation.identify(dataset, found)
     t0 = time.monotonic()
-    ensure_dir(fmt.root)
+    subset = subset_record.chosen(dataset, subset)  # refuses another subset at once
     cats: dict[str, Catalog] = {}
     for split in SPLIT_ORDER:
         if split in splits:
-            cat = split_catalog(split, dataset, archives, from_folders, labels)
+            cat = split_catalog(split, dataset, archives, from_folders, labels, subset)
             if cat is not None:
                 cats[split] = cat
     if not cats:
         where = fmt.sources(dataset, archives, from_folders, splits)
         raise PrepError(f"nothing to convert: none of {where} exists")
+    ensure_dir(fmt.root)
+    subset = subset_record.claim(dataset, subset)  # refuses another subset, before any write
     release_free_memory()  # what building the catalogs freed, before anything else grows
     if not fmt.needs_boxes:
         boxes_csv = None

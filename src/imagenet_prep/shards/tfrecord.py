@@ -26,6 +26,7 @@ from imagenet_prep.shards.order import Bounds, shard_bounds
 from imagenet_prep.sources import metadata
 from imagenet_prep.sources.archives import TRAIN, VAL
 from imagenet_prep.sources.catalog import Catalog
+from imagenet_prep.sources.subset import Subset
 
 SPLITS = tuple(layout.TFRECORD)
 STATE, REPORT = layout.TFRECORD_RECORD, layout.TFRECORD_REPORT  # report/ imports these,
@@ -33,9 +34,11 @@ LAYOUT = layout.TFRECORD  # and this
 
 
 @cache
-def _before_image(label: int) -> bytes:
-    """The entries whose keys sort before image/encoded, once per class (label 1..1000)."""
-    wnid = metadata.wnids()[label - 1]
+def _before_image(label: int, index: int | None = None) -> bytes:
+    """The entries whose keys sort before image/encoded, once per class: `label` is what
+    image/class/label holds (1..1000, or 1..N for a subset), `index` the class's 0..999
+    (label - 1 unless given)."""
+    wnid = metadata.wnids()[label - 1 if index is None else index]
     return b"".join(tfr.feature_entry(k, v) for k, v in (
         ("image/channels", tfr.int64_feature([3])),
         ("image/class/label", tfr.int64_feature([label])),
@@ -62,13 +65,13 @@ _NO_BOXES = _box_entries(0, np.zeros((0, 4), dtype=np.float32))
 
 
 def example_parts(image: bytes, width: int, height: int, name: str, label: int,
-                  boxes: np.ndarray) -> list[bytes]:
+                  boxes: np.ndarray, index: int | None = None) -> list[bytes]:
     """The reference's 15-key Example (label 1..1000, boxes an (n, 4) float32 array) as its
     bytes before the image, the image, the rest.  The entries are laid out here in key
     order, as encode_example sorts them (the tests compare the two), since building and
     sorting a dict per record cost half of the record's time."""
     feature_head, _ = tfr.bytes_feature_parts(image)
-    head = b"".join((_before_image(label),
+    head = b"".join((_before_image(label, index),
                      tfr.entry_head("image/encoded", len(feature_head) + len(image)), feature_head))
     tail = b"".join((
         tfr.feature_entry("image/filename", tfr.bytes_feature([name.encode()])), _FORMAT,
@@ -84,11 +87,14 @@ class _Records(engine.ShardEncoder):
 
     def __init__(self, cat: Catalog, idx: Path | bool) -> None:
         self.names, self.labels, self.idx = cat.names, cat.labels.tolist(), idx
+        self.out = cat.out_labels().tolist()  # a subset's labels, else the same as labels
         self.sizes: list[int] = []
 
     def sample(self, i: int, image: bytes, width: int, height: int, boxes: np.ndarray
                ) -> list[bytes]:
-        parts = example_parts(image, width, height, self.names[i], self.labels[i] + 1, boxes)
+        label, index = self.out[i] + 1, self.labels[i]
+        parts = example_parts(image, width, height, self.names[i], label, boxes,
+                              None if label == index + 1 else index)
         self.sizes.append(16 + sum(map(len, parts)))
         return tfr.frame_parts(parts)
 
@@ -159,10 +165,11 @@ def write_tfrecords(
     dataset: Path, *, archives: Path | None = None, from_folders: bool = False,
     train_shards: int = 1024, val_shards: int = 128, seed: int = 0, workers: Workers = None,
     dali_index: bool = False, on_bad_image: str = "fail", splits: tuple[str, ...] = SPLITS,
-    labels: str = "auto", boxes_csv: engine.BoxSource,
+    labels: str = "auto", boxes_csv: engine.BoxSource, subset: Subset | None = None,
 ) -> dict[str, Any]:
     """Write the shards that are missing; returns the run report (also saved as JSON).
-    Train records take their boxes from `boxes_csv` (None: no boxes)."""
+    Train records take their boxes from `boxes_csv` (None: no boxes); `subset` (None: the
+    dataset's recorded one, else all) restricts the images and sets the labels."""
     policy = engine.bad_image_policy(on_bad_image)
     if train_shards < 1 or val_shards < 1:
         raise PrepError("shard counts must be at least 1")
@@ -178,4 +185,4 @@ def write_tfrecords(
     return engine.write_shards(
         TFRecordFormat(dataset, options, dali_index), dataset=dataset, archives=archives,
         from_folders=from_folders, labels=labels, splits=splits, workers=workers, policy=policy,
-        boxes_csv=boxes_csv)
+        boxes_csv=boxes_csv, subset=subset)

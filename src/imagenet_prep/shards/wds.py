@@ -36,6 +36,7 @@ from imagenet_prep.shards import cards, engine
 from imagenet_prep.shards.order import Bounds, count_bounds, size_bounds
 from imagenet_prep.sources import metadata
 from imagenet_prep.sources.catalog import Catalog
+from imagenet_prep.sources.subset import Subset
 
 SPLITS = tuple(layout.WDS_PREFIX)
 DEFAULT_SPLITS = ("train", "val")
@@ -44,13 +45,17 @@ SAMPLE_OVERHEAD = 5 * BLOCK  # three headers, one block of .cls and one of .json
 _INDEX_NAMES = frozenset(layout.wds_index_name(s) for s in SPLITS)
 
 
-def sample_json(name: str, label: int, width: int, height: int, boxes: np.ndarray) -> bytes:
-    """The sample's metadata: sorted keys, no spaces, so the bytes are fixed."""
-    wnid = metadata.wnids()[label] if label >= 0 else None
-    return json.dumps({
-        "boxes": boxes.tolist(), "filename": name, "height": height,
-        "label": label if label >= 0 else None, "width": width, "wnid": wnid,
-    }, sort_keys=True, separators=(",", ":")).encode()
+def sample_json(name: str, label: int, width: int, height: int, boxes: np.ndarray,
+                index: int | None = None) -> bytes:
+    """The sample's metadata: sorted keys, no spaces, so the bytes are fixed.  `label` is
+    the dataset's label; `index`, given for a subset's relabelled sample, is the class's
+    0..999, kept alongside as `imagenet_label`."""
+    wnid = metadata.wnids()[label if index is None else index] if label >= 0 else None
+    meta = {"boxes": boxes.tolist(), "filename": name, "height": height,
+            "label": label if label >= 0 else None, "width": width, "wnid": wnid}
+    if index is not None:
+        meta["imagenet_label"] = index
+    return json.dumps(meta, sort_keys=True, separators=(",", ":")).encode()
 
 
 class _Samples(engine.ShardEncoder):
@@ -60,12 +65,14 @@ class _Samples(engine.ShardEncoder):
     def __init__(self, task: engine.ShardTask) -> None:
         cat = task.catalog
         self.keys = sample_keys(cat.names, partial(engine.image_where, cat), task.name)
-        self.names, self.labels = cat.names, cat.labels.tolist()
+        self.names, self.labels = cat.names, cat.out_labels().tolist()
+        self.index = None if cat.label_map is None else cat.labels.tolist()
 
     def sample(self, i: int, image: bytes, width: int, height: int, boxes: np.ndarray
                ) -> list[bytes]:
         key, name, label = self.keys[i], self.names[i], self.labels[i]
-        meta = sample_json(name, label, width, height, boxes)
+        index = None if self.index is None else self.index[i]
+        meta = sample_json(name, label, width, height, boxes, index)
         parts = member_parts(f"{key}.cls", str(label).encode()) if label >= 0 else []
         return parts + member_parts(f"{key}.jpg", image) + member_parts(f"{key}.json", meta)
 
@@ -133,6 +140,7 @@ def write_wds(
     from_folders: bool = False, shard_size: int | None = None, shard_samples: int | None = None,
     seed: int = 0, workers: Workers = None, on_bad_image: str = "fail",
     splits: tuple[str, ...] = DEFAULT_SPLITS, labels: str = "auto", boxes_csv: engine.BoxSource,
+    subset: Subset | None = None,
 ) -> dict[str, Any]:
     """Write the missing shards into `out` and each split's index; returns the run report.
 
@@ -158,6 +166,6 @@ def write_wds(
     report = engine.write_shards(
         WdsFormat(out, {"seed": seed, **cut}), dataset=out if dataset is None else Path(dataset),
         archives=archives, from_folders=from_folders, labels=labels, splits=splits,
-        workers=workers, policy=policy, boxes_csv=boxes_csv)
+        workers=workers, policy=policy, boxes_csv=boxes_csv, subset=subset)
     cards.write_wds_card(out)  # so Hugging Face `datasets` reads the folder without guessing
     return report

@@ -12,6 +12,7 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -20,6 +21,9 @@ from imagenet_prep.runtime.files import is_tmp_name
 from imagenet_prep.sources import metadata
 from imagenet_prep.sources.names import Names
 from imagenet_prep.sources.tarindex import ArchiveReader, Member, iter_members, iter_nested
+
+if TYPE_CHECKING:
+    from imagenet_prep.sources.subset import Subset
 
 
 @dataclass
@@ -37,6 +41,7 @@ class Catalog:
     offsets: np.ndarray | None = None
     archive: Path | None = None
     root: Path | None = None
+    label_map: np.ndarray | None = None  # 0..999 -> the label outputs write (a subset's)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -50,6 +55,13 @@ class Catalog:
         wnid = self.wnid(i)
         return self.root / wnid / self.names[i] if wnid else self.root / self.names[i]
 
+    def out_labels(self) -> np.ndarray:
+        """The labels the outputs write: the subset's index of each image's class when the
+        catalog is a subset's (sources/subset.py), else 0..999; -1 unlabelled."""
+        if self.label_map is None:
+            return self.labels
+        return np.where(self.labels >= 0, self.label_map[np.maximum(self.labels, 0)], -1)
+
     def total_bytes(self) -> int:
         return int(self.sizes.sum())
 
@@ -62,7 +74,7 @@ class Catalog:
         return Catalog(
             split=self.split, names=self.names[idx], labels=self.labels[idx],
             sizes=self.sizes[idx], offsets=None if self.offsets is None else self.offsets[idx],
-            archive=self.archive, root=self.root,
+            archive=self.archive, root=self.root, label_map=self.label_map,
         )
 
 
@@ -126,8 +138,16 @@ def _flat_name(archive: str, name: str) -> str:
     return name
 
 
-def iter_classes(archive: Path) -> Iterator[tuple[str, tuple[Member, ...]]]:
-    """(WNID, its images) for each class tar of ILSVRC2012_img_train.tar, layout checked."""
+def iter_classes(archive: Path, subset: Subset | None = None
+                 ) -> Iterator[tuple[str, tuple[Member, ...]]]:
+    """(WNID, its images) for each class tar of ILSVRC2012_img_train.tar, layout checked.
+
+    With a `subset`, the class tars of other classes are skipped unread (their headers
+    too) and only the subset's training files are yielded; names of the subset that
+    the archive lacks are refused once every kept class is read.
+    """
+    found: list[str] = []
+    classes: set[str] = set()
     for inner, members in iter_nested(archive):
         where = f"{archive}:{inner.name}"
         if not inner.name.endswith(".tar") or "/" in inner.name:
@@ -136,12 +156,23 @@ def iter_classes(archive: Path) -> Iterator[tuple[str, tuple[Member, ...]]]:
             )
         wnid = inner.name[:-4]
         _label_of(wnid, where)
+        if subset is not None and not subset.keeps_class(wnid):
+            continue
+        classes.add(wnid)
         images = tuple(members)
         for m in images:
             _flat_name(where, m.name)
         if not images:
             raise CorruptArchiveError(f"{where}: class archive holds no images")
+        if subset is not None and subset.train_files is not None:
+            images = tuple(m for m in images if m.name in subset.train_files)
+            found += [m.name for m in images]
+            if not images:
+                continue  # refused below: the subset names files of this class
         yield wnid, images
+    if subset is not None:
+        subset.missing_train(found, archive)
+        subset.missing_classes(classes, archive)
 
 
 def flat_members(archive: Path) -> list[Member]:
@@ -154,7 +185,7 @@ def flat_members(archive: Path) -> list[Member]:
     return members
 
 
-def train_from_archive(archive: Path) -> Catalog:
+def train_from_archive(archive: Path, subset: Subset | None = None) -> Catalog:
     """Index ILSVRC2012_img_train.tar (a tar of per-class tars) by headers only.
 
     Built a class at a time into arrays (no object per image survives the class), then
@@ -162,7 +193,7 @@ def train_from_archive(archive: Path) -> Catalog:
     """
     wnid_index = metadata.wnid_to_index()
     parts: list[tuple[int, Names, np.ndarray, np.ndarray]] = []
-    for wnid, images in iter_classes(archive):
+    for wnid, images in iter_classes(archive, subset):
         names = Names.of(m.name for m in images)
         order = np.argsort(names.raw, kind="stable")
         offsets = np.fromiter((m.offset for m in images), dtype=np.int64, count=len(images))

@@ -1,0 +1,99 @@
+"""Which subset a dataset holds, recorded once and held to on every later run.
+
+`claim` is called by every writer before it writes an output: the first run with a
+subset records it (the identity in STATE_DIR/subset.json, the lists beside it) and
+writes DATASET/labels.json and labels.csv; a later run that names no subset goes on
+with the recorded one, and a run asking for other images is refused in one line,
+so one dataset never mixes two subsets, or a subset and the whole.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from imagenet_prep.errors import PrepError
+from imagenet_prep.layout import (
+    LABEL_FILES,
+    STATE_DIR,
+    SUBSET_CLASSES,
+    SUBSET_RECORD,
+    SUBSET_TRAIN,
+)
+from imagenet_prep.runtime import expectation, stage_state
+from imagenet_prep.runtime.files import state_dir, write_atomic
+from imagenet_prep.sources.subset import FULL, Subset, from_lists, label_files, list_sha256
+
+
+def _list_path(dataset: Path, name: str) -> Path:
+    return dataset / STATE_DIR / name
+
+
+def _read_list(dataset: Path, name: str, sha256: str) -> list[str]:
+    path = _list_path(dataset, name)
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise PrepError(f"{path}: missing (the dataset's subset list); start over in an "
+                        "empty folder") from None
+    if list_sha256(lines) != sha256:
+        raise PrepError(f"{path}: differs from the subset recorded in "
+                        f"{stage_state.record_path(dataset, SUBSET_RECORD)}")
+    return lines
+
+
+def recorded(dataset: Path) -> Subset | None:
+    """The subset the dataset holds; FULL for a dataset made of every image; None for a
+    folder nothing was asked of yet."""
+    rec = stage_state.load(dataset, SUBSET_RECORD)
+    if rec is None:
+        made = expectation.load(dataset)
+        return FULL if made and made.get("outputs") else None
+    classes = _read_list(dataset, SUBSET_CLASSES, rec["classes_sha256"])
+    train = _read_list(dataset, SUBSET_TRAIN, rec["train_sha256"]) \
+        if rec.get("train_sha256") else None
+    return from_lists(rec, classes, train)
+
+
+def _name(s: Subset) -> str:
+    return "the whole of ILSVRC2012" if s.full else f"the subset {s.describe()}"
+
+
+def chosen(dataset: Path, asked: Subset | None) -> Subset:
+    """The subset this run writes: `asked`, or the recorded one when none is asked (FULL
+    for a new dataset); one other than the recorded one is refused.  Writes nothing."""
+    before = recorded(dataset)
+    out = asked or before or FULL
+    if before is not None and not out.same_as(before):
+        raise PrepError(f"{dataset}: holds {_name(before)}; this run asks for {_name(out)}: "
+                        "rerun with the same --classes/--train-subset/--subset-labels, or "
+                        "start over in an empty folder")
+    return out
+
+
+def claim(dataset: Path, asked: Subset | None) -> Subset:
+    """`chosen`, then recorded (a new subset) with the label files (re)written.  Call it
+    once the inputs are proven, before writing any output."""
+    chosen_ = chosen(dataset, asked)
+    if not chosen_.full and stage_state.load(dataset, SUBSET_RECORD) is None:
+        state_dir(dataset)
+        write_atomic(_list_path(dataset, SUBSET_CLASSES),
+                     "".join(f"{w}\n" for w in chosen_.classes))
+        if chosen_.train_files is not None:
+            write_atomic(_list_path(dataset, SUBSET_TRAIN),
+                         "".join(f"{n}\n" for n in sorted(chosen_.train_files)))
+        stage_state.save(dataset, SUBSET_RECORD, chosen_.identity())
+    write_label_files(dataset, chosen_)
+    return chosen_
+
+
+def write_label_files(dataset: Path, subset: Subset) -> None:
+    """DATASET/labels.json and labels.csv, unless they already hold these bytes."""
+    for name, data in label_files(subset).items():
+        path = dataset / name
+        assert name in LABEL_FILES
+        try:
+            if path.read_bytes() == data:
+                continue
+        except FileNotFoundError:
+            pass
+        write_atomic(path, data)

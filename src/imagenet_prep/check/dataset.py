@@ -21,6 +21,7 @@ from imagenet_prep.check.folders import (
     check_tmp_files,
 )
 from imagenet_prep.check.hf import check_root_card, check_shards, check_wds_card
+from imagenet_prep.check.subset import check_subset
 from imagenet_prep.errors import NothingToCheck
 from imagenet_prep.layout import (
     BBOX_RECORD,
@@ -91,6 +92,11 @@ def check_dataset(dataset: Path, workers: Workers = None) -> tuple[list[str], di
     shards: list[Path] = []
     checked: dict[str, Any] = {"outputs": sorted(outputs)}
     checked.update(dict.fromkeys(outputs, True))
+    sub = check_subset(dataset)  # which images the outputs must hold, and their labels
+    problems += sub.problems
+    if not sub.subset.full:
+        checked["subset"] = sub.subset.describe()
+    counts = {} if sub.train_images is None else {"train": sub.train_images}
     if "extract" in outputs:
         problems += check_splits(dataset)
         more, damaged = prove_extracted(dataset, list(outputs["extract"].get("splits", [])),
@@ -110,9 +116,10 @@ def check_dataset(dataset: Path, workers: Workers = None) -> tuple[list[str], di
 
         report = stage_state.load(dataset, TFRECORD_REPORT) or {}
         dali = outputs["tfrecord"].get("dali_index", report.get("dali_index", False))
-        problems += check_tfrecords(dataset, None, workers=workers, dali_index=dali,
-                                    required=tuple(outputs["tfrecord"].get("splits", ())),
-                                    damaged=shards)
+        required = tuple(outputs["tfrecord"].get("splits", ()))
+        problems += check_tfrecords(dataset, {k: n for k, n in counts.items() if k in required},
+                                    workers=workers, dali_index=dali, required=required,
+                                    damaged=shards, classes=sub.classes)
         checked["skipped_images"] = report.get("skipped", [])
     if "wds" in outputs:
         from imagenet_prep.check.wds import check_wds
@@ -121,7 +128,8 @@ def check_dataset(dataset: Path, workers: Workers = None) -> tuple[list[str], di
         if not folder.is_dir():
             problems.append(f"{folder}: missing (WebDataset shards were asked for)")
         else:
-            problems += check_wds(folder, workers=workers, damaged=shards)
+            problems += check_wds(folder, workers=workers, damaged=shards, classes=sub.classes,
+                                  expected_counts=counts)
             problems += check_wds_card(folder)
     for kind in ("parquet", "mds"):
         if kind in outputs:

@@ -26,12 +26,13 @@ class _CheckTask:
     path: Path
     idx_path: Path | None
     decode_first: bool
+    classes: tuple[str, ...] | None = None  # what labels 1..N name (a subset's), else all
 
 
 def _check_shard(task: _CheckTask) -> tuple[int, list[str]]:
     """(records, problems) of one shard: CRCs, labels, and optionally one decoded image."""
     problems: list[str] = []
-    known = metadata.wnids()
+    known = task.classes or metadata.wnids()
     n = 0
     spans = []
     try:
@@ -47,8 +48,8 @@ def _check_shard(task: _CheckTask) -> tuple[int, list[str]]:
             except (KeyError, IndexError, ValueError, UnicodeDecodeError) as e:
                 problems.append(f"{where}: not a reference Example ({e})")
                 continue
-            if not 1 <= label <= 1000:
-                problems.append(f"{where}: label {label} outside 1..1000")
+            if not 1 <= label <= len(known):
+                problems.append(f"{where}: label {label} outside 1..{len(known)}")
             elif known[label - 1] != synset:
                 problems.append(f"{where}: label {label} but synset {synset}")
             if height <= 0 or width <= 0:
@@ -88,7 +89,7 @@ def _scan_split(dataset: Path, split: str) -> tuple[dict[int, Path], set[int], l
 def check_tfrecords(
     dataset: Path, expected_counts: dict[str, int] | None = None, sample: int = 20,
     workers: int | None = None, required: tuple[str, ...] = (), dali_index: bool = False,
-    damaged: list[Path] | None = None,
+    damaged: list[Path] | None = None, classes: tuple[str, ...] | None = None,
 ) -> list[str]:
     """Problems with the TFRecord shards (empty when all is well).
 
@@ -134,7 +135,7 @@ def check_tfrecords(
         step = max(1, len(shards) // max(1, sample)) if sample else 0
         tasks = [
             _CheckTask(path, idx_dir / (path.name + DALI_IDX_SUFFIX) if idx_dir.is_dir() else None,
-                       bool(step) and j % step == 0 and j // step < sample)
+                       bool(step) and j % step == 0 and j // step < sample, classes)
             for j, (_, path) in enumerate(sorted(shards.items()))
         ]
         counts = []

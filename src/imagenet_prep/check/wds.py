@@ -31,13 +31,14 @@ class _CheckTask:
     split: str
     entry: dict | None  # the state's record of this shard
     decode_first: bool
+    classes: tuple[str, ...] | None = None  # what labels 0..N-1 name (a subset's), else all
 
 
 def _check_shard(task: _CheckTask) -> tuple[str, int, list[str]]:
     """(name, samples, problems) of one shard: tar structure, sample members, labels, metadata,
     the state's size and CRC32C, and optionally the first image decoded."""
     problems: list[str] = []
-    wnids = metadata.wnids()
+    wnids = task.classes or metadata.wnids()
     want_exts = ("json", "jpg") if task.split == "test" else ("cls", "json", "jpg")
     samples = 0
     try:  # streamed: a shard of any size costs one sample's members at a time
@@ -65,12 +66,17 @@ def _check_shard(task: _CheckTask) -> tuple[str, int, list[str]]:
                         problems.append(f"{where}: a test sample with a label")
                 else:
                     cls = os.pread(fd, exts["cls"].size, exts["cls"].offset)
+                    index = meta.get("imagenet_label")
                     if not isinstance(label, int) or not 0 <= label < len(wnids):
-                        problems.append(f"{where}: label {label!r} outside 0..999")
+                        problems.append(f"{where}: label {label!r} outside "
+                                        f"0..{len(wnids) - 1}")
                     elif cls != str(label).encode():
                         problems.append(f"{where}: .cls {cls!r} but .json label {label}")
                     elif wnids[label] != wnid:
                         problems.append(f"{where}: label {label} but WNID {wnid}")
+                    elif index is not None and (not isinstance(index, int) or not 0 <= index
+                                                < 1000 or metadata.wnids()[index] != wnid):
+                        problems.append(f"{where}: imagenet_label {index!r} but WNID {wnid}")
                 if not (isinstance(width, int) and isinstance(height, int)) or width <= 0 \
                         or height <= 0:
                     problems.append(f"{where}: size {width}x{height}")
@@ -119,7 +125,8 @@ def _check_index(folder: Path, split: str, shards: dict[int, Path], counts: dict
 
 
 def check_wds(folder: Path, sample: int = 20, workers: int | None = None,
-              damaged: list[Path] | None = None) -> list[str]:
+              damaged: list[Path] | None = None, classes: tuple[str, ...] | None = None,
+              expected_counts: dict[str, int] | None = None) -> list[str]:
     """Problems with a folder of WebDataset shards (empty when all is well).
 
     Every shard's tar structure and samples, the shard set (numbered from 0, no gap),
@@ -151,7 +158,7 @@ def check_wds(folder: Path, sample: int = 20, workers: int | None = None,
         step = max(1, len(shards) // max(1, sample)) if sample else 0
         tasks = [
             _CheckTask(path, split, state.get("shards", {}).get(path.name),
-                       bool(step) and j % step == 0 and j // step < sample)
+                       bool(step) and j % step == 0 and j // step < sample, classes)
             for j, (_, path) in enumerate(sorted(shards.items()))
         ]
         results = {name: (n, more) for name, n, more in run_tasks(_check_shard, tasks, workers)}
@@ -163,7 +170,7 @@ def check_wds(folder: Path, sample: int = 20, workers: int | None = None,
         if recorded is not None:
             skipped = sum(len(e["skipped"]) for e in state.get("shards", {}).values()
                           if e.get("split") == split)
-            expected = recorded["images"] - skipped
+            expected = (expected_counts or {}).get(split, recorded["images"]) - skipped
             if sum(counts.values()) != expected:
                 problems.append(f"{folder}: {sum(counts.values())} {prefix} samples, "
                                 f"expected {expected}")

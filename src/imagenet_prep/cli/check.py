@@ -47,6 +47,8 @@ def run(args: argparse.Namespace) -> int:
     lines += [f"problem: {p}" for p in problems[:50]]
     if len(problems) > 50:
         lines.append(f"... and {len(problems) - 50} more")
-    lines.append(f"{args.dataset}: " + ("OK" if not problems else f"{len(problems)} problems"))
+    held = f" (subset: {checked['subset']})" if checked.get("subset") else ""
+    lines.append(f"{args.dataset}{held}: "
+                 + ("OK" if not problems else f"{len(problems)} problems"))
     emit({"ok": not problems, "problems": problems, "checked": checked}, args.json, lines)
     return 0 if not problems else 1

@@ -19,9 +19,10 @@ from imagenet_prep.layout import REPORT_HTML, SYNSETS_TXT, TFRECORD, VAL_BOX_DIR
 from imagenet_prep.report import gather
 from imagenet_prep.report.folders import FolderSplit
 from imagenet_prep.report.html import GENERATOR, render
-from imagenet_prep.report.model import ContactClass, Report, Special, SplitView, Thumb
+from imagenet_prep.report.model import ContactClass, Report, Row, Special, SplitView, Thumb
 from imagenet_prep.report.shards import ShardSplit, shard_files
 from imagenet_prep.report.thumbs import data_uri, facts, thumbnail
+from imagenet_prep.runtime import subset_record
 from imagenet_prep.runtime.files import write_atomic
 from imagenet_prep.sources import metadata
 from imagenet_prep.sources.class_tree import has_class_folders
@@ -184,7 +185,8 @@ def build_report(
     specials, total, basis = _specials(dataset, recorded, sources, views, odd)
     checked = gather.run_check(dataset) if check else None
     report = Report(
-        dataset=str(dataset), version=__version__, rows=gather.summary_rows(dataset, views),
+        dataset=str(dataset), version=__version__,
+        rows=gather.summary_rows(dataset, views) + subset_rows(dataset),
         timings=gather.timings(dataset), check=checked, views=views, specials=specials,
         specials_total=total, specials_basis=basis, contact=contact, seed=seed,
         problems=[p for v in views.values() for p in v.problems])
@@ -199,3 +201,13 @@ def build_report(
         "classes_shown": chosen, "thumbnails": thumbs, "converted": total,
         "check": None if checked is None else checked["ok"],
     }
+
+
+def subset_rows(dataset: Path) -> list[Row]:
+    """The summary's subset line: which classes and training images the dataset holds."""
+    subset = subset_record.recorded(dataset)
+    if subset is None or subset.full:
+        return []
+    train = None if subset.train_files is None else len(subset.train_files)
+    return [Row("subset", "subset", train, len(subset.classes),
+                detail=f"{subset.describe()} (labels.json, labels.csv)")]

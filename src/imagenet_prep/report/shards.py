@@ -32,7 +32,7 @@ from imagenet_prep.formats.tfrecord import (
 from imagenet_prep.layout import TFRECORD, TFRECORD_RECORD, tfrecord_shard_pattern
 from imagenet_prep.report.model import Sample
 from imagenet_prep.report.thumbs import HEAD_BYTES, facts_from_head
-from imagenet_prep.runtime import stage_state
+from imagenet_prep.runtime import stage_state, subset_record
 from imagenet_prep.runtime.pool import run_tasks
 from imagenet_prep.runtime.progress import bar
 from imagenet_prep.sources import metadata
@@ -162,6 +162,13 @@ def _expected_records(dataset: Path, split: str, shards: list[Path]) -> int:
     return max(1, round(per_byte * sum(p.stat().st_size for p in shards)))
 
 
+def _label_classes(dataset: Path) -> tuple[str, ...]:
+    """The WNIDs that labels 1..N name: a subset's own (docs/subsets.md), else the 1000."""
+    subset = subset_record.recorded(dataset)
+    return metadata.wnids() if subset is None or subset.label_map is None else \
+        subset.output_classes()
+
+
 class ShardSplit:
     """A split read from tfrecord_train/ or tfrecord_val/ alone."""
 
@@ -171,6 +178,7 @@ class ShardSplit:
                  names: Iterable[tuple[str, str]] = (), workers: int | None = None) -> None:
         """`names`: (shard file name, file name) of records to locate (the converted files)."""
         self.split = split
+        self.classes = _label_classes(dataset)
         self.shards = shard_files(dataset, split)
         if not self.shards:
             raise PrepError(f"{dataset / TFRECORD[split].folder}: no shards")
@@ -208,8 +216,8 @@ class ShardSplit:
         self.sampled += r.sample
 
     def counts(self) -> tuple[dict[str, int], str]:
-        wnids = metadata.wnids()
-        out = {wnids[label - 1] if 1 <= label <= 1000 else f"label {label}": n
+        wnids = self.classes
+        out = {wnids[label - 1] if 1 <= label <= len(wnids) else f"label {label}": n
                for label, n in sorted(self.by_label.items())}
         return out, f"labels of every record in {len(self.shards)} shards"
 
@@ -227,7 +235,7 @@ class ShardSplit:
 
     def pick(self, wnid: str, k: int, seed: int) -> list[tuple[str, bytes]]:
         """The first `k` records of the class in shard order (the shards are shuffled)."""
-        label = metadata.wnid_to_index()[wnid] + 1
+        label = self.classes.index(wnid) + 1 if wnid in self.classes else 0
         out = []
         for index, offset, length in self.firsts.get(label, [])[:k]:
             ex = self._read(index, offset, length)

@@ -125,6 +125,7 @@ def prepare(
     stage_state.save(dataset, PREPARE_RECORD, {"runs": runs})
     # what the last `check` found damaged has been written again by the stages
     stage_state.record_path(dataset, DAMAGED).unlink(missing_ok=True)
+    subset_record.write_label_files(dataset, subset)  # every dataset's, the whole one's too
     if not subset.full:
         report["subset"] = subset_reading(archives, subset, report["stages"])
     for stage in chosen:

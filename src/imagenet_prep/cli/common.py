@@ -97,6 +97,7 @@ def add_shard_options(p: argparse.ArgumentParser, splits: tuple[str, ...],
                    help="validation label source when reading the archives")
     p.add_argument("--on-bad-image", choices=tuple(ON_BAD_IMAGE), default="fail",
                    help="an unreadable image stops the run (fail) or is left out and listed")
+    add_subset_options(p)
     add_workers(p, cluster=True)
     add_json(p)
 

@@ -313,7 +313,7 @@ def _plan(classes: int, train_per_class: int, val_per_class: int, test: int,
 
     `chosen` replaces the first `classes` WNIDs; `extra_train` names training files that
     join the generated ones of their class (a subset list's real names)."""
-    wnids = sorted(chosen) if chosen else list(metadata.wnids()[:classes])
+    wnids = sorted(set(chosen)) if chosen else list(metadata.wnids()[:classes])
     by_class: dict[str, list[str]] = {}
     for n in sorted(extra_train):
         by_class.setdefault(n.split("_", 1)[0], []).append(n)

@@ -71,8 +71,9 @@ def chosen(dataset: Path, asked: Subset | None) -> Subset:
 
 
 def claim(dataset: Path, asked: Subset | None) -> Subset:
-    """`chosen`, then recorded (a new subset) with the label files (re)written.  Call it
-    once the inputs are proven, before writing any output."""
+    """`chosen`, then recorded (a new subset) with its label files (re)written.  Call it
+    once the inputs are proven, before writing any output.  A whole dataset gets its label
+    files from `prepare` at the end (the stages alone leave its outputs as they were)."""
     chosen_ = chosen(dataset, asked)
     if not chosen_.full and stage_state.load(dataset, SUBSET_RECORD) is None:
         state_dir(dataset)
@@ -82,7 +83,8 @@ def claim(dataset: Path, asked: Subset | None) -> Subset:
             write_atomic(_list_path(dataset, SUBSET_TRAIN),
                          "".join(f"{n}\n" for n in sorted(chosen_.train_files)))
         stage_state.save(dataset, SUBSET_RECORD, chosen_.identity())
-    write_label_files(dataset, chosen_)
+    if not chosen_.full:
+        write_label_files(dataset, chosen_)
     return chosen_
 
 

@@ -470,9 +470,45 @@ def prepare(ctx: Ctx) -> Stage:
     )
 
 
+def subset(ctx: Ctx) -> Stage:
+    """A tenth of the replica's classes against all of them, TFRecords from the archives:
+    the subset skips the other class tars unread, so its time should be about a tenth."""
+    wnids = list(metadata.wnids()[:ctx.replica.params.classes])
+    tenth = wnids[::10]
+    listing = ctx.work / "tenth-classes.txt"
+    listing.write_text("".join(f"{w}\n" for w in tenth))
+    outs = {"all": ctx.work / "sub-all", "tenth": ctx.work / "sub-tenth"}
+    inputs = [ctx.archive(TRAIN), ctx.archive(VAL)]
+
+    def run(key: str, *extra: object) -> Contender:
+        out = outs[key]
+        what = "all classes" if key == "all" else f"--classes: {len(tenth)} of them"
+        return Contender(
+            key, f"imagenet-prep tfrecord --archives ({what})",
+            lambda: ctx.cli("tfrecord", out, "--archives", ctx.archives, "--workers",
+                            ctx.workers, *ctx.shard_args, "--json", *extra),
+            ours=key == "tenth", setup=lambda: rm(out), teardown=lambda: rm(out), warm=inputs,
+            json_out=True)
+
+    def proportional(results: dict[str, Result]) -> tuple[str, bool]:
+        full, part = results["all"].seconds, results["tenth"].seconds
+        net = (part - ctx.startup) / max(1e-3, full - ctx.startup)
+        share = len(tenth) / len(wnids)
+        return (f"{part / full:.2f} of the time wall, {net:.2f} net of start-up "
+                f"({share:.0%} of the classes)"), net <= 2 * share
+    r = ctx.replica
+    return Stage(
+        "subset", f"tfrecord of {len(tenth)} of {len(wnids)} classes vs all (--classes FILE)",
+        "images", r.train_images + r.val_images, r.input_bytes,
+        [run("all"), run("tenth", "--classes", listing)], baseline="all",
+        targets=[Target("10% of the classes in at most 2x 10% of the time (net of start-up; "
+                        "the index of the kept classes included)", proportional)],
+    )
+
+
 STAGES = {"startup": startup, "verify": verify, "extract": extract, "valtree": valtree,
           "flatten": flatten, "synsets": synsets, "bbox": bbox, "tfrecord": tfrecord,
-          "prepare": prepare}
+          "prepare": prepare, "subset": subset}
 
 from bench_hf import STAGES as HF_STAGES  # noqa: E402 (it builds on this module's Ctx)
 

@@ -208,6 +208,8 @@ def resolve(classes: str | None, train: str | None, labels: str = "subset") -> S
     if labels not in LABEL_RULES:
         raise OptionError(f"--subset-labels {labels}: choose from {', '.join(LABEL_RULES)}")
     if classes is None and train is None:
+        if labels != "subset":
+            raise OptionError("--subset-labels applies with --classes or --train-subset")
         return None
     classes_from, wnids = read_classes(classes) if classes is not None else (None, None)
     if train is None:

@@ -186,8 +186,8 @@ def run_stages(a: argparse.Namespace) -> dict[str, Any]:
         ctx = _ctx(replica, work, a)
         chosen = a.stages.split(",")
         sizes: dict[str, int] = {}
-        if set(chosen) - {"startup", "verify", "prepare", *stages.HF_STAGES}:  # need the base
-            stages.build_base(ctx)
+        if set(chosen) - {"startup", "verify", "prepare", "subset", *stages.HF_STAGES}:
+            stages.build_base(ctx)  # the others start from it
             sizes = _output_sizes(ctx)
         print("\n".join(_header(replica, ctx, env)))
         all_results: dict[str, dict[str, harness.Result]] = {}

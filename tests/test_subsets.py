@@ -279,3 +279,20 @@ def test_named_lists_and_their_intersections():
                                            for n in both.train_files)
     with pytest.raises(Exception, match="not a file, nor one of the named class lists"):
         resolve("imagenet1000", None)
+
+
+def test_fake_holds_the_chosen_classes_and_listed_files(tmp_path):
+    run_cli("fake", "--out", tmp_path, "--wnids", "imagewoof", "--train-files", "1pct",
+            "--train-per-class", "1", "--val-per-class", "1", "--test", "1", "--size", "8x8",
+            "--workers", "1")
+    woof = read_classes("imagewoof")[1]
+    listed = {n for n in read_train("1pct")[1] if n.split("_")[0] in woof}
+    held = set()
+    with tarfile.open(tmp_path / TRAIN_TAR) as outer:
+        assert sorted(m.name[:-4] for m in outer.getmembers()) == sorted(woof)
+        for m in outer.getmembers():
+            with tarfile.open(fileobj=outer.extractfile(m)) as inner:
+                held |= set(inner.getnames())
+    assert listed <= held and len(held - listed) <= len(woof)  # plus one generated each
+    params = json.loads((tmp_path / "replica.json").read_text())["params"]
+    assert params["wnids"] == sorted(woof) and params["train_files"] == len(listed)

@@ -296,3 +296,15 @@ def test_fake_holds_the_chosen_classes_and_listed_files(tmp_path):
     assert listed <= held and len(held - listed) <= len(woof)  # plus one generated each
     params = json.loads((tmp_path / "replica.json").read_text())["params"]
     assert params["wnids"] == sorted(woof) and params["train_files"] == len(listed)
+
+
+def test_a_refused_list_leaves_the_dataset_free_for_the_right_one(pct1, tmp_path):
+    bad = tmp_path / "bad.txt"
+    bad.write_text("n01440764_99999999.JPEG\n")
+    ds = tmp_path / "ds"
+    proc = run_cli("extract", "--archives", pct1["archives"], "--out", ds, "--train-subset",
+                   bad, check=False)
+    assert proc.returncode == 1 and "1 training file names are not in" in proc.stderr
+    run_cli("extract", "--archives", pct1["archives"], "--out", ds, "--classes", "imagenette",
+            "--train-subset", "1pct")
+    assert {n for _, n in _tree(ds / "train")} == pct1["train_files"]

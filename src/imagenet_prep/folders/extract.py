@@ -305,8 +305,7 @@ def extract(
     present = {s: a for s, a in found.items() if a is not None}
     for split in present:  # a damaged record is said in one line before any work
         stage_state.load(dataset, extract_record(split))
-    expectation.expect(dataset, {"extract": {"splits": sorted(present, key=SPLITS.index)}},
-                       expectation.identify(dataset, present))
+    identities = expectation.identify(dataset, present)
     summary: dict[str, dict] = {}
     t0 = time.monotonic()
     todo: dict[str, dict] = {}  # split -> its archive, totals and tasks left
@@ -338,7 +337,11 @@ def extract(
             "left": len(tasks), "written": 0,
         }
         items += [(split, t) for t in tasks]
-    subset_record.claim(dataset, subset)  # the archives hold the subset: record it
+    # the archives are indexed and hold the subset: it and the outputs are recorded before
+    # any file is copied (a list naming absent files was refused above, recording nothing)
+    subset_record.claim(dataset, subset)
+    expectation.expect(dataset, {"extract": {"splits": sorted(present, key=SPLITS.index)}},
+                       identities)
     release_free_memory()  # what indexing freed, before the pool forks its workers
     total = sum(t["bytes"] for s, t in todo.items() if not s.startswith("bbox"))
     with bar(total, "extract", bytes_=True) as pb:

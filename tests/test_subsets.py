@@ -195,7 +195,11 @@ def test_another_subset_is_refused_and_none_resumes(in100):
                    "--subset-labels", "imagenet", "--classes", "imagenet100", check=False)
     assert proc.returncode == 1 and "labels subset" in proc.stderr
     run_cli("tfrecord", ds, "--archives", a, "--train-shards", "3", "--val-shards", "2")
+    same = ds.parent / "same-classes.txt"  # the same classes under another name: accepted
+    same.write_text("# ImageNet-100, reversed\n" + "\n".join(reversed(IMAGENET100)) + "\n")
+    run_cli("synsets", ds, "--classes", same)
     assert (ds / "labels.json").read_bytes() == before
+    assert run_cli("check", ds).stdout.strip().endswith("OK")
 
 
 # --- the 1% split ------------------------------------------------------------------------

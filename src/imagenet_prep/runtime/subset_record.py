@@ -67,7 +67,7 @@ def chosen(dataset: Path, asked: Subset | None) -> Subset:
         raise PrepError(f"{dataset}: holds {_name(before)}; this run asks for {_name(out)}: "
                         "rerun with the same --classes/--train-subset/--subset-labels, or "
                         "start over in an empty folder")
-    return out
+    return before or out  # the same images: as recorded (lists named as the first run did)
 
 
 def claim(dataset: Path, asked: Subset | None) -> Subset:

@@ -20,7 +20,7 @@ import io
 import json
 import re
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from importlib.resources import files
 from pathlib import Path
@@ -103,8 +103,7 @@ class Subset:
             mask &= np.fromiter((n in keep_names for n in cat.names), dtype=bool,
                                 count=len(cat))
         out = cat if mask.all() else cat.subset(np.flatnonzero(mask))
-        out.label_map = self.label_map
-        return out
+        return replace(out, label_map=self.label_map)
 
     def missing_train(self, found: Iterable[str], archive: Path) -> None:
         """Refuse training file names of the subset that the archive does not hold."""
@@ -236,8 +235,7 @@ def resolve(classes: str | None, train: str | None, labels: str = "subset") -> S
 def from_lists(identity: dict, classes: Sequence[str], train: Sequence[str] | None) -> Subset:
     """The Subset a dataset recorded (its identity and the two lists kept beside it)."""
     return Subset(tuple(classes), None if train is None else frozenset(train),
-                  identity.get("classes") or ("all" if identity.get("train") else None),
-                  identity.get("train"), identity.get("labels", "subset"))
+                  identity.get("classes"), identity.get("train"), identity.get("labels", "subset"))
 
 
 # --- labels.json / labels.csv ------------------------------------------------------------

@@ -231,6 +231,8 @@ def test_1pct_summary_shows_the_bytes_read(pct1, tmp_path):
     records = _tfrecords(tmp_path / "ds")
     assert {label - 1 for _, label, w in records["train"]} == \
         {metadata.wnid_to_index()[w] for w in IMAGENETTE}  # --subset-labels imagenet
+    assert len(records["train"]) == len(pct1["train_files"])
+    assert run_cli("check", tmp_path / "ds").stdout.strip().endswith("OK")
 
 
 def test_check_finds_a_damaged_subset(pct1, tmp_path):

@@ -172,7 +172,8 @@ def test_label_files_map_every_convention(in100):
         i = metadata.wnid_to_index()[r["wnid"]]
         assert (r["label"], r["imagenet_label"], r["tfrecord_label"], r["reference_label"]) \
             == (k, i, k + 1, i + 1)
-        assert r["description"] == r["hf_name"] == words[r["wnid"]]
+        assert r["description"] == words[r["wnid"]]
+        assert r["hf_name"] == metadata.hub_class_names()[i]
     assert doc["subset"]["classes"] == "imagenet100" and doc["subset"]["num_classes"] == 100
     assert {w: int(r["label"]) for w, r in _labels_csv(ds).items()} == \
         {r["wnid"]: r["label"] for r in doc["classes"]}
@@ -314,3 +315,23 @@ def test_a_refused_list_leaves_the_dataset_free_for_the_right_one(pct1, tmp_path
     run_cli("extract", "--archives", pct1["archives"], "--out", ds, "--classes", "imagenette",
             "--train-subset", "1pct")
     assert {n for _, n in _tree(ds / "train")} == pct1["train_files"]
+
+
+def test_parquet_and_mds_hold_the_subset(pct1, tmp_path):
+    """The loaders' formats go through the same filter: Parquet keeps the Hub's 0..999
+    (its ClassLabel names the 1000 classes), MDS `y` is the dataset's label."""
+    pq = pytest.importorskip("pyarrow.parquet")
+    a, ds = pct1["archives"], tmp_path / "ds"
+    run_cli("parquet", ds, "--archives", a, "--splits", "train,val", "--classes", "imagenette",
+            "--train-subset", "1pct", "--workers", "1")
+    run_cli("mds", ds, "--archives", a, "--splits", "train,val", "--workers", "1")  # inherits
+    index = metadata.wnid_to_index()
+    for split, hub in (("train", "train"), ("val", "validation")):
+        rows = [r for p in sorted((ds / "parquet" / "data").glob(f"{hub}-*.parquet"))
+                for r in pq.read_table(p).to_pylist()]
+        want = pct1["truth"][split]
+        assert sorted(r["image"]["path"] for r in rows) == sorted(n for _, n in want)
+        assert sorted(r["label"] for r in rows) == sorted(index[w] for w, _ in want)
+        mds_index = json.loads((ds / "mds" / split / "index.json").read_text())
+        assert sum(s["samples"] for s in mds_index["shards"]) == len(want)
+    assert run_cli("check", ds).stdout.strip().endswith("OK")

@@ -129,6 +129,8 @@ MDS_SHARD_RE = re.compile(r"shard\.(\d{5,})\.mds")
 def mds_shard_name(k: int) -> str:
     """`shard.00000.mds`: the name MosaicML's writer gives shard k."""
     return f"shard.{k:05d}.mds"
+
+
 # --- subsets and label maps (docs/subsets.md) ---------------------------------------------
 
 SUBSET_RECORD = "subset"  # which classes and training files the dataset holds

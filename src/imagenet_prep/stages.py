@@ -243,14 +243,16 @@ def _parquet(archives: Path, dataset: Path, options: PrepareOptions, workers: Wo
     from imagenet_prep.shards.parquet import write_parquet
 
     return write_parquet(dataset, archives=archives, seed=options.seed, workers=workers,
-                         on_bad_image=options.on_bad_image, labels=options.labels)
+                         on_bad_image=options.on_bad_image, labels=options.labels,
+                         subset=options.subset)
 
 
 def _mds(archives: Path, dataset: Path, options: PrepareOptions, workers: Workers) -> Result:
     from imagenet_prep.shards.mds import write_mds
 
     return write_mds(dataset, archives=archives, seed=options.seed, workers=workers,
-                     on_bad_image=options.on_bad_image, labels=options.labels)
+                     on_bad_image=options.on_bad_image, labels=options.labels,
+                     subset=options.subset)
 
 
 def _report(archives: Path, dataset: Path, options: PrepareOptions, workers: Workers

@@ -32,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
         report = write_mds(
             args.dataset, archives=args.archives, from_folders=args.from_folders,
             shard_size=parse_size(args.shard_size), seed=args.seed, workers=workers,
-            on_bad_image=args.on_bad_image, splits=args.splits, labels=args.labels)
+            on_bad_image=args.on_bad_image, splits=args.splits, labels=args.labels,
+            subset=common.subset_of(args))
     common.emit_shards(report, args.json, "samples", "index")
     return 0

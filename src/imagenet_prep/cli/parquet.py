@@ -55,6 +55,6 @@ def run(args: argparse.Namespace) -> int:
             args.dataset, archives=args.archives, from_folders=args.from_folders,
             shard_size=parse_size(args.shard_size), row_group_size=parse_size(args.row_group_size),
             seed=args.seed, workers=workers, on_bad_image=args.on_bad_image, splits=args.splits,
-            labels=args.labels)
+            labels=args.labels, subset=common.subset_of(args))
     common.emit_shards(report, args.json, "samples", "folder")
     return 0

@@ -30,6 +30,7 @@ from imagenet_prep.shards import engine
 from imagenet_prep.shards.order import Bounds, size_bounds
 from imagenet_prep.shards.parquet import default_splits
 from imagenet_prep.sources.catalog import Catalog
+from imagenet_prep.sources.subset import Subset
 
 SPLITS = tuple(layout.MDS_SPLIT)
 DEFAULT_SHARD_SIZE = 1 << 26  # MosaicML's default size_limit
@@ -42,7 +43,7 @@ class _Samples(engine.ShardEncoder):
 
     def __init__(self, task: engine.ShardTask, size_limit: int) -> None:
         cat = task.catalog
-        self.names, self.labels = cat.names, cat.labels.tolist()
+        self.names, self.labels = cat.names, cat.out_labels().tolist()  # a subset's, if any
         assert task.indices is not None
         self.indices = task.indices.tolist()
         self.size_limit = size_limit
@@ -126,8 +127,11 @@ def write_mds(
     dataset: Path, *, archives: Path | None = None, from_folders: bool = False,
     shard_size: int = DEFAULT_SHARD_SIZE, seed: int = 0, workers: Workers = None,
     on_bad_image: str = "fail", splits: tuple[str, ...] | None = None, labels: str = "auto",
+    subset: Subset | None = None,
 ) -> dict[str, Any]:
-    """Write the missing MDS shards and each split's index.json; returns the run report."""
+    """Write the missing MDS shards and each split's index.json; returns the run report.
+    A subset (None: the dataset's recorded one, else all) restricts the images, and `y` is
+    its label (docs/subsets.md)."""
     policy = engine.bad_image_policy(on_bad_image)
     if not 1 <= shard_size <= MAX_SHARD_SIZE:
         raise OptionError(f"--shard-size must be between 1 byte and {MAX_SHARD_SIZE:,} "
@@ -140,4 +144,4 @@ def write_mds(
     return engine.write_shards(
         MdsFormat(dataset, {"seed": seed, "shard_size": shard_size}), dataset=dataset,
         archives=archives, from_folders=from_folders, labels=labels, splits=splits,
-        workers=workers, policy=policy, boxes_csv=None)
+        workers=workers, policy=policy, boxes_csv=None, subset=subset)

@@ -35,6 +35,7 @@ from imagenet_prep.runtime.pool import Workers
 from imagenet_prep.shards import engine
 from imagenet_prep.shards.order import Bounds, size_bounds
 from imagenet_prep.sources.catalog import Catalog
+from imagenet_prep.sources.subset import Subset
 
 SPLITS = tuple(layout.HF_SPLIT)
 DEFAULT_SHARD_SIZE = 500 * 10**6
@@ -239,9 +240,11 @@ def write_parquet(
     dataset: Path, *, archives: Path | None = None, from_folders: bool = False,
     shard_size: int = DEFAULT_SHARD_SIZE, row_group_size: int = DEFAULT_ROW_GROUP_SIZE,
     seed: int = 0, workers: Workers = None, on_bad_image: str = "fail",
-    splits: tuple[str, ...] | None = None, labels: str = "auto",
+    splits: tuple[str, ...] | None = None, labels: str = "auto", subset: Subset | None = None,
 ) -> dict[str, Any]:
-    """Write the missing Parquet files and the card; returns the run report."""
+    """Write the missing Parquet files and the card; returns the run report.  A subset
+    (None: the dataset's recorded one, else all) restricts the images; its labels stay the
+    Hub's 0..999, which the schema's ClassLabel names (docs/subsets.md)."""
     version = pyarrow_version()
     policy = engine.bad_image_policy(on_bad_image)
     if shard_size < 1 or row_group_size < 1:
@@ -257,6 +260,6 @@ def write_parquet(
     report = engine.write_shards(
         ParquetFormat(dataset, options), dataset=dataset, archives=archives,
         from_folders=from_folders, labels=labels, splits=splits, workers=workers,
-        policy=policy, boxes_csv=None)
+        policy=policy, boxes_csv=None, subset=subset)
     report["card"] = os.fspath(write_card(dataset))
     return report

@@ -250,15 +250,16 @@ def label_rows(subset: Subset) -> list[dict[str, object]]:
     label: what the dataset's outputs write (0..N-1 by default), imagenet_label:
     0..999 (torchvision, TFDS), tfrecord_label: the TFRecord `image/class/label`
     (label + 1), reference_label: 1..1000 (TensorFlow's reference), description:
-    the synset words, hf_name: the Hugging Face `imagenet-1k` class name.
+    the synset words, hf_name: the Hugging Face Hub `imagenet-1k` class name.
     """
     index, words = metadata.wnid_to_index(), metadata.descriptions()
+    hub = metadata.hub_class_names()
     out_index = {w: i for i, w in enumerate(subset.output_classes())}
     rows = []
     for w in subset.classes:
         rows.append({"wnid": w, "label": out_index[w], "imagenet_label": index[w],
                      "tfrecord_label": out_index[w] + 1, "reference_label": index[w] + 1,
-                     "description": words[w], "hf_name": words[w]})
+                     "description": words[w], "hf_name": hub[index[w]]})
     return rows
 
 

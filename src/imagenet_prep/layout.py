@@ -137,3 +137,14 @@ SUBSET_RECORD = "subset"  # which classes and training files the dataset holds
 SUBSET_CLASSES = "subset-classes.txt"  # STATE_DIR/: the subset's sorted WNIDs
 SUBSET_TRAIN = "subset-train.txt"  # STATE_DIR/: its sorted training file names, when listed
 LABEL_FILES = ("labels.json", "labels.csv")  # DATASET/: every class with every numbering
+
+
+# --- resized variants (docs/resize.md) ------------------------------------------------------
+
+VARIANTS_DIR = "variants"  # DATASET/variants/<tag>/: a dataset of its own, same layout
+VARIANT_RECORD = "variant"  # VARIANT/.imagenet-prep/variant.json: options and library versions
+
+
+def variant_folder(tag: str) -> str:
+    """`variants/short256`: where the variant `tag` (formats/resize.py) lives under DATASET."""
+    return f"{VARIANTS_DIR}/{tag}"

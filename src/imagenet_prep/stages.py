@@ -55,6 +55,7 @@ class PrepareOptions:
     parquet: bool = False  # also the parquet stage (Hugging Face), after the target's stages
     mds: bool = False  # also the mds stage (MosaicML streaming)
     subset: Subset | None = None  # which classes / training images (None: the dataset's own)
+    resize: Any = None  # a formats.resize.ResizeSpec: the dataset is that resized variant
 
 
 Result = dict[str, Any]
@@ -163,7 +164,7 @@ def _extract(archives: Path, dataset: Path, options: PrepareOptions, workers: Wo
     from imagenet_prep.folders.extract import extract
 
     return extract(archives, dataset, workers=workers, subset=options.subset,
-                   labels=options.labels)
+                   labels=options.labels, resize=options.resize)
 
 
 def _valtree(archives: Path, dataset: Path, options: PrepareOptions, workers: Workers
@@ -215,7 +216,7 @@ def _tfrecord(archives: Path, dataset: Path, options: PrepareOptions, workers: W
         val_shards=options.val_shards, seed=options.seed, workers=workers,
         dali_index=options.dali_index, on_bad_image=options.on_bad_image,
         labels=options.labels, boxes_csv=_boxes_csv(archives, dataset, workers),
-        subset=options.subset,
+        subset=options.subset, resize=options.resize,
     )
 
 
@@ -227,7 +228,7 @@ def _wds(archives: Path, dataset: Path, options: PrepareOptions, workers: Worker
         shard_size=options.wds_shard_size, shard_samples=options.wds_shard_samples,
         seed=options.seed, workers=workers, on_bad_image=options.on_bad_image,
         labels=options.labels, boxes_csv=_boxes_csv(archives, dataset, workers),
-        subset=options.subset,
+        subset=options.subset, resize=options.resize,
     )
 
 

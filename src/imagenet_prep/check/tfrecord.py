@@ -20,6 +20,8 @@ from imagenet_prep.runtime.files import is_tmp_name
 from imagenet_prep.runtime.pool import run_tasks
 from imagenet_prep.sources import metadata
 
+_FORMATS = {"JPEG": ("JPEG", "MPO"), "WEBP": ("WEBP",)}  # image/format -> Pillow's names
+
 
 @dataclass(frozen=True)
 class _CheckTask:
@@ -55,8 +57,10 @@ def _check_shard(task: _CheckTask) -> tuple[int, list[str]]:
             if height <= 0 or width <= 0:
                 problems.append(f"{where}: size {width}x{height}")
             if task.decode_first and n == 1:
+                stored = ex.get("image/format", [b"JPEG"])[0].decode(errors="replace")
                 problems += stored_image_problems(where, ex["image/encoded"][0], width, height,
-                                                  "record")
+                                                  "record", formats=_FORMATS.get(stored,
+                                                                                 ("JPEG",)))
     except RecordError as e:
         problems.append(str(e))
     if task.idx_path is not None:

@@ -11,6 +11,7 @@ import google_crc32c
 
 from imagenet_prep.errors import PrepError
 from imagenet_prep.formats.images import stored_image_problems
+from imagenet_prep.formats.resize import from_text
 from imagenet_prep.formats.webdataset import INDEX_KIND, iter_samples, sample_key
 from imagenet_prep.layout import (
     WDS_PREFIX,
@@ -24,6 +25,8 @@ from imagenet_prep.runtime.files import is_tmp_name
 from imagenet_prep.runtime.pool import run_tasks
 from imagenet_prep.sources import metadata
 
+_FORMATS = {"jpg": ("JPEG", "MPO"), "webp": ("WEBP",)}
+
 
 @dataclass(frozen=True)
 class _CheckTask:
@@ -32,6 +35,7 @@ class _CheckTask:
     entry: dict | None  # the state's record of this shard
     decode_first: bool
     classes: tuple[str, ...] | None = None  # what labels 0..N-1 name (a subset's), else all
+    image_ext: str = "jpg"  # webp in a WebP variant (formats/resize.py)
 
 
 def _check_shard(task: _CheckTask) -> tuple[str, int, list[str]]:
@@ -39,7 +43,8 @@ def _check_shard(task: _CheckTask) -> tuple[str, int, list[str]]:
     the state's size and CRC32C, and optionally the first image decoded."""
     problems: list[str] = []
     wnids = task.classes or metadata.wnids()
-    want_exts = ("json", "jpg") if task.split == "test" else ("cls", "json", "jpg")
+    img = task.image_ext
+    want_exts = ("json", img) if task.split == "test" else ("cls", "json", img)
     samples = 0
     try:  # streamed: a shard of any size costs one sample's members at a time
         with open(task.path, "rb") as f:
@@ -81,9 +86,10 @@ def _check_shard(task: _CheckTask) -> tuple[str, int, list[str]]:
                         or height <= 0:
                     problems.append(f"{where}: size {width}x{height}")
                 elif task.decode_first and samples == 1:
-                    jpg = exts["jpg"]
+                    jpg = exts[img]
                     image = os.pread(fd, jpg.size, jpg.offset)
-                    problems += stored_image_problems(where, image, width, height, ".json")
+                    problems += stored_image_problems(where, image, width, height, ".json",
+                                                      formats=_FORMATS[img])
     except PrepError as e:  # not a well-formed tar of samples: that alone is said
         return task.path.name, 0, [str(e)]
     if task.entry is not None:
@@ -135,6 +141,8 @@ def check_wds(folder: Path, sample: int = 20, workers: int | None = None,
     """
     folder = Path(folder)
     state = stage_state.load(folder, WDS_RECORD) or {}
+    spec = from_text(state.get("options", {}).get("resize"))
+    ext = "jpg" if spec is None else spec.extension
     problems: list[str] = []
     by_prefix: dict[str, dict[int, Path]] = {p: {} for p in WDS_PREFIX.values()}
     for entry in sorted(os.listdir(folder)):
@@ -158,7 +166,7 @@ def check_wds(folder: Path, sample: int = 20, workers: int | None = None,
         step = max(1, len(shards) // max(1, sample)) if sample else 0
         tasks = [
             _CheckTask(path, split, state.get("shards", {}).get(path.name),
-                       bool(step) and j % step == 0 and j // step < sample, classes)
+                       bool(step) and j % step == 0 and j // step < sample, classes, ext)
             for j, (_, path) in enumerate(sorted(shards.items()))
         ]
         results = {name: (n, more) for name, n, more in run_tasks(_check_shard, tasks, workers)}

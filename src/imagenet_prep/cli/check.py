@@ -8,11 +8,12 @@ from pathlib import Path
 
 from imagenet_prep.check import check_dataset
 from imagenet_prep.cli.common import add_json, add_workers, emit
-from imagenet_prep.errors import PrepError
+from imagenet_prep.errors import NothingToCheck, PrepError
 from imagenet_prep.layout import STATE_DIR
 from imagenet_prep.runtime import stage_state
 from imagenet_prep.runtime.file_manifest import DAMAGED
 from imagenet_prep.runtime.files import dataset_lock
+from imagenet_prep.runtime.variant import variant_roots
 
 DESCRIPTION = ("prove every output the dataset was asked to contain (counts, sizes, "
                "checksums, links); exit 1 with a list of problems, 8 when the folder holds "
@@ -39,11 +40,24 @@ def run(args: argparse.Namespace) -> int:
         if (args.dataset / STATE_DIR).is_dir():  # never create state in a folder we only read
             # a run in progress holds the lock: say so instead of judging a half-made dataset
             stack.enter_context(dataset_lock(args.dataset, read_only=True))
-        problems, checked = check_dataset(args.dataset, workers=args.workers)
+        variants = variant_roots(args.dataset)
+        try:
+            problems, checked = check_dataset(args.dataset, workers=args.workers)
+        except NothingToCheck:
+            if not variants:
+                raise
+            problems, checked = [], {"outputs": []}
         if checked:
             _note_damaged(args.dataset, checked.get("damaged", []))
+        for root in variants:  # each resized variant is a dataset of its own (docs/resize.md)
+            more, seen = check_dataset(root, workers=args.workers)
+            _note_damaged(root, seen.get("damaged", []))
+            problems += more
+            checked.setdefault("variants", {})[root.name] = {"ok": not more, **seen}
     lines = [f"skipped bad image (--on-bad-image skip): {s['split']}/{s['name']}: {s['error']}"
              for s in checked.get("skipped_images", [])]
+    lines += [f"variant {name}: " + ("OK" if v["ok"] else "problems below")
+              for name, v in checked.get("variants", {}).items()]
     lines += [f"problem: {p}" for p in problems[:50]]
     if len(problems) > 50:
         lines.append(f"... and {len(problems) - 50} more")

@@ -156,4 +156,27 @@ def shard_run_lines(r: dict) -> list[str]:
     if r["skipped"]:
         lines.append(f"left out (unreadable): {len(r['skipped'])}")
         lines += [f"  {s['split']}: {s['error']}" for s in r["skipped"][:10]]
+    if "variant" in r:  # a resized variant (runtime/variant.py)
+        from imagenet_prep.runtime.variant import variant_lines
+
+        lines += variant_lines(r["variant"])
     return lines
+
+
+def add_resize(p: argparse.ArgumentParser) -> None:
+    """--resize, --quality, --image-format: a resized variant (docs/resize.md)."""
+    g = p.add_argument_group("resized variant (written to DATASET/variants/<tag>/)")
+    g.add_argument("--resize", default="none", metavar="none|short=S|max=M|box=B",
+                   help="store images resized: shorter side S, longer side at most M (never "
+                        "enlarged), or exactly BxB (default none: the original bytes)")
+    g.add_argument("--quality", type=int, default=None, metavar="Q",
+                   help="encoder quality of resized images (default 90)")
+    g.add_argument("--image-format", choices=("jpeg", "webp"), default=None,
+                   help="encoding of resized images (default jpeg)")
+
+
+def resize_spec(args: argparse.Namespace) -> Any:
+    """The ResizeSpec the options ask for, or None (no resizing)."""
+    from imagenet_prep.formats.resize import parse
+
+    return parse(args.resize, args.quality, args.image_format)

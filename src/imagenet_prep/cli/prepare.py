@@ -9,10 +9,12 @@ from pathlib import Path
 from imagenet_prep.cli.common import (
     add_archives,
     add_json,
+    add_resize,
     add_subset_options,
     add_workers,
     emit,
     open_workers,
+    resize_spec,
     subset_of,
 )
 from imagenet_prep.cli.download import add_source_arguments, credentials, transfer_options
@@ -20,6 +22,7 @@ from imagenet_prep.download import DEFAULT_BASE_URL
 from imagenet_prep.errors import PrepError
 from imagenet_prep.folders.flatten import MODES
 from imagenet_prep.prepare import prepare, summary_lines
+from imagenet_prep.runtime import variant
 from imagenet_prep.runtime.files import dataset_lock, ensure_dir
 from imagenet_prep.sources.labels import SOURCES
 from imagenet_prep.stages import TARGETS, PrepareOptions, roles_used
@@ -61,6 +64,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_subset_options(p)
     add_workers(p, cluster=True)
     add_json(p)
+    add_resize(p)
 
 
 def prepare_options(args: argparse.Namespace) -> PrepareOptions:
@@ -76,6 +80,7 @@ def prepare_options(args: argparse.Namespace) -> PrepareOptions:
         wds_shard_samples=args.wds_shard_samples, write_report=not args.no_report,
         parquet=args.parquet, mds=args.mds,
         subset=subset_of(args),
+        resize=resize_spec(args),
     )
 
 
@@ -83,9 +88,10 @@ def run(args: argparse.Namespace) -> int:
     if not args.download and (args.header or args.cookies or args.netrc
                               or args.base_url != DEFAULT_BASE_URL):
         raise PrepError("--base-url, --header, --cookies and --netrc apply with --download")
+    opts = prepare_options(args)
+    args.out = variant.folder_of(args.out, opts.resize)  # a variant is a dataset of its own
     ensure_dir(args.out)
     log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print
-    opts = prepare_options(args)
     download = None
     if args.download:
         def download() -> dict:
@@ -98,5 +104,8 @@ def run(args: argparse.Namespace) -> int:
     with dataset_lock(args.out), open_workers(args, "out") as workers:
         report = prepare(args.archives, args.out, opts, workers=workers, log=log,
                          download=download)
-    emit(report, args.json, summary_lines(report))
+    lines = summary_lines(report)
+    if opts.resize is not None and (rec := variant.record(args.out)) is not None:
+        lines += variant.variant_lines({"tag": opts.resize.tag, **rec})
+    emit(report, args.json, lines)
     return 0

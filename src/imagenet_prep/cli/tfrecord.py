@@ -8,6 +8,7 @@ from pathlib import Path
 
 from imagenet_prep.cli import common
 from imagenet_prep.folders.bbox_csv import ensure_csv
+from imagenet_prep.runtime import variant
 from imagenet_prep.runtime.files import dataset_lock, ensure_dir
 from imagenet_prep.shards.tfrecord import SPLITS, write_tfrecords
 
@@ -27,14 +28,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dali-index", action="store_true",
                    help="also write NVIDIA DALI index files to tfrecord_{train,val}_idx/")
     common.add_shard_options(p, SPLITS, SPLITS)
+    common.add_resize(p)
 
 
 def run(args: argparse.Namespace) -> int:
+    spec = common.resize_spec(args)
     ensure_dir(args.dataset)
     with dataset_lock(args.dataset), common.open_workers(args, "dataset") as workers:
         boxes = partial(ensure_csv, args.dataset, args.archives, workers)  # once inputs proven
         report = write_tfrecords(
-            args.dataset, archives=args.archives, from_folders=args.from_folders,
+            variant.folder_of(args.dataset, spec), resize=spec, archives=args.archives,
+            from_folders=args.from_folders,
             train_shards=args.train_shards, val_shards=args.val_shards, seed=args.seed,
             workers=workers, dali_index=args.dali_index, on_bad_image=args.on_bad_image,
             labels=args.labels, splits=args.splits, boxes_csv=boxes, subset=common.subset_of(args),

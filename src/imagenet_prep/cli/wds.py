@@ -11,6 +11,7 @@ from imagenet_prep.cli import common
 from imagenet_prep.errors import PrepError
 from imagenet_prep.folders.bbox_csv import ensure_csv
 from imagenet_prep.layout import WDS_DIR
+from imagenet_prep.runtime import variant
 from imagenet_prep.runtime.files import dataset_lock, ensure_dir
 from imagenet_prep.shards.order import parse_size
 from imagenet_prep.shards.wds import DEFAULT_SPLITS, SPLITS, write_wds
@@ -38,6 +39,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     cut.add_argument("--shard-samples", type=int, default=None, metavar="N",
                      help="N samples per shard instead")
     common.add_shard_options(p, SPLITS, DEFAULT_SPLITS, ", the TFRecords' order")
+    common.add_resize(p)
 
 
 def resolve(args: argparse.Namespace) -> tuple[Path | None, Path]:
@@ -49,7 +51,9 @@ def resolve(args: argparse.Namespace) -> tuple[Path | None, Path]:
         dataset = args.from_folders
     if args.from_folders and dataset is None:
         raise PrepError("--from-folders needs the dataset folder: wds --from-folders DATASET")
-    out = args.out or (dataset / WDS_DIR if dataset is not None else None)
+    spec = common.resize_spec(args)
+    out = args.out or (variant.folder_of(dataset, spec) / WDS_DIR if dataset is not None
+                       else None)
     if out is None:
         raise PrepError("give --out DIR (or DATASET, for DATASET/wds)")
     return dataset, out
@@ -69,8 +73,11 @@ def run(args: argparse.Namespace) -> int:
         workers = stack.enter_context(common.open_workers(args, "out"))
         boxes = partial(ensure_csv, dataset if dataset is not None else args.out, args.archives,
                         workers)  # made once the inputs are proven
+        spec = common.resize_spec(args)
         report = write_wds(
-            args.out, dataset=dataset, archives=args.archives,
+            args.out, resize=spec,
+            dataset=variant.folder_of(dataset, spec) if dataset is not None else None,
+            archives=args.archives,
             from_folders=bool(args.from_folders), shard_size=size,
             shard_samples=args.shard_samples, seed=args.seed,
             workers=workers, on_bad_image=args.on_bad_image, splits=args.splits,

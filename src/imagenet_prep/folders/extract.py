@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import stat
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -20,8 +20,9 @@ import numpy as np
 
 from imagenet_prep.errors import CorruptArchiveError, PrepError
 from imagenet_prep.folders.valtree import scan_val
+from imagenet_prep.formats.resize import ResizeSpec, image_encoder
 from imagenet_prep.layout import EXTRACT_SPLITS, extract_record
-from imagenet_prep.runtime import expectation, stage_state, subset_record
+from imagenet_prep.runtime import expectation, stage_state, subset_record, variant
 from imagenet_prep.runtime.file_manifest import (
     damaged_files,
     load_piece,
@@ -57,6 +58,7 @@ class CopyTask:
     piece: Path | None = None
     damaged: frozenset[str] = frozenset()
     placed: tuple[tuple[str, str], ...] = ()  # (name, class folder) of val images grouped
+    resize: str | None = None  # a resized variant's options (formats/resize.py), else copies
 
     @classmethod
     def of(cls, archive: Path, folder: Path, members: Sequence[Member], **kw: Any) -> CopyTask:
@@ -88,8 +90,9 @@ def _copy_with_crc(reader: ArchiveReader, m: Member, fd: int) -> int:
     return google_crc32c.value(data)
 
 
-def copy_members(task: CopyTask) -> tuple[str, int, int, int]:
-    """Run one task; returns (key, files, bytes written, bytes skipped).
+def copy_members(task: CopyTask) -> tuple[str, int, int, int, int]:
+    """Run one task; returns (key, files, bytes written, bytes skipped, bytes stored: the
+    files' sizes, other than the archive's in a resized variant).
 
     A file is kept when the task's manifest piece lists it with the size found on
     disk (final names only appear by rename); a missing, truncated or damaged file
@@ -104,6 +107,7 @@ def copy_members(task: CopyTask) -> tuple[str, int, int, int]:
     known = load_piece(task.piece) if task.piece is not None else {}
     rows: list[tuple[str, int, int]] = []
     written = skipped = 0
+    transform = None if task.resize is None else resized_bytes(task.resize)
     with ArchiveReader(task.archive) as reader:
         for m in task.members():
             if m.name in placed:  # moved into its class folder by valtree: repaired there
@@ -113,28 +117,41 @@ def copy_members(task: CopyTask) -> tuple[str, int, int, int]:
                 final = os.path.join(folder, m.name)
                 have = _final_size(final) if m.name in present else None
             entry = known.get(m.name)
-            if have == m.size and entry is not None and entry[0] == m.size \
+            size = m.size if transform is None else (entry[0] if entry else -1)
+            if have == size and entry is not None and entry[0] == size \
                     and m.name not in task.damaged:
-                rows.append((m.name, m.size, entry[1]))
+                rows.append((m.name, size, entry[1]))
                 skipped += m.size
                 continue
-            if have is not None and have != m.size and entry is None:
+            if have is not None and have != m.size and entry is None and transform is None:
                 raise PrepError(
                     f"{final}: exists with other content than {task.archive.name}:{m.name}; "
                     "move it away and rerun"
                 )
-            crc = 0
+            crc, size = 0, m.size
 
             def fill(fd: int, m: Member = m) -> None:
-                nonlocal crc
-                crc = _copy_with_crc(reader, m, fd)
+                nonlocal crc, size
+                if transform is None:
+                    crc = _copy_with_crc(reader, m, fd)
+                else:  # a variant: the resized image (the size and CRC of what is stored)
+                    where = f"{task.archive}:{m.name}"
+                    data = transform(reader.read(m.offset, m.size), where)
+                    write_fd(fd, data)
+                    crc, size = google_crc32c.value(data), len(data)
 
             create_atomic(final, fill)
-            rows.append((m.name, m.size, crc))
+            rows.append((m.name, size, crc))
             written += m.size
     if task.piece is not None and (written or len(known) != len(rows)):
         save_piece(task.piece, rows)
-    return task.key, len(task.names), written, skipped
+    return task.key, len(task.names), written, skipped, sum(r[1] for r in rows)
+
+
+def resized_bytes(resize: str) -> Callable[[bytes, str], bytes]:
+    """The bytes a variant's class tree stores of an image (formats/resize.py)."""
+    encode = image_encoder(resize)
+    return lambda data, where: encode(data, where)[0]
 
 
 def _train_tasks(archive: Path, dataset: Path, damaged: frozenset[str], subset: Subset
@@ -277,7 +294,7 @@ def _val_kept(archives: Path, archive: Path, dataset: Path, subset: Subset, labe
 
 def extract(
     archives: Path, dataset: Path, splits: tuple[str, ...] = SPLITS, workers: int | None = None,
-    subset: Subset | None = None, labels: str = "auto",
+    subset: Subset | None = None, labels: str = "auto", resize: ResizeSpec | None = None,
 ) -> dict[str, dict]:
     """Extract each split whose archive is present; returns per-split summaries.
 
@@ -289,7 +306,8 @@ def extract(
     Every image archive is indexed (and its layout checked) before anything is
     written; then all splits share one pool, the box archives first: each is one
     sequential stream, so it runs beside the image copies instead of after them.
-    A split's record is saved when its last task is done.
+    A split's record is saved when its last task is done.  With `resize`, `dataset` is a
+    variant's folder (runtime/variant.py) and the images are stored resized.
     """
     if not archives.is_dir():
         raise PrepError(f"{archives}: archives folder not found")
@@ -303,6 +321,7 @@ def extract(
     if not any(found.values()):
         raise PrepError(f"{archives}: none of the archives for {', '.join(splits)} is here")
     present = {s: a for s, a in found.items() if a is not None}
+    variant.claim(dataset, resize)
     for split in present:  # a damaged record is said in one line before any work
         stage_state.load(dataset, extract_record(split))
     identities = expectation.identify(dataset, present)
@@ -330,6 +349,8 @@ def extract(
             keep = None if subset.full or split != "val" else \
                 _val_kept(archives, archive, dataset, subset, labels)
             tasks = _placed(_flat_tasks(archive, dataset, split, damaged, keep), dest)
+        if resize is not None:
+            tasks = [replace(t, resize=resize.text) for t in tasks]
         todo[split] = {
             "archive": archive, "files": sum(len(t.names) for t in tasks),
             "bytes": sum(int(t.sizes.sum()) for t in tasks),
@@ -351,8 +372,9 @@ def extract(
                 t["files"], t["bytes"], t["classes"] = result
                 t["written"] = t["bytes"]
             else:
-                _key, _n, w, s = result
+                _key, _n, w, s, stored = result
                 t["written"] += w
+                t["stored"] = t.get("stored", 0) + stored
                 pb.update(w + s)
             t["left"] -= 1
             if t["left"] == 0:
@@ -360,7 +382,10 @@ def extract(
                 rec = {"split": split, "archive": archive.name,
                        "archive_size": archive.stat().st_size, "files": t["files"],
                        "bytes": t["bytes"], "classes": t["classes"]}
+                if resize is not None:  # what the variant's files take (bytes: the archive's)
+                    rec["stored_bytes"] = t.get("stored", 0)
                 stage_state.save(dataset, extract_record(split), rec)
                 summary[split] = {**rec, "seconds": time.monotonic() - t0,
                                   "written": t["written"]}
+    variant.note_quality(dataset, archives, resize)
     return {split: summary[split] for split in splits if split in summary}

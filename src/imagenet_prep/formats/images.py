@@ -160,10 +160,11 @@ def _why(e: Exception) -> str:
     return (text.splitlines() or [""])[0] or type(e).__name__
 
 
-def stored_image_problems(where: str, image: bytes, width: int, height: int, said: str
-                          ) -> list[str]:
-    """What is wrong with an image a shard stores (empty: a JPEG in RGB or grayscale that
-    decodes fully at the `width` x `height` its metadata (`said`) gives)."""
+def stored_image_problems(where: str, image: bytes, width: int, height: int, said: str,
+                          formats: tuple[str, ...] = JPEG_FORMATS) -> list[str]:
+    """What is wrong with an image a shard stores (empty: a JPEG (or one of `formats`) in
+    RGB or grayscale that decodes fully at the `width` x `height` its metadata (`said`)
+    gives)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -171,8 +172,8 @@ def stored_image_problems(where: str, image: bytes, width: int, height: int, sai
             im.load()
     except Exception as e:
         return [f"{where}: image does not decode ({e})"]
-    if im.format not in ("JPEG", "MPO"):
-        return [f"{where}: image is {im.format}, not JPEG"]
+    if im.format not in formats:
+        return [f"{where}: image is {im.format}, not {formats[0]}"]
     if im.mode not in ("RGB", "L"):
         return [f"{where}: image is {im.mode}, not RGB or grayscale"]
     if im.size != (width, height):

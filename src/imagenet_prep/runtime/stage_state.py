@@ -32,6 +32,7 @@ from imagenet_prep.layout import (
     TFRECORD_RECORD,
     TFRECORD_REPORT,
     VALTREE_RECORD,
+    VARIANT_RECORD,
     WDS_RECORD,
     WDS_REPORT,
     extract_record,
@@ -102,6 +103,8 @@ SCHEMAS: dict[str, Fields] = {
     MDS_REPORT: Fields({}, {"run": dict, "skipped": list, "converted": list}),
     CARD_RECORD: Fields({}, {"bytes": int, "sha256": str, "skipped": str}),
     SUBSET_RECORD: Fields({"num_classes": int, "classes_sha256": str, "labels": str}),
+    VARIANT_RECORD: Fields({"resize": str, "quality": int, "image_format": str,
+                            "versions": dict}, {"quality_sample": dict}),
 }
 
 

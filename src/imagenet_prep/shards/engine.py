@@ -26,7 +26,7 @@ import google_crc32c
 import numpy as np
 
 from imagenet_prep.errors import BadImageError, PrepError
-from imagenet_prep.formats.images import jpeg_for_record
+from imagenet_prep.formats.resize import image_encoder
 from imagenet_prep.layout import BOX_CSV, VALTREE_RECORD, extract_record
 from imagenet_prep.runtime import expectation, stage_state, subset_record
 from imagenet_prep.runtime.file_manifest import damaged_files
@@ -383,10 +383,11 @@ def write_shard(task: ShardTask) -> dict[str, Any]:
         offset = sum(map(len, parts))
         write_parts(fd, parts, offset)
         crc = _extend(0, parts)
+        stored_image = image_encoder(task.format.options.get("resize"))  # formats/resize.py
         for i in range(len(cat)):
             data = src.read(i)
             try:
-                image, width, height, reason = jpeg_for_record(data, image_where(cat, i))
+                image, width, height, reason = stored_image(data, image_where(cat, i))
             except BadImageError as e:
                 skipped.append([cat.names[i], policy(e)])
                 continue

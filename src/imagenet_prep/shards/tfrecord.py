@@ -18,7 +18,8 @@ import numpy as np
 from imagenet_prep import layout
 from imagenet_prep.errors import OptionError, PrepError
 from imagenet_prep.formats import tfrecord as tfr
-from imagenet_prep.runtime import stage_state
+from imagenet_prep.formats.resize import PIL_FORMAT, ResizeSpec, from_text
+from imagenet_prep.runtime import stage_state, variant
 from imagenet_prep.runtime.files import write_atomic
 from imagenet_prep.runtime.pool import Workers
 from imagenet_prep.shards import engine
@@ -64,8 +65,14 @@ _FORMAT = tfr.feature_entry("image/format", tfr.bytes_feature([b"JPEG"]))
 _NO_BOXES = _box_entries(0, np.zeros((0, 4), dtype=np.float32))
 
 
+def _format_entry(name: str) -> bytes:
+    """image/format of a resized variant: JPEG or WEBP, what the stored bytes are."""
+    return tfr.feature_entry("image/format", tfr.bytes_feature([name.encode()]))
+
+
 def example_parts(image: bytes, width: int, height: int, name: str, label: int,
-                  boxes: np.ndarray, index: int | None = None) -> list[bytes]:
+                  boxes: np.ndarray, index: int | None = None, image_format: bytes = _FORMAT
+                  ) -> list[bytes]:
     """The reference's 15-key Example (label 1..1000, boxes an (n, 4) float32 array) as its
     bytes before the image, the image, the rest.  The entries are laid out here in key
     order, as encode_example sorts them (the tests compare the two), since building and
@@ -74,7 +81,7 @@ def example_parts(image: bytes, width: int, height: int, name: str, label: int,
     head = b"".join((_before_image(label, index),
                      tfr.entry_head("image/encoded", len(feature_head) + len(image)), feature_head))
     tail = b"".join((
-        tfr.feature_entry("image/filename", tfr.bytes_feature([name.encode()])), _FORMAT,
+        tfr.feature_entry("image/filename", tfr.bytes_feature([name.encode()])), image_format,
         tfr.feature_entry("image/height", tfr.int64_feature([height])),
         _box_entries(label, boxes) if len(boxes) else _NO_BOXES,
         tfr.feature_entry("image/width", tfr.int64_feature([width])),
@@ -85,16 +92,17 @@ def example_parts(image: bytes, width: int, height: int, name: str, label: int,
 class _Records(engine.ShardEncoder):
     """A shard's records; with `idx`, the DALI index is written beside it afterwards."""
 
-    def __init__(self, cat: Catalog, idx: Path | bool) -> None:
+    def __init__(self, cat: Catalog, idx: Path | bool, image_format: bytes = _FORMAT) -> None:
         self.names, self.labels, self.idx = cat.names, cat.labels.tolist(), idx
         self.out = cat.out_labels().tolist()  # a subset's labels, else the same as labels
         self.sizes: list[int] = []
+        self.image_format = image_format
 
     def sample(self, i: int, image: bytes, width: int, height: int, boxes: np.ndarray
                ) -> list[bytes]:
         label, index = self.out[i] + 1, self.labels[i]
         parts = example_parts(image, width, height, self.names[i], label, boxes,
-                              None if label == index + 1 else index)
+                              None if label == index + 1 else index, self.image_format)
         self.sizes.append(16 + sum(map(len, parts)))
         return tfr.frame_parts(parts)
 
@@ -132,7 +140,10 @@ class TFRecordFormat(engine.ShardFormat, record=STATE, report=REPORT, unit="reco
         return shard_bounds(len(cat), self.options[f"{split}_shards"])
 
     def encoder(self, task: engine.ShardTask) -> engine.ShardEncoder:
-        return _Records(task.catalog, self.dali_index and self.idx_path(task.split, task.name))
+        spec = from_text(self.options.get("resize"))  # a resized variant (formats/resize.py)
+        fmt = _FORMAT if spec is None else _format_entry(PIL_FORMAT[spec.image_format])
+        return _Records(task.catalog, self.dali_index and self.idx_path(task.split, task.name),
+                        fmt)
 
     def finish_split(self, split: str, entries: list[dict]) -> None:
         """A finished shard without its index (an earlier run had no --dali-index, or was
@@ -166,10 +177,13 @@ def write_tfrecords(
     train_shards: int = 1024, val_shards: int = 128, seed: int = 0, workers: Workers = None,
     dali_index: bool = False, on_bad_image: str = "fail", splits: tuple[str, ...] = SPLITS,
     labels: str = "auto", boxes_csv: engine.BoxSource, subset: Subset | None = None,
+    resize: ResizeSpec | None = None,
 ) -> dict[str, Any]:
     """Write the shards that are missing; returns the run report (also saved as JSON).
     Train records take their boxes from `boxes_csv` (None: no boxes); `subset` (None: the
-    dataset's recorded one, else all) restricts the images and sets the labels."""
+    dataset's recorded one, else all) restricts the images and sets the labels.  With
+    `resize`, `dataset` is the variant's folder (runtime/variant.py) and records store
+    resized images."""
     policy = engine.bad_image_policy(on_bad_image)
     if train_shards < 1 or val_shards < 1:
         raise PrepError("shard counts must be at least 1")
@@ -181,8 +195,15 @@ def write_tfrecords(
         raise PrepError("tfrecord needs --archives DIR, or --from-folders to read DATASET/train "
                         "and DATASET/val")
     dataset = Path(dataset)
-    options = {"train_shards": train_shards, "val_shards": val_shards, "seed": seed}
-    return engine.write_shards(
+    options: dict[str, Any] = {"train_shards": train_shards, "val_shards": val_shards,
+                               "seed": seed}
+    if resize is not None and from_folders:
+        raise OptionError("--resize reads the archives: give --archives, not --from-folders")
+    variant.claim(dataset, resize)
+    if resize is not None:
+        options["resize"] = resize.text
+    report = engine.write_shards(
         TFRecordFormat(dataset, options, dali_index), dataset=dataset, archives=archives,
         from_folders=from_folders, labels=labels, splits=splits, workers=workers, policy=policy,
         boxes_csv=boxes_csv, subset=subset)
+    return variant.with_summary(report, dataset, archives, resize)

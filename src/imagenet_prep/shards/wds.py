@@ -23,6 +23,7 @@ import numpy as np
 
 from imagenet_prep import layout
 from imagenet_prep.errors import OptionError, PrepError
+from imagenet_prep.formats.resize import ResizeSpec, from_text
 from imagenet_prep.formats.webdataset import (
     BLOCK,
     end_of_archive,
@@ -30,6 +31,7 @@ from imagenet_prep.formats.webdataset import (
     sample_keys,
     wids_index,
 )
+from imagenet_prep.runtime import variant
 from imagenet_prep.runtime.files import write_atomic
 from imagenet_prep.runtime.pool import Workers
 from imagenet_prep.shards import cards, engine
@@ -67,6 +69,8 @@ class _Samples(engine.ShardEncoder):
         self.keys = sample_keys(cat.names, partial(engine.image_where, cat), task.name)
         self.names, self.labels = cat.names, cat.out_labels().tolist()
         self.index = None if cat.label_map is None else cat.labels.tolist()
+        spec = from_text(task.format.options.get("resize"))  # a resized variant: .jpg or .webp
+        self.ext = "jpg" if spec is None else spec.extension
 
     def sample(self, i: int, image: bytes, width: int, height: int, boxes: np.ndarray
                ) -> list[bytes]:
@@ -74,7 +78,7 @@ class _Samples(engine.ShardEncoder):
         index = None if self.index is None else self.index[i]
         meta = sample_json(name, label, width, height, boxes, index)
         parts = member_parts(f"{key}.cls", str(label).encode()) if label >= 0 else []
-        return parts + member_parts(f"{key}.jpg", image) + member_parts(f"{key}.json", meta)
+        return parts + member_parts(f"{key}.{self.ext}", image) + member_parts(f"{key}.json", meta)
 
     def end(self, offset: int) -> list[bytes]:
         return [end_of_archive(offset)]
@@ -140,13 +144,14 @@ def write_wds(
     from_folders: bool = False, shard_size: int | None = None, shard_samples: int | None = None,
     seed: int = 0, workers: Workers = None, on_bad_image: str = "fail",
     splits: tuple[str, ...] = DEFAULT_SPLITS, labels: str = "auto", boxes_csv: engine.BoxSource,
-    subset: Subset | None = None,
+    subset: Subset | None = None, resize: ResizeSpec | None = None,
 ) -> dict[str, Any]:
     """Write the missing shards into `out` and each split's index; returns the run report.
 
     With `from_folders`, `dataset` holds the images (train/WNID/, val/WNID/, test/);
     `boxes_csv` is the box CSV the train samples take their boxes from (None: none).
-    The state and report live in out/.imagenet-prep.
+    The state and report live in out/.imagenet-prep.  With `resize`, samples store resized
+    images (formats/resize.py) and `dataset` is the variant's folder (or None: `out`).
     """
     policy = engine.bad_image_policy(on_bad_image)
     if shard_size is not None and shard_samples is not None:
@@ -161,11 +166,16 @@ def write_wds(
     if not from_folders and archives is None:
         raise PrepError("wds needs --archives DIR, or --from-folders DATASET")
     out = Path(out)
-    cut = {"shard_samples": shard_samples} if shard_samples is not None else \
+    if resize is not None and from_folders:
+        raise OptionError("--resize reads the archives: give --archives, not --from-folders")
+    for folder in dict.fromkeys((out, *((Path(dataset),) if dataset is not None else ()))):
+        variant.claim(folder, resize)
+    cut: dict[str, Any] = {"shard_samples": shard_samples} if shard_samples is not None else \
         {"shard_size": shard_size}
     report = engine.write_shards(
-        WdsFormat(out, {"seed": seed, **cut}), dataset=out if dataset is None else Path(dataset),
+        WdsFormat(out, {"seed": seed, **cut, **({"resize": resize.text} if resize else {})}),
+        dataset=out if dataset is None else Path(dataset),
         archives=archives, from_folders=from_folders, labels=labels, splits=splits,
         workers=workers, policy=policy, boxes_csv=boxes_csv, subset=subset)
     cards.write_wds_card(out)  # so Hugging Face `datasets` reads the folder without guessing
-    return report
+    return variant.with_summary(report, out, archives, resize)

@@ -1,0 +1,283 @@
+"""Resized variants (issue 16): geometry, colour modes, every output, determinism, refusals.
+
+One `prepare --only all --wds --resize short=40` of the small replica (images about
+64x48, with its CMYK, YCCK, PNG and grayscale files) is shared by most tests; the
+rest are pure functions on tiny images, or one command each.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import tarfile
+from pathlib import Path
+
+import pytest
+from helpers import replica_truth, run_cli, sample_image, tree_digest
+from PIL import Image
+
+from imagenet_prep.errors import OptionError
+from imagenet_prep.formats import resize
+from imagenet_prep.formats.tfrecord import iter_records
+from imagenet_prep.layout import STATE_DIR
+
+# torchvision before TensorFlow: imported the other way round in one process, torch crashes
+ImageFolder = pytest.importorskip("torchvision.datasets").ImageFolder
+
+SHORT = ("--resize", "short=40")
+SHARDS = ("--train-shards", "3", "--val-shards", "2", "--wds", "--wds-shard-samples", "20")
+TAG = "short40"
+
+
+def _decode(data: bytes) -> Image.Image:
+    im = Image.open(io.BytesIO(data))
+    im.load()
+    return im
+
+
+def _expected(spec: resize.ResizeSpec, data: bytes) -> tuple[int, int]:
+    im = Image.open(io.BytesIO(data))
+    return resize.target_size(spec, *im.size) or im.size
+
+
+@pytest.fixture(scope="module")
+def variant(replicas, tmp_path_factory) -> tuple[Path, Path]:
+    """(DATASET, its variant folder) after one prepare with --resize short=40, 2 workers."""
+    ds = tmp_path_factory.mktemp("resized") / "ds"
+    run_cli("prepare", "--archives", replicas["small"], "--out", ds, "--only", "all", *SHARDS,
+            *SHORT, "--workers", "2", "--no-report")
+    return ds, ds / "variants" / TAG
+
+
+# --- the rules, on single images ------------------------------------------------------------
+
+def test_options_and_tags():
+    assert resize.parse("none") is None and resize.parse(None) is None
+    assert resize.parse("short=256").tag == "short256"
+    assert resize.parse("max=512", 95).tag == "max512_q95"
+    assert resize.parse("box=64", None, "webp").tag == "box64_webp"
+    for bad in ("short=0", "long=5", "box=x", "short=256px"):
+        with pytest.raises(OptionError):
+            resize.parse(bad)
+    with pytest.raises(OptionError):
+        resize.parse("none", quality=80)  # --quality without resizing
+
+
+@pytest.mark.parametrize("spec, size, want", [
+    ("short=256", (500, 375), (341, 256)),  # 500 * 256 / 375 = 341.33
+    ("short=256", (375, 500), (256, 341)),
+    ("short=160", (500, 333), (240, 160)),  # 240.24
+    ("short=100", (301, 200), (151, 100)),  # 150.5 rounds half up
+    ("short=256", (200, 150), None),  # never enlarged
+    ("short=256", (256, 900), None),  # already there
+    ("max=512", (1024, 683), (512, 342)),  # 341.5 rounds half up
+    ("max=512", (500, 375), None),
+    ("box=64", (500, 375), (64, 64)),
+    ("box=64", (10, 7), (64, 64)),  # a box is exact, tiny images included
+    ("short=1", (4000, 3), (1333, 1)),  # 1333.33
+])
+def test_geometry_rule(spec, size, want):
+    assert resize.target_size(resize.parse(spec), *size) == want
+
+
+@pytest.mark.parametrize("kind", ["rgb", "gray", "cmyk", "ycck", "png", "rgba-png", "gzip"])
+def test_modes_when_resized(kind):
+    """Grayscale stays grayscale in JPEG and becomes RGB in WebP; everything else is RGB;
+    the stored image has the requested size and no metadata."""
+    data = sample_image(kind, 3)
+    for fmt in ("jpeg", "webp"):
+        spec = resize.parse("box=16", None, fmt)
+        out, w, h, note = resize.resized_image(data, "x", spec)
+        im = _decode(out)
+        assert (im.format, im.size, (w, h)) == (resize.PIL_FORMAT[fmt], (16, 16), (16, 16))
+        assert im.mode == ("L" if kind == "gray" and fmt == "jpeg" else "RGB")
+        assert "exif" not in im.info and "icc_profile" not in im.info
+        assert (note is None) == (kind in ("rgb", "gray"))
+
+
+@pytest.mark.parametrize("kind", ["rgb", "gray", "cmyk", "png", "gzip"])
+def test_images_smaller_than_the_target(kind):
+    """short/max never enlarge: an RGB or grayscale JPEG keeps its bytes (JPEG variant);
+    others are encoded once at their size (RGB JPEG), and WebP always re-encodes."""
+    data = sample_image(kind, 5)
+    size = Image.open(io.BytesIO(resize._gunzip(data, "x") if kind == "gzip" else data)).size
+    out, w, h, _ = resize.resized_image(data, "x", resize.parse("short=1000"))
+    assert (w, h) == size == _decode(out).size
+    assert (out is data) == (kind in ("rgb", "gray"))
+    if kind not in ("rgb", "gray"):
+        assert _decode(out).format == "JPEG" and _decode(out).mode == "RGB"
+    webp, *_ = resize.resized_image(data, "x", resize.parse("max=1000", None, "webp"))
+    assert _decode(webp).format == "WEBP" and _decode(webp).size == size
+
+
+def test_fast_path_matches_the_reference_path():
+    """The reduced decode applies (500x375 -> box 64 decodes at 1/4) and stays close to the
+    full decode with the same filter; without reduction the two are identical."""
+    im = Image.radial_gradient("L").resize((500, 375)).convert("RGB")
+    buf = io.BytesIO()
+    im.save(buf, "JPEG", quality=92)
+    assert resize.fast_vs_reference(buf.getvalue(), "x", resize.parse("box=64")) > 40
+    assert resize.fast_vs_reference(buf.getvalue(), "x", resize.parse("short=300")) == \
+        float("inf")
+    assert resize.fast_vs_reference(buf.getvalue(), "x", resize.parse("short=400")) is None
+
+
+# --- every output of a variant ----------------------------------------------------------
+
+def test_class_trees_and_flat_folders(variant, small_replica):
+    """Every image of train/, val/ (grouped) and the flat folders decodes at the rule's size;
+    names and classes are those of the archives; CMYK/YCCK/PNG are RGB, grayscale stays L."""
+    ds, root = variant
+    spec = resize.parse("short=40")
+    truth = replica_truth(small_replica)
+    seen = {}
+    for split in ("train", "val"):
+        for p in (root / split).glob("*/*"):
+            wnid, data, kind = truth[p.name]
+            assert p.parent.name == wnid
+            im = _decode(p.read_bytes())
+            assert im.size == _expected(spec, data), p
+            assert im.format == "JPEG"
+            assert im.mode == ("L" if kind == "gray" else "RGB"), (p, kind)
+            seen[p.name] = kind
+    assert set(seen) == set(truth)
+    assert {"cmyk", "ycck", "png", "gray"} <= set(seen.values())
+    assert any(_expected(spec, d) != Image.open(io.BytesIO(d)).size for _, d, _ in
+               truth.values())  # the replica's images are resized, not all kept
+    flat = sorted(p.name for p in (root / "train_flatten").iterdir())
+    assert flat == sorted(n for n in truth if not n.startswith("ILSVRC"))
+    assert not (ds / "train").exists()  # the original layout is not written by a variant
+
+
+def test_check_and_record(variant):
+    ds, root = variant
+    out = run_cli("check", ds).stdout
+    assert f"variant {TAG}: OK" in out and out.strip().endswith(": OK")
+    rec = json.loads((root / STATE_DIR / "variant.json").read_text())
+    assert rec["resize"] == "short=40" and rec["quality"] == 90
+    assert rec["versions"] == resize.versions()
+    assert rec["quality_sample"]["images"] > 0
+
+
+def test_tfrecords_parse_with_tensorflow(variant, small_replica):
+    """Every record parses with TensorFlow; its height/width are the stored image's."""
+    import tensorflow as tf
+
+    _, root = variant
+    spec = resize.parse("short=40")
+    truth = replica_truth(small_replica)
+    feature = {k: tf.io.FixedLenFeature([], t) for k, t in (
+        ("image/encoded", tf.string), ("image/height", tf.int64), ("image/width", tf.int64),
+        ("image/filename", tf.string), ("image/format", tf.string),
+        ("image/class/synset", tf.string))}
+    n = 0
+    for shard in sorted((root / "tfrecord_train").iterdir()) + \
+            sorted((root / "tfrecord_val").iterdir()):
+        for _, raw in iter_records(shard):
+            ex = tf.io.parse_single_example(raw, feature)
+            img = tf.image.decode_jpeg(ex["image/encoded"], channels=3).numpy()
+            name = ex["image/filename"].numpy().decode()
+            h, w = int(ex["image/height"]), int(ex["image/width"])
+            assert (w, h) == _expected(spec, truth[name][1]) and img.shape == (h, w, 3)
+            assert ex["image/class/synset"].numpy().decode() == truth[name][0]
+            assert ex["image/format"].numpy() == b"JPEG"
+            n += 1
+    assert n == len(truth)
+
+
+def test_webdataset_samples_describe_the_stored_image(variant, small_replica):
+    _, root = variant
+    spec = resize.parse("short=40")
+    truth = replica_truth(small_replica)
+    n = 0
+    for shard in sorted((root / "wds").glob("*.tar")):
+        with tarfile.open(shard) as t:
+            members = {m.name: t.extractfile(m).read() for m in t}
+        for name, data in members.items():
+            if name.endswith(".json"):
+                meta = json.loads(data)
+                im = _decode(members[name[:-5] + ".jpg"])
+                assert im.size == (meta["width"], meta["height"])
+                if meta["filename"] in truth:
+                    assert im.size == _expected(spec, truth[meta["filename"]][1])
+                n += 1
+    assert n == len(truth)
+
+
+def test_imagefolder_loads_the_resized_trees(variant):
+    _, root = variant
+    for split in ("train", "val"):
+        folder = ImageFolder(str(root / split))
+        assert len(folder) == sum(1 for _ in (root / split).glob("*/*"))
+        image, label = folder[len(folder) - 1]
+        assert min(image.size) <= 48 and folder.classes[label] == \
+            Path(folder.samples[-1][0]).parent.name
+
+
+# --- determinism and refusals ----------------------------------------------------------------
+
+def test_same_bytes_with_one_worker_and_with_dask(variant, small_replica, tmp_path):
+    """The variant's bytes do not depend on --workers 1, 2 or --dask-local 2."""
+    _, root = variant
+    want = tree_digest(root)
+    for name, how in (("w1", ("--workers", "1")), ("dask", ("--dask-local", "2"))):
+        ds = tmp_path / name
+        run_cli("prepare", "--archives", small_replica, "--out", ds, "--only", "all", *SHARDS,
+                *SHORT, *how, "--no-report")
+        assert tree_digest(ds / "variants" / TAG) == want, name
+
+
+def test_webp_box_shards(small_replica, tmp_path):
+    """box=16 WebP: TFRecords say WEBP, samples are KEY.webp, check proves both."""
+    ds = tmp_path / "ds"
+    opts = ("--resize", "box=16", "--image-format", "webp", "--workers", "2")
+    run_cli("tfrecord", ds, "--archives", small_replica, "--train-shards", "2",
+            "--val-shards", "1", *opts)
+    run_cli("wds", ds, "--archives", small_replica, "--shard-samples", "30", *opts)
+    root = ds / "variants" / "box16_webp"
+    shard = sorted((root / "tfrecord_val").iterdir())[0]
+    from imagenet_prep.formats.tfrecord import decode_example
+
+    ex = decode_example(next(iter(iter_records(shard)))[1])
+    assert ex["image/format"] == [b"WEBP"]
+    assert _decode(ex["image/encoded"][0]).size == (16, 16)
+    with tarfile.open(sorted((root / "wds").glob("*.tar"))[0]) as t:
+        names = t.getnames()
+    assert any(n.endswith(".webp") for n in names) and not any(n.endswith(".jpg") for n in names)
+    assert run_cli("check", ds).stdout.strip().endswith(": OK")
+
+
+def test_other_options_or_versions_are_refused(small_replica, tmp_path):
+    ds = tmp_path / "ds"
+    base = ("--archives", small_replica, "--shard-samples", "50", "--workers", "1")
+    run_cli("wds", ds, *base, "--out", ds / "w", "--resize", "box=8")
+    proc = run_cli("wds", ds, *base, "--out", ds / "w", "--resize", "box=8", "--quality", "70",
+                   check=False)
+    assert proc.returncode != 0 and len(proc.stderr.strip().splitlines()) == 1
+    assert "not box=8 q70 jpeg" in proc.stderr and "start over" in proc.stderr
+    state = ds / "w" / STATE_DIR / "variant.json"
+    rec = json.loads(state.read_text())
+    rec["versions"]["pillow"] = "1.0"
+    state.write_text(json.dumps(rec))
+    proc = run_cli("wds", ds, *base, "--out", ds / "w", "--resize", "box=8", check=False)
+    assert proc.returncode != 0 and len(proc.stderr.strip().splitlines()) == 1
+    assert "Pillow 1.0" in proc.stderr and f"delete {ds / 'w'} to start over" in proc.stderr
+    proc = run_cli("wds", ds, *base, "--out", ds / "w", check=False)  # no --resize
+    assert proc.returncode != 0 and "holds the resized variant box=8" in proc.stderr
+
+
+def test_extract_killed_and_rerun(replicas, tmp_path):
+    """A resized extraction killed midway, then rerun, gives the bytes of a clean run."""
+    from test_resume import count_files, kill_when
+
+    arch = replicas["medium"]
+    clean, ds = tmp_path / "clean", tmp_path / "killed"
+    args = ("--resize", "box=24", "--workers", "2", "--splits", "train,val")
+    run_cli("extract", "--archives", arch, "--out", clean, *args)
+    train = ds / "variants" / "box24" / "train"
+    killed = kill_when(["extract", "--archives", arch, "--out", ds, *args],
+                       lambda _: count_files(train) >= 300)
+    assert killed, "the run finished before the kill: aim earlier"
+    run_cli("extract", "--archives", arch, "--out", ds, *args)
+    assert tree_digest(ds) == tree_digest(clean)
+    assert run_cli("check", ds).stdout.strip().endswith(": OK")

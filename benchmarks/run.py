@@ -3,6 +3,7 @@
     python benchmarks/run.py [--scale F] [--repeat N] [--tmpfs] [--cold] [--stages a,b]
     python benchmarks/run.py --scaling [--scaling-sizes 5000,20000,50000] [--tmpfs]
     python benchmarks/run.py --full-count   (every stage at ImageNet's real counts: full_count.py)
+    python benchmarks/run.py --resize       (resized variants against plain Pillow: resize_bench.py)
 
 A replica at the real image size (500x375, ~110 KB JPEGs; by default 100 classes,
 130 train and 50 val images per class: 18,000 images, 2 GB) is built once into
@@ -71,6 +72,10 @@ def _args() -> argparse.Namespace:
     ap.add_argument("--cache", type=Path, default=OUT, help="where replicas are kept")
     ap.add_argument("--json", type=Path, default=None, help="also write the results here")
     ap.add_argument("--keep", action="store_true", help="keep the work folder")
+    ap.add_argument("--resize", action="store_true",
+                    help="resized variants: our resize against plain Pillow (resize_bench.py)")
+    ap.add_argument("--resize-images", type=int, default=200, metavar="N",
+                    help="images per kind for --resize")
     a = ap.parse_args()
     unknown = set(a.stages.split(",")) - set(stages.STAGES)
     if unknown:
@@ -315,6 +320,10 @@ def main() -> None:
         from full_count import run_full_count
 
         doc, kind = run_full_count(a), "full-count-"
+    elif a.resize:
+        from resize_bench import run_resize
+
+        doc, kind = run_resize(a.resize_images, a.repeat), "resize-"
     else:
         doc, kind = (run_scaling(a), "scaling-") if a.scaling else (run_stages(a), "")
     stamp = time.strftime("%Y%m%d-%H%M%S")

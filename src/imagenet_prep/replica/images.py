@@ -20,7 +20,7 @@ import signal
 from typing import NamedTuple
 
 import numpy as np
-from PIL import Image, ImageChops
+from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
 M_TRIM_THRESHOLD, M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters
 QUALITIES = (85, 90, 92, 95)  # Flickr-era cameras and editors; averages ~110 KB below
@@ -183,3 +183,38 @@ def worker_init() -> None:
 def render_batch(seed: int, tasks: list[ImageTask]) -> list[bytes]:
     """Render several images in one call: fewer round trips to a worker process."""
     return [render(seed, t) for t in tasks]
+
+
+def render_photo(seed: int, name: str, width: int, height: int) -> bytes:
+    """A photo-like RGB JPEG (benchmarks of resizing; the replica's archives never use it).
+
+    The default images are smooth fields under white luma noise, whose energy sits at the
+    highest frequencies, where a reduced JPEG decode and a full one differ most; photos
+    have a falling spectrum.  Here: seven octaves of colour noise with amplitude falling
+    by 0.8 an octave, a dozen flat shapes with sharp edges, a slight blur (optics) and
+    mild sensor noise.  About 45 ms and 75 KB at 500x375.
+    """
+    rng = image_rng(seed, "photo", name)
+    acc = np.zeros((height, width, 3), np.float32)
+    amp = 60.0
+    for k in range(7, 0, -1):  # coarse to 2-pixel detail
+        gw, gh = max(2, width >> k), max(2, height >> k)
+        grid = Image.fromarray(rng.integers(0, 256, (gh, gw, 3), dtype=np.uint8))
+        layer = np.asarray(grid.resize((width, height), Image.Resampling.BICUBIC), np.float32)
+        acc += (layer - 128) * (amp / 128)
+        amp *= 0.8
+    img = Image.fromarray(np.clip(acc + 128, 0, 255).astype(np.uint8))
+    draw = ImageDraw.Draw(img)
+    for _ in range(int(rng.integers(6, 16))):
+        x0, y0 = int(rng.integers(0, width)), int(rng.integers(0, height))
+        x1 = x0 + int(rng.integers(10, max(11, width // 2)))
+        y1 = y0 + int(rng.integers(10, max(11, height // 2)))
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3))
+        shape = draw.ellipse if rng.random() < 0.5 else draw.rectangle
+        shape((x0, y0, x1, y1), fill=colour)
+    img = img.filter(ImageFilter.GaussianBlur(0.6))
+    grain = rng.normal(0, 6.0, (height, width, 1)).astype(np.float32)
+    pixels = np.clip(np.asarray(img, np.float32) + grain, 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, "JPEG", quality=int(rng.choice(QUALITIES)))
+    return buf.getvalue()

@@ -120,6 +120,9 @@ def test_fast_path_matches_the_reference_path():
     assert resize.fast_vs_reference(buf.getvalue(), "x", resize.parse("short=300")) == \
         float("inf")
     assert resize.fast_vs_reference(buf.getvalue(), "x", resize.parse("short=400")) is None
+    exact = resize.parse("box=64", full_decode=True)  # --full-decode: the reference's pixels
+    assert exact.tag == "box64_full" and resize.from_text(exact.text) == exact
+    assert resize.fast_vs_reference(buf.getvalue(), "x", exact) == float("inf")
 
 
 # --- every output of a variant ----------------------------------------------------------

@@ -173,10 +173,14 @@ def add_resize(p: argparse.ArgumentParser) -> None:
                    help="encoder quality of resized images (default 90)")
     g.add_argument("--image-format", choices=("jpeg", "webp"), default=None,
                    help="encoding of resized images (default jpeg)")
+    g.add_argument("--full-decode", action="store_true",
+                   help="decode every JPEG at full size before resampling (slower, the exact "
+                        "pixels of the reference path; default: a reduced decode when the "
+                        "target allows)")
 
 
 def resize_spec(args: argparse.Namespace) -> Any:
     """The ResizeSpec the options ask for, or None (no resizing)."""
     from imagenet_prep.formats.resize import parse
 
-    return parse(args.resize, args.quality, args.image_format)
+    return parse(args.resize, args.quality, args.image_format, args.full_decode)

@@ -47,20 +47,23 @@ class ResizeSpec:
     size: int
     quality: int = DEFAULT_QUALITY
     image_format: str = "jpeg"
+    full_decode: bool = False  # never a reduced decode: the reference path's exact pixels
 
     @property
     def tag(self) -> str:
         """The variant's folder name: `short256`, `box64`; other than JPEG quality 90 adds
-        `_q75`, `_webp` (so variants of one size but other bytes sit side by side)."""
+        `_q75`, `_webp`, `_full` (so variants of one size but other bytes sit side by side)."""
         tag = f"{self.mode}{self.size}"
         if self.quality != DEFAULT_QUALITY:
             tag += f"_q{self.quality}"
-        return tag + ("_webp" if self.image_format == "webp" else "")
+        return tag + ("_webp" if self.image_format == "webp" else "") + \
+            ("_full" if self.full_decode else "")
 
     @property
     def text(self) -> str:
         """The options as one string: `short=256 q90 jpeg` (recorded in shard states)."""
-        return f"{self.mode}={self.size} q{self.quality} {self.image_format}"
+        return f"{self.mode}={self.size} q{self.quality} {self.image_format}" + \
+            (" full-decode" if self.full_decode else "")
 
     @property
     def extension(self) -> str:
@@ -68,17 +71,17 @@ class ResizeSpec:
 
     def as_dict(self) -> dict[str, object]:
         return {"resize": f"{self.mode}={self.size}", "quality": self.quality,
-                "image_format": self.image_format}
+                "image_format": self.image_format, "full_decode": self.full_decode}
 
 
-def parse(resize: str | None, quality: int | None = None, image_format: str | None = None
-          ) -> ResizeSpec | None:
-    """`--resize none|short=S|max=M|box=B`, `--quality`, `--image-format` -> a spec (None:
-    no resizing).  Without resizing, --quality and --image-format are refused."""
+def parse(resize: str | None, quality: int | None = None, image_format: str | None = None,
+          full_decode: bool = False) -> ResizeSpec | None:
+    """`--resize none|short=S|max=M|box=B`, `--quality`, `--image-format`, `--full-decode`
+    -> a spec (None: no resizing).  Without resizing, the other three are refused."""
     if resize is None or resize == "none":
-        if quality is not None or (image_format not in (None, "jpeg")):
-            raise OptionError("--quality and --image-format apply with --resize short=S, "
-                              "max=M or box=B")
+        if quality is not None or (image_format not in (None, "jpeg")) or full_decode:
+            raise OptionError("--quality, --image-format and --full-decode apply with "
+                              "--resize short=S, max=M or box=B")
         return None
     m = _SPEC.fullmatch(resize.strip())
     if m is None:
@@ -93,15 +96,15 @@ def parse(resize: str | None, quality: int | None = None, image_format: str | No
     fmt = image_format or "jpeg"
     if fmt not in FORMATS:
         raise OptionError(f"--image-format {fmt}: choose from {', '.join(FORMATS)}")
-    return ResizeSpec(m.group(1), size, q, fmt)
+    return ResizeSpec(m.group(1), size, q, fmt, full_decode)
 
 
 def from_text(text: str | None) -> ResizeSpec | None:
     """The spec `ResizeSpec.text` wrote (None stays None)."""
     if text is None:
         return None
-    what, q, fmt = text.split()
-    return parse(what, int(q[1:]), fmt)
+    what, q, fmt, *rest = text.split()
+    return parse(what, int(q[1:]), fmt, "full-decode" in rest)
 
 
 def _round(x: float) -> int:
@@ -179,7 +182,7 @@ def decode_resized(data: bytes, where: str, spec: ResizeSpec, fast: bool = True
         size = target_size(spec, *im.size)
         if size is None:
             return None
-        if fast and im.format in ("JPEG", "MPO"):
+        if fast and not spec.full_decode and im.format in ("JPEG", "MPO"):
             want = (size[0] * DRAFT_MARGIN, size[1] * DRAFT_MARGIN)
             im.draft(im.mode, want)  # the largest 1/2^k scale still >= want in both sides
         return _pixels(im, spec).resize(size, FILTER)

@@ -47,7 +47,8 @@ def claim(root: Path, spec: ResizeSpec | None) -> dict[str, Any] | None:
     if old != spec.as_dict():
         raise PrepError(
             f"{root}: holds the variant {old['resize']} q{old['quality']} "
-            f"{old['image_format']}, not {spec.text}; choose another folder, or delete "
+            f"{old['image_format']}{' full-decode' if old.get('full_decode') else ''}, not "
+            f"{spec.text}; choose another folder, or delete "
             f"{root} to start over")
     if rec.get("versions") != want["versions"]:
         was = _libs(rec.get("versions") or {})
@@ -151,8 +152,9 @@ def with_summary(report: dict[str, Any], root: Path, archives: Path | None,
 
 def variant_lines(rec: dict[str, Any]) -> list[str]:
     """What a summary says of a variant: options, libraries, quality sample."""
+    full = " full-decode" if rec.get("full_decode") else ""
     return [f"variant {rec.get('tag', '')}: {rec['resize']} q{rec['quality']} "
-            f"{rec['image_format']}, {_libs(rec.get('versions') or {})}",
+            f"{rec['image_format']}{full}, {_libs(rec.get('versions') or {})}",
             "  " + quality_line(rec.get("quality_sample"))]
 
 

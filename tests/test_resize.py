@@ -160,6 +160,11 @@ def test_check_and_record(variant):
     assert rec["resize"] == "short=40" and rec["quality"] == 90
     assert rec["versions"] == resize.versions()
     assert rec["quality_sample"]["images"] > 0
+    from imagenet_prep.report.gather import variant_rows
+
+    (row,) = variant_rows(ds)  # the report's line for it
+    assert row.key == f"variant_{TAG}" and row.count == len(list(root.glob("*/*/*.JPEG")))
+    assert "class trees, TFRecords, WebDataset" in row.detail
 
 
 def test_tfrecords_parse_with_tensorflow(variant, small_replica):

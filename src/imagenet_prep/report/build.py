@@ -24,6 +24,7 @@ from imagenet_prep.report.shards import ShardSplit, shard_files
 from imagenet_prep.report.thumbs import data_uri, facts, thumbnail
 from imagenet_prep.runtime import subset_record
 from imagenet_prep.runtime.files import write_atomic
+from imagenet_prep.runtime.variant import variant_roots
 from imagenet_prep.sources import metadata
 from imagenet_prep.sources.class_tree import has_class_folders
 from imagenet_prep.sources.labels import bbox_labels
@@ -96,8 +97,10 @@ def _sources(dataset: Path, sample: int, seed: int, recorded: list[gather.Record
                                     workers=workers)
     if not out:
         shards = ", ".join(f"{lay.folder}/" for lay in TFRECORD.values())
+        variants = [str(v) for v in variant_roots(dataset)]  # each has its own report
+        hint = f"; report each variant: {', '.join(variants)}" if variants else ""
         raise PrepError(f"{dataset}: nothing to report on: no class folders (train/WNID/, "
-                        f"val/WNID/) and no TFRecord shards ({shards})")
+                        f"val/WNID/) and no TFRecord shards ({shards}){hint}")
     return out
 
 

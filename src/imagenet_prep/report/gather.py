@@ -7,6 +7,7 @@ the list of converted files come from those, and `check` is run as it is.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,12 +20,15 @@ from imagenet_prep.layout import (
     TFRECORD,
     TFRECORD_RECORD,
     TFRECORD_REPORT,
+    WDS_DIR,
+    WDS_RECORD,
     extract_record,
 )
 from imagenet_prep.report.hf import hf_rows
 from imagenet_prep.report.model import Row, SplitView
 from imagenet_prep.report.shards import shard_files
-from imagenet_prep.runtime import stage_state
+from imagenet_prep.runtime import stage_state, variant
+from imagenet_prep.runtime.variant import variant_roots
 
 
 @dataclass(frozen=True)
@@ -100,7 +104,41 @@ def summary_rows(dataset: Path, views: dict[str, SplitView]) -> list[Row]:
         if opts:
             detail += f" (seed {opts.get('seed')})"
         rows.append(Row(lay.folder, f"{split} TFRecords", recorded, None, size, detail))
-    return rows + hf_rows(dataset)
+    return rows + hf_rows(dataset) + variant_rows(dataset)
+
+
+def variant_rows(dataset: Path) -> list[Row]:
+    """One row per resized variant under DATASET/variants/ (docs/resize.md): its images
+    and stored bytes from its records, its options and quality sample."""
+    rows = []
+    for root in variant_roots(dataset):
+        rec = variant.record(root) or {}
+        made, images, size = [], None, 0
+        extracted = [r for s in ("train", "val") if (r := stage_state.load(root,
+                                                                          extract_record(s)))]
+        if extracted:
+            made.append("class trees")
+            images = sum(r["files"] for r in extracted)
+            size += sum(r.get("stored_bytes", 0) for r in extracted)
+        for name, record, unit in (("TFRecords", TFRECORD_RECORD, "records"),
+                                   ("WebDataset", WDS_RECORD, "samples")):
+            for where in (root, root / WDS_DIR):
+                state = stage_state.load(where, record) if where.is_dir() else None
+                if state and state.get("shards"):
+                    made.append(name)
+                    entries = state["shards"].values()
+                    images = images or sum(e[unit] for e in entries)
+                    size += sum(e["bytes"] for e in entries)
+                    break
+        quality = rec.get("quality_sample") or {}
+        psnr = (f"; fast path vs full decode {quality['mean_psnr_db']} dB mean PSNR"
+                if quality.get("mean_psnr_db") is not None else "")
+        rows.append(Row(f"variant_{root.name}", f"variant {root.name}", images, None,
+                        size or None,
+                        f"{rec.get('resize')} q{rec.get('quality')} {rec.get('image_format')}: "
+                        f"{', '.join(made) or 'nothing finished yet'}{psnr}; "
+                        f"{os.path.relpath(root, dataset)}/"))
+    return rows
 
 
 def timings(dataset: Path) -> dict[str, Any] | None:

@@ -289,3 +289,25 @@ def test_extract_killed_and_rerun(replicas, tmp_path):
     run_cli("extract", "--archives", arch, "--out", ds, *args)
     assert tree_digest(ds) == tree_digest(clean)
     assert run_cli("check", ds).stdout.strip().endswith(": OK")
+
+
+def test_parquet_and_mds_store_the_variant(small_replica, tmp_path):
+    """The loaders' formats take --resize too: Parquet rows and MDS samples hold the
+    resized JPEGs; WebP is refused for MDS (its x column is typed jpeg)."""
+    import pyarrow.parquet as pq
+
+    ds = tmp_path / "ds"
+    opts = ("--archives", small_replica, "--resize", "box=16", "--workers", "2")
+    run_cli("parquet", ds, *opts)
+    run_cli("mds", ds, *opts)
+    root = ds / "variants" / "box16"
+    rows = 0
+    for f in sorted((root / "parquet").rglob("*.parquet")):
+        for image in pq.read_table(f).column("image").to_pylist():
+            assert _decode(image["bytes"]).size == (16, 16)
+            rows += 1
+    assert rows == len(replica_truth(small_replica)) + 5  # train, val and the 5 test images
+    assert (root / "mds" / "train" / "index.json").is_file()
+    assert run_cli("check", ds).stdout.strip().endswith(": OK")
+    proc = run_cli("mds", ds, *opts, "--image-format", "webp", check=False)
+    assert proc.returncode != 0 and "not --image-format webp" in proc.stderr

@@ -245,7 +245,7 @@ def _parquet(archives: Path, dataset: Path, options: PrepareOptions, workers: Wo
 
     return write_parquet(dataset, archives=archives, seed=options.seed, workers=workers,
                          on_bad_image=options.on_bad_image, labels=options.labels,
-                         subset=options.subset)
+                         subset=options.subset, resize=options.resize)
 
 
 def _mds(archives: Path, dataset: Path, options: PrepareOptions, workers: Workers) -> Result:
@@ -253,7 +253,7 @@ def _mds(archives: Path, dataset: Path, options: PrepareOptions, workers: Worker
 
     return write_mds(dataset, archives=archives, seed=options.seed, workers=workers,
                      on_bad_image=options.on_bad_image, labels=options.labels,
-                     subset=options.subset)
+                     subset=options.subset, resize=options.resize)
 
 
 def _report(archives: Path, dataset: Path, options: PrepareOptions, workers: Workers

@@ -21,16 +21,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--shard-size", default="64MiB", metavar="SIZE",
                    help="about this many bytes per shard (default 64MiB, MosaicML's size_limit)")
     common.add_shard_options(p, ALL, ALL, ", the TFRecords' order")
+    common.add_resize(p)
     default_splits_to_auto(p)
 
 
 def run(args: argparse.Namespace) -> int:
+    from imagenet_prep.runtime import variant
     from imagenet_prep.shards.mds import write_mds
 
+    spec = common.resize_spec(args)
     ensure_dir(args.dataset)
     with dataset_lock(args.dataset), common.open_workers(args, "dataset") as workers:
         report = write_mds(
-            args.dataset, archives=args.archives, from_folders=args.from_folders,
+            variant.folder_of(args.dataset, spec), resize=spec, archives=args.archives,
+            from_folders=args.from_folders,
             shard_size=parse_size(args.shard_size), seed=args.seed, workers=workers,
             on_bad_image=args.on_bad_image, splits=args.splits, labels=args.labels,
             subset=common.subset_of(args))

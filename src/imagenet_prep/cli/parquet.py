@@ -43,16 +43,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="about this many image bytes per row group, the unit a streaming "
                         "reader fetches (default 4MB)")
     common.add_shard_options(p, ALL, ALL, ", the TFRecords' order")
+    common.add_resize(p)
     default_splits_to_auto(p)
 
 
 def run(args: argparse.Namespace) -> int:
+    from imagenet_prep.runtime import variant
     from imagenet_prep.shards.parquet import write_parquet
 
+    spec = common.resize_spec(args)
     ensure_dir(args.dataset)
     with dataset_lock(args.dataset), common.open_workers(args, "dataset") as workers:
         report = write_parquet(
-            args.dataset, archives=args.archives, from_folders=args.from_folders,
+            variant.folder_of(args.dataset, spec), resize=spec, archives=args.archives,
+            from_folders=args.from_folders,
             shard_size=parse_size(args.shard_size), row_group_size=parse_size(args.row_group_size),
             seed=args.seed, workers=workers, on_bad_image=args.on_bad_image, splits=args.splits,
             labels=args.labels, subset=common.subset_of(args))

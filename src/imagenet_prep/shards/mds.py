@@ -23,7 +23,8 @@ import numpy as np
 from imagenet_prep import layout
 from imagenet_prep.errors import OptionError, PrepError
 from imagenet_prep.formats import mds
-from imagenet_prep.runtime import stage_state
+from imagenet_prep.formats.resize import ResizeSpec
+from imagenet_prep.runtime import stage_state, variant
 from imagenet_prep.runtime.files import write_atomic
 from imagenet_prep.runtime.pool import Workers
 from imagenet_prep.shards import engine
@@ -127,11 +128,12 @@ def write_mds(
     dataset: Path, *, archives: Path | None = None, from_folders: bool = False,
     shard_size: int = DEFAULT_SHARD_SIZE, seed: int = 0, workers: Workers = None,
     on_bad_image: str = "fail", splits: tuple[str, ...] | None = None, labels: str = "auto",
-    subset: Subset | None = None,
+    subset: Subset | None = None, resize: ResizeSpec | None = None,
 ) -> dict[str, Any]:
     """Write the missing MDS shards and each split's index.json; returns the run report.
     A subset (None: the dataset's recorded one, else all) restricts the images, and `y` is
-    its label (docs/subsets.md)."""
+    its label (docs/subsets.md).  With `resize`, `dataset` is the variant's folder
+    (runtime/variant.py)."""
     policy = engine.bad_image_policy(on_bad_image)
     if not 1 <= shard_size <= MAX_SHARD_SIZE:
         raise OptionError(f"--shard-size must be between 1 byte and {MAX_SHARD_SIZE:,} "
@@ -139,9 +141,17 @@ def write_mds(
     if not from_folders and archives is None:
         raise PrepError("mds needs --archives DIR, or --from-folders")
     dataset = Path(dataset)
+    if resize is not None and (from_folders or resize.image_format != "jpeg"):
+        raise OptionError("mds --resize reads the archives (not --from-folders) and stores "
+                          "JPEG, the type of MDS's x column (not --image-format webp)")
+    variant.claim(dataset, resize)
     if splits is None:
         splits = default_splits(archives, dataset, from_folders)
-    return engine.write_shards(
-        MdsFormat(dataset, {"seed": seed, "shard_size": shard_size}), dataset=dataset,
+    options: dict[str, Any] = {"seed": seed, "shard_size": shard_size}
+    if resize is not None:
+        options["resize"] = resize.text
+    report = engine.write_shards(
+        MdsFormat(dataset, options), dataset=dataset,
         archives=archives, from_folders=from_folders, labels=labels, splits=splits,
         workers=workers, policy=policy, boxes_csv=None, subset=subset)
+    return variant.with_summary(report, dataset, archives, resize)

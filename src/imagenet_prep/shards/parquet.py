@@ -29,7 +29,8 @@ import numpy as np
 from imagenet_prep import layout
 from imagenet_prep.errors import OptionError, PrepError
 from imagenet_prep.formats import hf_card
-from imagenet_prep.runtime import stage_state
+from imagenet_prep.formats.resize import ResizeSpec
+from imagenet_prep.runtime import stage_state, variant
 from imagenet_prep.runtime.files import write_atomic
 from imagenet_prep.runtime.pool import Workers
 from imagenet_prep.shards import engine
@@ -241,10 +242,12 @@ def write_parquet(
     shard_size: int = DEFAULT_SHARD_SIZE, row_group_size: int = DEFAULT_ROW_GROUP_SIZE,
     seed: int = 0, workers: Workers = None, on_bad_image: str = "fail",
     splits: tuple[str, ...] | None = None, labels: str = "auto", subset: Subset | None = None,
+    resize: ResizeSpec | None = None,
 ) -> dict[str, Any]:
     """Write the missing Parquet files and the card; returns the run report.  A subset
     (None: the dataset's recorded one, else all) restricts the images; its labels stay the
-    Hub's 0..999, which the schema's ClassLabel names (docs/subsets.md)."""
+    Hub's 0..999, which the schema's ClassLabel names (docs/subsets.md).  With `resize`,
+    `dataset` is the variant's folder (runtime/variant.py)."""
     version = pyarrow_version()
     policy = engine.bad_image_policy(on_bad_image)
     if shard_size < 1 or row_group_size < 1:
@@ -253,13 +256,16 @@ def write_parquet(
         raise PrepError("parquet needs --archives DIR, or --from-folders")
     dataset = Path(dataset)
     refuse_other_pyarrow(dataset, version)
+    if resize is not None and from_folders:
+        raise OptionError("--resize reads the archives: give --archives, not --from-folders")
+    variant.claim(dataset, resize)
     if splits is None:
         splits = default_splits(archives, dataset, from_folders)
     options = {"seed": seed, "shard_size": shard_size, "row_group_size": row_group_size,
-               "pyarrow": version}
+               "pyarrow": version, **({"resize": resize.text} if resize else {})}
     report = engine.write_shards(
         ParquetFormat(dataset, options), dataset=dataset, archives=archives,
         from_folders=from_folders, labels=labels, splits=splits, workers=workers,
         policy=policy, boxes_csv=None, subset=subset)
     report["card"] = os.fspath(write_card(dataset))
-    return report
+    return variant.with_summary(report, dataset, archives, resize)

@@ -311,3 +311,29 @@ def test_parquet_and_mds_store_the_variant(small_replica, tmp_path):
     assert run_cli("check", ds).stdout.strip().endswith(": OK")
     proc = run_cli("mds", ds, *opts, "--image-format", "webp", check=False)
     assert proc.returncode != 0 and "not --image-format webp" in proc.stderr
+
+
+def test_damage_in_a_variant_is_found_and_mended(variant, small_replica, tmp_path):
+    """check DATASET proves its variants: a flipped byte and a deleted image are named,
+    and the next prepare of the variant writes back the same bytes."""
+    ds = tmp_path / "ds"
+    run_cli("prepare", "--archives", small_replica, "--out", ds, "--only", "all", *SHARDS,
+            *SHORT, "--workers", "2", "--no-report")
+    root = ds / "variants" / TAG
+    want = tree_digest(root)
+    assert want == tree_digest(variant[1])
+    flipped = sorted((root / "train").glob("*/*.JPEG"))[3]
+    data = bytearray(flipped.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    flipped.write_bytes(bytes(data))
+    deleted = sorted((root / "val").glob("*/*.JPEG"))[0]
+    deleted.unlink()
+    proc = run_cli("check", ds, check=False)
+    assert proc.returncode == 1 and f"variant {TAG}: problems below" in proc.stdout
+    assert f"{flipped}: content changed" in proc.stdout
+    assert f"{root / 'val' / deleted.name}: missing" in proc.stdout
+    assert f"{root / 'val' / deleted.parent.name}: 2 files, expected 3" in proc.stdout
+    run_cli("prepare", "--archives", small_replica, "--out", ds, "--only", "all", *SHARDS,
+            *SHORT, "--workers", "2", "--no-report")
+    assert tree_digest(root) == want
+    assert run_cli("check", ds).stdout.strip().endswith(": OK")

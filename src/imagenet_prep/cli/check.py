@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         for root in variants:  # each resized variant is a dataset of its own (docs/resize.md)
             more, seen = check_dataset(root, workers=args.workers)
             _note_damaged(root, seen.get("damaged", []))
-            problems += more
+            problems += [p if p.startswith(str(root)) else f"{root}/{p}" for p in more]
             checked.setdefault("variants", {})[root.name] = {"ok": not more, **seen}
     lines = [f"skipped bad image (--on-bad-image skip): {s['split']}/{s['name']}: {s['error']}"
              for s in checked.get("skipped_images", [])]

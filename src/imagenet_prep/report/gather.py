@@ -108,10 +108,12 @@ def summary_rows(dataset: Path, views: dict[str, SplitView]) -> list[Row]:
 
 
 def variant_rows(dataset: Path) -> list[Row]:
-    """One row per resized variant under DATASET/variants/ (docs/resize.md): its images
-    and stored bytes from its records, its options and quality sample."""
+    """One row per resized variant under DATASET/variants/ (docs/resize.md), or for DATASET
+    when it is one: its images and stored bytes from its records, its options and quality
+    sample."""
     rows = []
-    for root in variant_roots(dataset):
+    itself = [dataset] if variant.record(dataset) else []  # the report of a variant itself
+    for root in itself + variant_roots(dataset):
         rec = variant.record(root) or {}
         made, images, size = [], None, 0
         extracted = [r for s in ("train", "val") if (r := stage_state.load(root,

@@ -12,8 +12,17 @@ import json
 import tarfile
 from pathlib import Path
 
+import numpy as np
 import pytest
-from helpers import replica_truth, run_cli, sample_image, tree_digest
+from helpers import (
+    SORTED_WNIDS,
+    boxes_of,
+    replica_box_lines,
+    replica_truth,
+    run_cli,
+    sample_image,
+    tree_digest,
+)
 from PIL import Image
 
 from imagenet_prep.errors import OptionError
@@ -95,6 +104,16 @@ def test_modes_when_resized(kind):
         assert (note is None) == (kind in ("rgb", "gray"))
 
 
+def test_tiny_images_fill_the_box():
+    """box=B is exact: a 5x3 image is enlarged to BxB; short/max keep it as it is."""
+    buf = io.BytesIO()
+    Image.new("RGB", (5, 3), (200, 30, 30)).save(buf, "JPEG")
+    out, w, h, _ = resize.resized_image(buf.getvalue(), "x", resize.parse("box=16"))
+    assert (w, h) == (16, 16) == _decode(out).size
+    kept, w, h, _ = resize.resized_image(buf.getvalue(), "x", resize.parse("max=16"))
+    assert kept == buf.getvalue() and (w, h) == (5, 3)
+
+
 @pytest.mark.parametrize("kind", ["rgb", "gray", "cmyk", "png", "gzip"])
 def test_images_smaller_than_the_target(kind):
     """short/max never enlarge: an RGB or grayscale JPEG keeps its bytes (JPEG variant);
@@ -168,29 +187,31 @@ def test_check_and_record(variant):
 
 
 def test_tfrecords_parse_with_tensorflow(variant, small_replica):
-    """Every record parses with TensorFlow; its height/width are the stored image's."""
-    import tensorflow as tf
+    """Every record parses with TensorFlow and the reference's feature spec; its
+    height/width are the stored image's, its label, synset and boxes the original's."""
+    from test_tfrecord import read_with_tensorflow
 
     _, root = variant
     spec = resize.parse("short=40")
     truth = replica_truth(small_replica)
-    feature = {k: tf.io.FixedLenFeature([], t) for k, t in (
-        ("image/encoded", tf.string), ("image/height", tf.int64), ("image/width", tf.int64),
-        ("image/filename", tf.string), ("image/format", tf.string),
-        ("image/class/synset", tf.string))}
-    n = 0
-    for shard in sorted((root / "tfrecord_train").iterdir()) + \
-            sorted((root / "tfrecord_val").iterdir()):
-        for _, raw in iter_records(shard):
-            ex = tf.io.parse_single_example(raw, feature)
-            img = tf.image.decode_jpeg(ex["image/encoded"], channels=3).numpy()
-            name = ex["image/filename"].numpy().decode()
-            h, w = int(ex["image/height"]), int(ex["image/width"])
-            assert (w, h) == _expected(spec, truth[name][1]) and img.shape == (h, w, 3)
-            assert ex["image/class/synset"].numpy().decode() == truth[name][0]
-            assert ex["image/format"].numpy() == b"JPEG"
-            n += 1
-    assert n == len(truth)
+    boxes = boxes_of(replica_box_lines(small_replica))
+    parsed = read_with_tensorflow(root, {"train": 3, "val": 2})
+    names = set()
+    for split, records in parsed.items():
+        for rec in records:
+            name = rec["image/filename"].decode()
+            wnid, data, _ = truth[name]
+            h, w = int(rec["image/height"]), int(rec["image/width"])
+            assert (w, h) == _expected(spec, data) and rec["decoded_shape"] == (h, w, 3)
+            assert rec["image/class/synset"].decode() == wnid
+            assert rec["image/class/label"] == SORTED_WNIDS.index(wnid) + 1
+            assert (rec["image/format"], rec["image/channels"]) == (b"JPEG", 3)
+            want = boxes.get(name, []) if split == "train" else []
+            got = list(zip(*(rec[f"image/object/bbox/{k}"]
+                             for k in ("xmin", "ymin", "xmax", "ymax")), strict=True))
+            assert got == [tuple(float(np.float32(v)) for v in b) for b in want]
+            names.add(name)
+    assert names == set(truth)
 
 
 def test_webdataset_samples_describe_the_stored_image(variant, small_replica):

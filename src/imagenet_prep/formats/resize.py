@@ -182,10 +182,14 @@ def decode_resized(data: bytes, where: str, spec: ResizeSpec, fast: bool = True
         size = target_size(spec, *im.size)
         if size is None:
             return None
+        box = None
         if fast and not spec.full_decode and im.format in ("JPEG", "MPO"):
             want = (size[0] * DRAFT_MARGIN, size[1] * DRAFT_MARGIN)
-            im.draft(im.mode, want)  # the largest 1/2^k scale still >= want in both sides
-        return _pixels(im, spec).resize(size, FILTER)
+            # the largest 1/2^k scale still >= want in both sides; the reduced image is
+            # rounded up to whole pixels, so `box` is the original's exact area in it
+            drafted = im.draft(im.mode, want)
+            box = drafted[1] if drafted else None
+        return _pixels(im, spec).resize(size, FILTER, box=box)
     except BadImageError:
         raise
     except Exception as e:

@@ -52,6 +52,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="also write DATASET/parquet (Hugging Face, the Hub's imagenet-1k schema)")
     p.add_argument("--mds", action="store_true",
                    help="also write DATASET/mds (MosaicML streaming shards)")
+    p.add_argument("--tfds", action="store_true",
+                   help="also write a TensorFlow Datasets data directory to DATASET/tfds "
+                        "(imagenet2012 train and validation)")
     p.add_argument("--no-report", action="store_true",
                    help="do not write DATASET/report.html at the end")
     p.add_argument("--download", action="store_true",
@@ -76,6 +79,7 @@ def prepare_options(args: argparse.Namespace) -> PrepareOptions:
         wds_shard_samples=args.wds_shard_samples, write_report=not args.no_report,
         parquet=args.parquet, mds=args.mds,
         subset=subset_of(args),
+        tfds=args.tfds,
     )
 
 

@@ -24,7 +24,7 @@ demo: $(VENV)/.installed
 		--val-per-class 5 --test 20 --size 250x188
 	$(VENV)/bin/imagenet-prep verify --archives $(DEMO)/archives
 	$(VENV)/bin/imagenet-prep prepare --archives $(DEMO)/archives --out $(DEMO)/dataset \
-		--only all --train-shards 8 --val-shards 2 --wds --wds-shard-samples 100
+		--only all --train-shards 8 --val-shards 2 --wds --wds-shard-samples 100 --tfds
 	$(VENV)/bin/imagenet-prep check $(DEMO)/dataset
 	@$(PY) -m imagenet_prep.cli.print_tree $(DEMO)/dataset
 

@@ -44,6 +44,7 @@ def _steps(archives: Path, ds: Path, workers: int) -> list[tuple[str, list[str]]
         # 9,000 samples a shard: about the 1 GB default at ImageNet's real image size (the
         # tiny images here would otherwise put the whole split in one shard)
         ("wds", ["wds", str(ds), "--archives", str(archives), "--shard-samples", "9000", *w]),
+        ("tfds", ["tfds", str(ds), "--archives", str(archives), *w]),
         ("check", ["check", str(ds), *w]),
     ]
 

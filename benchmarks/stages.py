@@ -522,3 +522,12 @@ STAGES = {"startup": startup, "verify": verify, "extract": extract, "valtree": v
 from bench_hf import STAGES as HF_STAGES  # noqa: E402 (it builds on this module's Ctx)
 
 STAGES.update(HF_STAGES)
+
+
+def _tfds(ctx: Ctx) -> Stage:
+    from tfds_stage import tfds  # its own module (issue 15)
+
+    return tfds(ctx)
+
+
+STAGES["tfds"] = _tfds

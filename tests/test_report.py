@@ -196,7 +196,8 @@ def test_prepare_writes_the_report_from_folders(prepared, small_replica):
     assert page.ids["converted-count"]["data-value"] == str(len(found))
     assert len([a for a in page.imgs if a["data-section"] == "converted"]) == len(found)
     # the prepare run's stage timings are on the page, in stage order
-    assert page.stages == ["verify", "extract", "valtree", "flatten", "synsets", "card", "total"]
+    assert page.stages == ["verify", "extract", "valtree", "flatten", "synsets", "torchvision",
+                           "card", "total"]
 
 
 def test_report_from_shards_alone(shards_only, small_replica):

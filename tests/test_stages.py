@@ -56,6 +56,12 @@ EXAMPLES = {
     "mds": ({"splits": {"val": {"samples": 12, "shards": 2}},
              "run": {"images_per_s": 900.0, "mb_per_s": 30.0}}, 0.5,
             "  mds           0.5 s  val: 12 samples in 2 shards; 900 img/s, 30 MB/s"),
+    "torchvision": ({"classes": 1000, "val_images": 12}, 0.0,
+                    "  torchvision     0.0 s  meta.bin: 1000 classes, 12 validation WNIDs"),
+    "tfds": ({"splits": {"train": {"records": 48, "shards": 1}},
+              "run": {"images_per_s": 900.0, "mb_per_s": 40.0}, "converted": []}, 0.5,
+             "  tfds          0.5 s  train: 48 records in 1 shards; 900 img/s, 40 MB/s, "
+             "0 converted to RGB JPEG"),
     "report": ({"path": "/data/report.html", "bytes": 1_234_567, "seconds": 0.8}, 0.8,
                "  report        0.8 s  /data/report.html (1.23 MB)"),
 }
@@ -97,11 +103,13 @@ def test_selection_follows_the_options():
     assert names == ["verify", "bbox", "tfrecord", "report"]
     names = [s.name for s in stages.selected(
         PrepareOptions(only="all", wds=True, write_report=False))]
-    assert names == ["verify", "extract", "valtree", "flatten", "synsets", "card", "bbox",
-                     "tfrecord", "wds"]
+    assert names == ["verify", "extract", "valtree", "flatten", "synsets", "torchvision", "card",
+                     "bbox", "tfrecord", "wds"]
     names = [s.name for s in stages.selected(PrepareOptions(only="tensorflow", parquet=True,
                                                             mds=True))]
     assert names == ["verify", "bbox", "tfrecord", "parquet", "mds", "report"]
+    names = [s.name for s in stages.selected(PrepareOptions(only="tensorflow", tfds=True))]
+    assert names == ["verify", "bbox", "tfrecord", "tfds", "report"]
 
 
 def test_roles_read_are_what_each_target_downloads():

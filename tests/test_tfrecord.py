@@ -337,6 +337,10 @@ def test_check_finds_damage(written, tmp_path):
     listed = [p for p in check_dataset(ds)[0] if "leftover temporary file" in p]
     assert listed == [f"{ds / 'tfrecord_val' / '.validation-00001-of-00003.ipart'}: "
                       "leftover temporary file"]  # once, though two checks see it
+    for _ in range(3):  # results come back as shards finish: each is told for its own shard
+        damaged = check_dataset(ds, workers=2)[1]["damaged"]
+        assert [d for d in damaged if "tfrecord_train" in d] == [
+            "tfrecord_train/train-00002-of-00005"]
 
 
 def test_cli_summary_and_json(inputs, tmp_path, capsys):

@@ -148,3 +148,19 @@ VARIANT_RECORD = "variant"  # VARIANT/.imagenet-prep/variant.json: options and l
 def variant_folder(tag: str) -> str:
     """`variants/short256`: where the variant `tag` (formats/resize.py) lives under DATASET."""
     return f"{VARIANTS_DIR}/{tag}"
+
+
+# --- TensorFlow Datasets, torchvision, timm (issue 15) ----------------------------------
+
+TFDS_DIR = "tfds"  # DATASET/tfds: a TFDS data_dir (`tfds.load(..., data_dir=DATASET/tfds)`)
+TFDS_NAME, TFDS_VERSION = "imagenet2012", "5.1.0"  # the builder and version TFDS reads
+TFDS_DATA = f"{TFDS_DIR}/{TFDS_NAME}/{TFDS_VERSION}"  # shards and metadata files, together
+TFDS_SPLIT = {"train": "train", "val": "validation", "test": "test"}
+TFDS_SHARD_RE = re.compile(rf"{TFDS_NAME}-(train|validation|test)\.tfrecord-(\d{{5}})-of-(\d{{5}})")
+TFDS_RECORD = "tfds"
+TFDS_REPORT = "tfds-report"
+TORCHVISION_META = "meta.bin"  # DATASET/meta.bin: what torchvision.datasets.ImageNet loads
+TORCHVISION_RECORD = "torchvision-meta"
+TIMM_INFO = "_info.json"  # beside the WebDataset shards: timm's wds reader's split table
+TFDS_REFERENCE = "imagenet2012_reference"  # DATASET/tfds/NAME/1.0.0: TFDS's view of TFRECORD
+TFDS_REFERENCE_VERSION = "1.0.0"

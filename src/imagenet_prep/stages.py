@@ -56,6 +56,7 @@ class PrepareOptions:
     mds: bool = False  # also the mds stage (MosaicML streaming)
     subset: Subset | None = None  # which classes / training images (None: the dataset's own)
     resize: Any = None  # a formats.resize.ResizeSpec: the dataset is that resized variant
+    tfds: bool = False  # also the tfds stage (DATASET/tfds, train and validation), after wds
 
 
 Result = dict[str, Any]
@@ -256,6 +257,21 @@ def _mds(archives: Path, dataset: Path, options: PrepareOptions, workers: Worker
                      subset=options.subset, resize=options.resize)
 
 
+def _torchvision(archives: Path, dataset: Path, options: PrepareOptions, workers: Workers
+                 ) -> Result | None:
+    from imagenet_prep.folders.torchvision_meta import write_meta_bin
+
+    return write_meta_bin(dataset) if (dataset / "train").is_dir() else None
+
+
+def _tfds(archives: Path, dataset: Path, options: PrepareOptions, workers: Workers) -> Result:
+    from imagenet_prep.shards.tfds import write_tfds
+
+    return write_tfds(dataset, archives=archives, workers=workers,
+                      on_bad_image=options.on_bad_image, labels=options.labels,
+                      subset=options.subset)
+
+
 def _report(archives: Path, dataset: Path, options: PrepareOptions, workers: Workers
             ) -> Result:
     from imagenet_prep.report import build_report
@@ -324,6 +340,14 @@ def _card_line(r: Result, seconds: float) -> str:
     return r.get("path") or r.get("skipped", "")
 
 
+def _torchvision_line(r: Result, seconds: float) -> str:
+    return f"meta.bin: {r['classes']} classes, {r['val_images']} validation WNIDs"
+
+
+def _tfds_line(r: Result, seconds: float) -> str:
+    return _tfrecord_line(r, seconds)
+
+
 def _report_line(r: Result, seconds: float) -> str:
     return f"{r['path']} ({r['bytes'] / 1e6:.2f} MB)"
 
@@ -357,12 +381,16 @@ STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("mds", _mds, _wds_line, _images, roles=_HF_ROLES, needs=_IMAGES,
           asks=lambda o: {"folder": MDS_DIR, "splits": list(_IMAGES)}),
     Stage("report", _report, _report_line, preflight=_report_preflight, closing=True),
+    Stage("torchvision", _torchvision, _torchvision_line, _nothing, asks=lambda o: {}),
+    Stage("tfds", _tfds, _tfds_line, _images, roles=("train", "val", "devkit", "bbox_val"),
+          needs=_IMAGES, asks=lambda o: {"splits": list(_IMAGES)}),
 )}
 
 TARGETS: dict[str, tuple[str, ...]] = {
-    "pytorch": ("verify", "extract", "valtree", "flatten", "synsets", "card"),
+    "pytorch": ("verify", "extract", "valtree", "flatten", "synsets", "torchvision", "card"),
     "tensorflow": ("verify", "bbox", "tfrecord"),
-    "all": ("verify", "extract", "valtree", "flatten", "synsets", "card", "bbox", "tfrecord"),
+    "all": ("verify", "extract", "valtree", "flatten", "synsets", "torchvision", "card", "bbox",
+            "tfrecord"),
 }
 
 
@@ -387,6 +415,7 @@ def selected(options: PrepareOptions) -> tuple[Stage, ...]:
     those options), then the report (with `write_report`)."""
     names = (target(options.only) + (("wds",) if options.wds else ())
              + tuple(n for n in ("parquet", "mds") if getattr(options, n))
+             + (("tfds",) if options.tfds else ())
              + (("report",) if options.write_report else ()))
     return tuple(get(n) for n in names)
 

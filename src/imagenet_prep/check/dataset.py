@@ -21,6 +21,7 @@ from imagenet_prep.check.folders import (
     check_tmp_files,
 )
 from imagenet_prep.check.hf import check_root_card, check_shards, check_wds_card
+from imagenet_prep.check.loaders import check_loaders, loaders_from_records
 from imagenet_prep.check.subset import check_subset
 from imagenet_prep.errors import NothingToCheck
 from imagenet_prep.layout import (
@@ -57,6 +58,7 @@ def _outputs_from_records(dataset: Path) -> dict[str, dict[str, Any]]:
             outputs[name] = {}
     if any((dataset / lay.folder).is_dir() for lay in TFRECORD.values()):
         outputs["tfrecord"] = {}
+    outputs.update(loaders_from_records(dataset))
     return outputs
 
 
@@ -136,6 +138,7 @@ def check_dataset(dataset: Path, workers: Workers = None) -> tuple[list[str], di
             problems += check_shards(dataset, kind, workers=workers, damaged=shards)
     if "card" in outputs:
         problems += check_root_card(dataset)
+    problems += check_loaders(dataset, outputs, workers, shards)
     checked["damaged"] = damaged + [str(p.relative_to(dataset)) for p in shards
                                     if p.is_relative_to(dataset)]
     # the shard checks report their folders' leftover temporary files too: list each once

@@ -72,6 +72,11 @@ def _check_shard(task: _CheckTask) -> tuple[int, list[str]]:
     return n, problems
 
 
+def _check_shard_at(task: _CheckTask) -> tuple[Path, tuple[int, list[str]]]:
+    """(the shard, its records and problems): results arrive in the order tasks finish."""
+    return task.path, _check_shard(task)
+
+
 def _scan_split(dataset: Path, split: str) -> tuple[dict[int, Path], set[int], list[str]]:
     """(shard index -> path, totals seen, problems) from the names in a split's folder."""
     folder = dataset / TFRECORD[split].folder
@@ -143,7 +148,9 @@ def check_tfrecords(
             for j, (_, path) in enumerate(sorted(shards.items()))
         ]
         counts = []
-        for task, (n, more) in zip(tasks, run_tasks(_check_shard, tasks, workers), strict=True):
+        results = dict(run_tasks(_check_shard_at, tasks, workers))  # in the order they finish
+        for task in tasks:
+            n, more = results[task.path]
             counts.append(n)
             problems += more
             if more:

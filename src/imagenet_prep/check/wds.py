@@ -9,6 +9,7 @@ from pathlib import Path
 
 import google_crc32c
 
+from imagenet_prep.check.timm_info import check_timm_info
 from imagenet_prep.errors import PrepError
 from imagenet_prep.formats.images import stored_image_problems
 from imagenet_prep.formats.resize import from_text
@@ -182,4 +183,4 @@ def check_wds(folder: Path, sample: int = 20, workers: int | None = None,
             if sum(counts.values()) != expected:
                 problems.append(f"{folder}: {sum(counts.values())} {prefix} samples, "
                                 f"expected {expected}")
-    return problems
+    return problems + check_timm_info(folder)

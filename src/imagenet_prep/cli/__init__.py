@@ -35,6 +35,7 @@ COMMANDS: dict[str, str] = {
     "wds": "write WebDataset tar shards for streaming PyTorch training",
     "parquet": "write Parquet shards in the Hugging Face Hub's imagenet-1k schema, with a card",
     "mds": "write MosaicML Streaming (MDS) shards, one streaming dataset per split",
+    "tfds": "write a TensorFlow Datasets data directory of imagenet2012",
     "check": "prove a dataset complete, or list its problems",
     "report": f"write DATASET/{REPORT_HTML}: counts, plots, converted files, a contact sheet",
 }

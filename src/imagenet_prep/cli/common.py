@@ -86,13 +86,16 @@ def emit(report: Any, as_json: bool, lines: list[str]) -> None:
 
 
 def add_shard_options(p: argparse.ArgumentParser, splits: tuple[str, ...],
-                      default: tuple[str, ...], seed_note: str = "") -> None:
+                      default: tuple[str, ...], seed_note: str = "", *, seed: bool = True
+                      ) -> None:
     """--splits, --seed, --labels, --on-bad-image, the workers and --json: what every shard
     command (tfrecord, wds) takes."""
     shown = "both" if default == splits and len(splits) == 2 else ",".join(default)
     p.add_argument("--splits", type=split_list, default=default,
                    help=f"comma-separated, from {','.join(splits)} (default: {shown})")
-    p.add_argument("--seed", type=int, default=0, help=f"shuffle seed (default 0{seed_note})")
+    if seed:  # a format whose order is fixed (tfds: TFDS's own) takes none
+        p.add_argument("--seed", type=int, default=0,
+                       help=f"shuffle seed (default 0{seed_note})")
     p.add_argument("--labels", choices=SOURCES, default="auto",
                    help="validation label source when reading the archives")
     p.add_argument("--on-bad-image", choices=tuple(ON_BAD_IMAGE), default="fail",

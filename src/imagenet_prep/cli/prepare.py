@@ -55,6 +55,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="also write DATASET/parquet (Hugging Face, the Hub's imagenet-1k schema)")
     p.add_argument("--mds", action="store_true",
                    help="also write DATASET/mds (MosaicML streaming shards)")
+    p.add_argument("--tfds", action="store_true",
+                   help="also write a TensorFlow Datasets data directory to DATASET/tfds "
+                        "(imagenet2012 train and validation)")
     p.add_argument("--no-report", action="store_true",
                    help="do not write DATASET/report.html at the end")
     p.add_argument("--download", action="store_true",
@@ -81,6 +84,7 @@ def prepare_options(args: argparse.Namespace) -> PrepareOptions:
         parquet=args.parquet, mds=args.mds,
         subset=subset_of(args),
         resize=resize_spec(args),
+        tfds=args.tfds,
     )
 
 

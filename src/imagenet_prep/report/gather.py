@@ -25,6 +25,7 @@ from imagenet_prep.layout import (
     extract_record,
 )
 from imagenet_prep.report.hf import hf_rows
+from imagenet_prep.report.loaders import loader_rows
 from imagenet_prep.report.model import Row, SplitView
 from imagenet_prep.report.shards import shard_files
 from imagenet_prep.runtime import stage_state, variant
@@ -104,7 +105,7 @@ def summary_rows(dataset: Path, views: dict[str, SplitView]) -> list[Row]:
         if opts:
             detail += f" (seed {opts.get('seed')})"
         rows.append(Row(lay.folder, f"{split} TFRecords", recorded, None, size, detail))
-    return rows + hf_rows(dataset) + variant_rows(dataset)
+    return rows + hf_rows(dataset) + loader_rows(dataset) + variant_rows(dataset)
 
 
 def variant_rows(dataset: Path) -> list[Row]:

@@ -29,8 +29,10 @@ from imagenet_prep.layout import (
     STATE_DIR,
     SUBSET_RECORD,
     SYNSETS_RECORD,
+    TFDS_RECORD,
     TFRECORD_RECORD,
     TFRECORD_REPORT,
+    TORCHVISION_RECORD,
     VALTREE_RECORD,
     VARIANT_RECORD,
     WDS_RECORD,
@@ -105,6 +107,10 @@ SCHEMAS: dict[str, Fields] = {
     SUBSET_RECORD: Fields({"num_classes": int, "classes_sha256": str, "labels": str}),
     VARIANT_RECORD: Fields({"resize": str, "quality": int, "image_format": str,
                             "versions": dict}, {"quality_sample": dict}),
+    TFDS_RECORD: Fields({"shards": MapOf(Fields({"split": str, "records": int, "bytes": int},
+                                                {"crc32c": int, "example_bytes": int})),
+                         "splits": MapOf(_SPLIT)}, {"options": dict}),
+    TORCHVISION_RECORD: Fields({"bytes": int, "sha256": str, "classes": int, "val_images": int}),
 }
 
 

@@ -162,6 +162,10 @@ class ShardFormat(ABC):
     @abstractmethod
     def shard_name(self, split: str, k: int, shards: int) -> str: ...
 
+    def order(self, split: str, cat: Catalog) -> np.ndarray:
+        """The split's images in shard order: by default the seeded hash of the names."""
+        return shuffle_order(cat.names, self.options["seed"])
+
     @abstractmethod
     def bounds(self, split: str, cat: Catalog, order: np.ndarray) -> Bounds:
         """The split's shards as runs of the seeded order."""
@@ -520,7 +524,7 @@ def write_shards(
     plans: dict[str, tuple[np.ndarray, Bounds]] = {}
     ranks = {split: name_ranks(cat) for split, cat in cats.items()}
     for split, cat in cats.items():
-        order = shuffle_order(cat.names, fmt.options["seed"])
+        order = fmt.order(split, cat)
         plans[split] = (order, fmt.bounds(split, cat, order))
     split_info = {s: {"images": len(c), "digest": catalog_digest(c, sizes=fmt.sized),
                       "boxes_sha256": boxes_sha if s == "train" else None,

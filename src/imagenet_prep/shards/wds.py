@@ -36,6 +36,7 @@ from imagenet_prep.runtime.files import write_atomic
 from imagenet_prep.runtime.pool import Workers
 from imagenet_prep.shards import cards, engine
 from imagenet_prep.shards.order import Bounds, count_bounds, size_bounds
+from imagenet_prep.shards.timm_info import write_timm_info
 from imagenet_prep.sources import metadata
 from imagenet_prep.sources.catalog import Catalog
 from imagenet_prep.sources.subset import Subset
@@ -125,6 +126,7 @@ class WdsFormat(engine.ShardFormat, record=layout.WDS_RECORD, report=layout.WDS_
         path = self.root / layout.wds_index_name(split)
         if not path.is_file() or path.read_text() != text:
             write_atomic(path, text)
+        write_timm_info(self.root)  # timm's split table, from the indexes
 
     def start_over(self) -> str:
         return f"to start over, delete {self.root}"

@@ -26,6 +26,7 @@ from imagenet_prep.formats import mds
 from imagenet_prep.formats.resize import ResizeSpec
 from imagenet_prep.runtime import stage_state, variant
 from imagenet_prep.runtime.files import write_atomic
+from imagenet_prep.runtime.memory import keep_freed_memory
 from imagenet_prep.runtime.pool import Workers
 from imagenet_prep.shards import engine
 from imagenet_prep.shards.order import Bounds, size_bounds
@@ -48,6 +49,7 @@ class _Samples(engine.ShardEncoder):
         assert task.indices is not None
         self.indices = task.indices.tolist()
         self.size_limit = size_limit
+        keep_freed_memory(2 * size_limit)  # the next shard reuses this one's pages
         self.parts: list[bytes] = []
         self.sizes: list[int] = []
 

@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 from imagenet_prep import __version__
 from imagenet_prep.errors import PrepError
 from imagenet_prep.runtime.files import STATE_DIR, state_dir, write_atomic
+from imagenet_prep.runtime.storage import RemotePath
 from imagenet_prep.sources.archives import ROLES, find_archive
 
 INSTALL_HINT = "pip install 'imagenet-prep[dask]'"
@@ -51,6 +52,28 @@ class SharedView:
     token: str
     archives: str | None = None
     archive_stats: tuple[tuple[str, int, int], ...] = ()  # (file name, size, mtime in s)
+    remote_archives: RemotePath | None = None  # archives in object storage: read directly
+    remote_sizes: tuple[tuple[str, int], ...] = ()  # (object name, size)
+
+
+def remote_problems(view: SharedView) -> list[str]:
+    """What keeps this process from reading the archives in object storage as the client
+    does (each problem names the URL)."""
+    if view.remote_archives is None:
+        return []
+    problems = []
+    for name, size in view.remote_sizes:
+        obj = view.remote_archives / name
+        try:
+            got = obj.stat().st_size
+            obj.read_bytes(0, min(size, 512))  # a ranged read, as the tasks make
+        except PrepError as e:
+            problems.append(f"cannot read {e}")
+            continue
+        if got != size:
+            problems.append(f"sees another {obj} than {view.host} does ({got} bytes; "
+                            f"expected {size})")
+    return problems
 
 
 def _stat(path: str) -> tuple[int, int] | None:
@@ -63,7 +86,7 @@ def _stat(path: str) -> tuple[int, int] | None:
 
 def view_problems(view: SharedView) -> list[str]:
     """How this process's view of the shared paths differs from the client's (empty: same)."""
-    problems = []
+    problems = remote_problems(view)
     if view.version != __version__:
         problems.append(f"runs imagenet-prep {__version__}, {view.host} runs {view.version}")
     token_path = os.path.join(view.dataset, STATE_DIR, view.token_name)
@@ -148,7 +171,8 @@ class DaskExecutor:
         if scheduler is None and local_workers < 1:
             raise PrepError(f"--dask-local needs at least 1 worker, not {local_workers}")
         self.dataset = Path(dataset)
-        self.archives = None if archives is None else Path(archives)
+        self.archives = archives if archives is None or isinstance(archives, RemotePath) \
+            else Path(archives)
         self.scheduler = scheduler
         self.local_workers = local_workers
         self.retries = retries
@@ -211,7 +235,15 @@ class DaskExecutor:
         self._token_path = folder / name
         write_atomic(self._token_path, token)
         stats = []
-        archives = self.archives if self.archives is not None and self.archives.is_dir() else None
+        archives = self.archives if isinstance(self.archives, Path) and self.archives.is_dir() \
+            else None
+        remote = self.archives if isinstance(self.archives, RemotePath) else None
+        sizes = []
+        if remote is not None:
+            for role in ROLES:
+                obj = find_archive(remote, role)
+                if obj is not None:
+                    sizes.append((obj.name, obj.stat().st_size))
         if archives is not None:
             for role in ROLES:
                 path = find_archive(archives, role)
@@ -220,7 +252,7 @@ class DaskExecutor:
         return SharedView(
             host=socket.gethostname(), version=__version__, dataset=str(self.dataset),
             token_name=name, token=token, archives=None if archives is None else str(archives),
-            archive_stats=tuple(stats),
+            archive_stats=tuple(stats), remote_archives=remote, remote_sizes=tuple(sizes),
         )
 
     def _probe_all(self) -> None:

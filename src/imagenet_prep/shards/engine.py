@@ -409,10 +409,12 @@ def write_shard(task: ShardTask) -> dict[str, Any]:
         write_parts(fd, parts, size)
         crc = _extend(crc, parts)
         offset += size
+        io = src.io()
     return {
         "split": task.split, "name": task.name, task.format.unit: len(cat) - len(skipped),
         "bytes": offset, "crc32c": crc, "input_bytes": cat.total_bytes(),
         "converted": converted, "skipped": skipped, **enc.written(),
+        **({"io": io} if io is not None else {}),  # remote reads: for the run, not the state
     }
 
 
@@ -584,6 +586,9 @@ def _run(fmt: ShardFormat, tasks: Iterable[ShardTask], state: dict, workers: Wor
     last_save = time.monotonic()
     with bar(images, fmt.record) as pb:
         for res in run_tasks(write_shard, tasks, workers):
+            if (io := res.pop("io", None)) is not None:
+                for key, n in io.items():
+                    run[key] = run.get(key, 0) + n
             state["shards"][res["name"]] = res
             done = res[fmt.unit] + len(res["skipped"])
             run["input_bytes"] += res["input_bytes"]

@@ -83,8 +83,9 @@ def test_dask_local_reads_the_bucket(s3, bucket_archives, replicas, tmp_path):
     pytest.importorskip("distributed")
     _, env = s3
     local, remote = tmp_path / "local", tmp_path / "remote"
-    run_cli("tfrecord", local, "--archives", replicas["small"], *SHARDS)
-    run_cli("tfrecord", remote, "--archives", bucket_archives, *SHARDS, "--dask-local", "2",
+    val = ["--splits", "val", "--val-shards", "2"]
+    run_cli("tfrecord", local, "--archives", replicas["small"], *val)
+    run_cli("tfrecord", remote, "--archives", bucket_archives, *val, "--dask-local", "2",
             env=env)
     assert tree_digest(remote) == tree_digest(local)
 

@@ -207,3 +207,15 @@ def test_storage_options_parse():
                    "client_kwargs": {"endpoint_url": "http://h:1", "region_name": "eu"}}
     with pytest.raises(OptionError):
         parse_storage_options(["novalue"])
+
+
+def test_pytorch_outputs_from_bucket(s3, bucket_archives, replicas, tmp_path):
+    """Class trees, flat links and synsets.txt from archives in a bucket (a local DATASET),
+    with a full MD5 verify of the objects: the same files as from the folder."""
+    _, env = s3
+    local, remote = tmp_path / "local", tmp_path / "remote"
+    args = ["--only", "pytorch", "--no-report"]
+    run_cli("prepare", "--archives", replicas["small"], "--out", local, *args)
+    run_cli("prepare", "--archives", bucket_archives, "--out", remote, *args,
+            "--verify", "full", env=env)
+    assert tree_digest(remote) == tree_digest(local)

@@ -370,18 +370,30 @@ def _gz_rest(archive: Path, stream: _GzStream) -> Iterator[tuple[str, bytes]]:
 class ArchiveReader:
     """Positioned reads from one archive file; safe to share across threads, one per process."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str | RemotePath) -> None:
+        if isinstance(path, RemotePath):  # one ranged request per read (extraction)
+            self.path: Path | RemotePath = path
+            self.fd = -1
+            return
         self.path = Path(path)
         self.fd = os.open(self.path, os.O_RDONLY)
 
     def read(self, offset: int, size: int) -> bytes:
-        data = os.pread(self.fd, size, offset)
+        if isinstance(self.path, RemotePath):
+            data = self.path.read_bytes(offset, offset + size) if size else b""
+        else:
+            data = os.pread(self.fd, size, offset)
         if len(data) != size:
             raise CorruptArchiveError(f"{self.path}: truncated: short read at byte {offset}")
         return data
 
     def copy_to(self, offset: int, size: int, out_fd: int) -> None:
         """Copy a member's bytes into an open file, in the kernel when the OS allows."""
+        if self.fd < 0:
+            view = memoryview(self.read(offset, size))
+            while view:
+                view = view[os.write(out_fd, view):]
+            return
         done = 0
         while done < size:
             try:
@@ -394,7 +406,8 @@ class ArchiveReader:
             done += n
 
     def close(self) -> None:
-        os.close(self.fd)
+        if self.fd >= 0:
+            os.close(self.fd)
 
     def __enter__(self) -> ArchiveReader:
         return self

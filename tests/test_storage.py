@@ -219,3 +219,27 @@ def test_pytorch_outputs_from_bucket(s3, bucket_archives, replicas, tmp_path):
     run_cli("prepare", "--archives", bucket_archives, "--out", remote, *args,
             "--verify", "full", env=env)
     assert tree_digest(remote) == tree_digest(local)
+
+
+def test_dask_probe_names_the_url_a_worker_cannot_read(s3, bucket_archives, monkeypatch):
+    """The start-up probe's check, as a worker runs it: an archive object it cannot read,
+    or sees at another size, is a problem naming its URL."""
+    from imagenet_prep.runtime.dask_cluster import SharedView, remote_problems
+    from imagenet_prep.runtime.storage import RemotePath
+
+    _, env = s3
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    arch = RemotePath(bucket_archives)
+    val = arch / "ILSVRC2012_img_val.tar"
+    size = val.stat().st_size
+    view = SharedView(host="client", version="0", dataset="/nowhere", token_name="t",
+                      token="t", remote_archives=arch,
+                      remote_sizes=(("ILSVRC2012_img_val.tar", size),))
+    assert remote_problems(view) == []
+    other = SharedView(**{**view.__dict__, "remote_sizes": (
+        ("ILSVRC2012_img_val.tar", size + 1), ("gone.tar", 10))})
+    problems = remote_problems(other)
+    assert len(problems) == 2
+    assert f"sees another {val}" in problems[0]
+    assert problems[1] == f"cannot read {bucket_archives}/gone.tar: not found"

@@ -243,3 +243,31 @@ def test_dask_probe_names_the_url_a_worker_cannot_read(s3, bucket_archives, monk
     assert len(problems) == 2
     assert f"sees another {val}" in problems[0]
     assert problems[1] == f"cannot read {bucket_archives}/gone.tar: not found"
+
+
+def test_killed_run_from_bucket_resumes_identical(s3, bucket_archives, replicas, tmp_path):
+    """SIGKILL while shards are written from the bucket, then the same command: the shards
+    end byte-identical to a run from the folder, and the index comes from the cache."""
+    import signal
+    import subprocess
+    import time
+
+    _, env = s3
+    env = {**env, "IMAGENET_PREP_CONCURRENCY": "1"}  # slow enough for the kill to land
+    args = ["--train-shards", "24", "--val-shards", "2", "--workers", "1"]
+    clean, ds = tmp_path / "clean", tmp_path / "ds"
+    run_cli("tfrecord", clean, "--archives", replicas["small"], *args)
+    proc = subprocess.Popen([sys.executable, "-m", "imagenet_prep", "tfrecord", str(ds),
+                             "--archives", bucket_archives, *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    folder = ds / "tfrecord_train"
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and time.monotonic() < deadline:
+        if folder.is_dir() and sum(n.startswith("train") for n in os.listdir(folder)) >= 3:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.002)
+    assert proc.wait() == -signal.SIGKILL, "the run ended before it could be killed"
+    run_cli("tfrecord", ds, "--archives", bucket_archives, *args, env=env)
+    assert tree_digest(ds) == tree_digest(clean)
+    run_cli("check", ds, env=env)

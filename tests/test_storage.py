@@ -153,19 +153,26 @@ def test_damaged_object_in_bucket_is_one_line(s3, bucket_archives, tmp_path):
     _one_line_error(proc, 1, f"s3://{BUCKET}/cut/ILSVRC2012_img_val.tar", "truncated")
 
 
-@pytest.mark.parametrize("command", [
-    ["prepare", "--archives", "ARCH", "--out", "s3://imagenet/ds"],
-    ["tfrecord", "s3://imagenet/ds", "--archives", "ARCH"],
-    ["check", "s3://imagenet/ds"],
+LOCAL_ONLY = ("s3://imagenet/ds", "local or shared folder")
+
+
+@pytest.mark.parametrize("command, words", [
+    (["prepare", "--archives", "ARCH", "--out", "s3://imagenet/ds"], LOCAL_ONLY),
+    (["tfrecord", "s3://imagenet/ds", "--archives", "ARCH"], LOCAL_ONLY),
+    (["check", "s3://imagenet/ds"], LOCAL_ONLY),
+    (["report", "s3://imagenet/ds"], ("s3:/imagenet/ds", "looks like a storage URL")),
+    (["prepare", "--archives", "s3://imagenet/new", "--out", "ds", "--download"],
+     ("s3://imagenet/new", "--download cannot write into a bucket")),
 ])
-def test_dataset_url_refused_and_no_local_folder(s3, replicas, tmp_path, command):
-    """Writing a dataset to a bucket is not done yet: refused in one line, and no local
-    folder named `s3:` is made (the old behaviour)."""
+def test_dataset_url_refused_and_no_local_folder(s3, replicas, tmp_path, command, words):
+    """Writing a dataset (or downloading) into a bucket is not done yet: refused in one
+    line before anything is made, and no local folder named `s3:` appears (the old
+    behaviour)."""
     _, env = s3
     args = [str(replicas["small"]) if a == "ARCH" else a for a in command]
     proc = run_cli(*args, check=False, env=env, cwd=tmp_path)
-    _one_line_error(proc, 2, "s3://imagenet/ds", "local or shared folder")
-    assert not (tmp_path / "s3:").exists()
+    _one_line_error(proc, 2, *words)
+    assert not (tmp_path / "s3:").exists() and not (tmp_path / "ds").exists()
 
 
 def test_missing_bucket_credentials_extra(s3, bucket_archives, tmp_path):

@@ -173,39 +173,41 @@ def _names(names: list[str]) -> np.ndarray:
 
 
 def _scan(loc: RemotePath, size: int, nested: bool) -> TarIndex:
-    """Read every header through block reads, with tarindex's checks."""
+    """Read every header through block reads, with tarindex's checks.  Members are turned
+    into arrays a tar at a time (a class of the train archive), so no Python object per
+    member outlives its class: memory stays near the arrays' (~60 MB for 1.28 M)."""
     from imagenet_prep.sources.tarindex import iter_members
 
     reader = BlockReader(loc, size)
     outer: list[Any] = []
-    names: list[str] = []
-    offsets: list[int] = []
-    sizes: list[int] = []
-    parent: list[int] = []
+    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
+
+    def part(members: list[Any], parent: int) -> None:
+        parts.append((_names([m.name for m in members]),
+                      np.array([m.offset for m in members], dtype=np.int64),
+                      np.array([m.size for m in members], dtype=np.int64),
+                      np.full(len(members), parent, dtype=np.int32)))
+
     try:
-        for m in iter_members(loc, pread=reader.pread, total=size):
-            if not nested:
-                names.append(m.name)
-                offsets.append(m.offset)
-                sizes.append(m.size)
-                parent.append(-1)
-                continue
-            k = len(outer)
+        members = iter_members(loc, pread=reader.pread, total=size)
+        if not nested:
+            part(list(members), -1)
+        for m in members if nested else ():
             outer.append(m)
-            for inner in iter_members(loc, pread=reader.pread, total=size, start=m.offset,
-                                      length=m.size, label=f"{loc}:{m.name}"):
-                names.append(inner.name)
-                offsets.append(inner.offset)
-                sizes.append(inner.size)
-                parent.append(k)
+            part(list(iter_members(loc, pread=reader.pread, total=size, start=m.offset,
+                                   length=m.size, label=f"{loc}:{m.name}")), len(outer) - 1)
     finally:
         reader.close()
+    width = max((p[0].dtype.itemsize for p in parts), default=1)
     return TarIndex(
         outer_names=_names([m.name for m in outer]),
         outer_offsets=np.array([m.offset for m in outer], dtype=np.int64),
         outer_sizes=np.array([m.size for m in outer], dtype=np.int64),
-        names=_names(names), offsets=np.array(offsets, dtype=np.int64),
-        sizes=np.array(sizes, dtype=np.int64), parent=np.array(parent, dtype=np.int32))
+        names=np.concatenate([p[0].astype(f"S{width}") for p in parts]) if parts
+        else _names([]),
+        offsets=np.concatenate([p[1] for p in parts]) if parts else np.zeros(0, np.int64),
+        sizes=np.concatenate([p[2] for p in parts]) if parts else np.zeros(0, np.int64),
+        parent=np.concatenate([p[3] for p in parts]) if parts else np.zeros(0, np.int32))
 
 
 def tar_index(loc: RemotePath, nested: bool) -> TarIndex:

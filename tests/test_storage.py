@@ -155,7 +155,9 @@ LOCAL_ONLY = ("s3://imagenet/ds", "local or shared folder")
 
 @pytest.mark.parametrize("command, words", [
     (["prepare", "--archives", "ARCH", "--out", "s3://imagenet/ds"], LOCAL_ONLY),
-    (["tfrecord", "s3://imagenet/ds", "--archives", "ARCH"], LOCAL_ONLY),
+    (["wds", "s3://imagenet/ds", "--archives", "ARCH"], LOCAL_ONLY),
+    (["tfrecord", "s3://imagenet/ds", "--archives", "ARCH", "--dask-local", "2"],
+     ("s3://imagenet/ds", "local pool only")),
     (["check", "s3://imagenet/ds"], LOCAL_ONLY),
     (["report", "s3://imagenet/ds"], ("s3:/imagenet/ds", "looks like a storage URL")),
     (["prepare", "--archives", "s3://imagenet/new", "--out", "ds", "--download"],
@@ -275,3 +277,58 @@ def test_killed_run_from_bucket_resumes_identical(s3, bucket_archives, replicas,
     run_cli("tfrecord", ds, "--archives", bucket_archives, *args, env=env)
     assert tree_digest(ds) == tree_digest(clean)
     run_cli("check", ds, env=env)
+
+
+
+def _bucket_tree(endpoint: str, prefix: str, dst) -> dict[str, str]:
+    """The objects under s3://imagenet/PREFIX, fetched into `dst`, as tree_digest gives."""
+    import fsspec
+
+    fs = fsspec.filesystem("s3", key="testing", secret="testing",
+                           client_kwargs={"endpoint_url": endpoint}, skip_instance_cache=True)
+    fs.get(f"{BUCKET}/{prefix}/", f"{dst}/", recursive=True)
+    return tree_digest(dst)
+
+
+def test_tfrecord_into_bucket_identical_resumed_and_mended(s3, bucket_archives, replicas,
+                                                           tmp_path):
+    """TFRecords, DALI indexes and the box CSV written into a bucket are the objects a run
+    on local disk writes; a run killed midway resumes to the same objects, a rerun writes
+    nothing, and a deleted shard object is written again."""
+    import signal
+    import subprocess
+    import time
+
+    import fsspec
+
+    endpoint, env = s3
+    fs = fsspec.filesystem("s3", key="testing", secret="testing",
+                           client_kwargs={"endpoint_url": endpoint}, skip_instance_cache=True)
+    args = ["--archives", bucket_archives, "--train-shards", "24", "--val-shards", "2",
+            "--dali-index", "--workers", "1"]
+    local = tmp_path / "local"
+    run_cli("tfrecord", local, *args, env=env)
+    url = f"s3://{BUCKET}/out"
+    proc = subprocess.Popen([sys.executable, "-m", "imagenet_prep", "tfrecord", url, *args],
+                            env={**env, "IMAGENET_PREP_CONCURRENCY": "1"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and time.monotonic() < deadline:
+        if len(fs.ls(f"{BUCKET}/out/tfrecord_train", refresh=True)
+               if fs.exists(f"{BUCKET}/out/tfrecord_train") else []) >= 3:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    assert proc.wait() == -signal.SIGKILL, "the run ended before it could be killed"
+    fs.invalidate_cache()
+    assert not [p for p in fs.find(f"{BUCKET}/out") if ".ipart" in p or ".upload" in p]
+    run_cli("tfrecord", url, *args, env=env)
+    want = tree_digest(local)
+    assert any(k.startswith("tfrecord_train_idx/") for k in want)
+    assert "imagenet_2012_bounding_boxes.csv" in want
+    assert _bucket_tree(endpoint, "out", tmp_path / "got1") == want
+    assert "all shards were already complete" in run_cli("tfrecord", url, *args,
+                                                         env=env).stdout
+    fs.rm_file(f"{BUCKET}/out/tfrecord_train/train-00005-of-00024")
+    assert "wrote 1 shards" in run_cli("tfrecord", url, *args, env=env).stdout
+    assert _bucket_tree(endpoint, "out", tmp_path / "got2") == want

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -210,14 +211,38 @@ class RemotePath:
             return False
 
     def is_dir(self) -> bool:
-        """A prefix counts as a folder when its bucket exists (object stores have no empty
-        folders); a missing bucket is an error, not False."""
+        """A prefix is a folder when objects are under it (object stores have no empty
+        folders), a bucket when it exists; a missing bucket is an error, not False."""
         with errors(self.url, options=self.options):
             if self.fs.isdir(self.path):
                 return True
             bucket = self.path.split("/", 1)[0]
             self.fs.ls(bucket)  # raises for a missing bucket or missing credentials
-            return "/" in self.path
+            return "/" not in self.path
+
+    def mkdir(self, parents: bool = False, exist_ok: bool = False) -> None:
+        """Nothing to make: a prefix exists once an object is written under it."""
+
+    def unlink(self, missing_ok: bool = False) -> None:
+        try:
+            with errors(self.url, "delete", self.options):
+                self.fs.rm_file(self.path)
+        except NotFound:
+            if not missing_ok:
+                raise
+
+    @contextlib.contextmanager
+    def upload(self) -> Iterator[Any]:
+        """A local temporary file for this object, uploaded in one piece (a single PUT, or
+        a multipart upload completed at the end) only if the block succeeds: the object
+        appears complete or not at all."""
+        import tempfile
+
+        with tempfile.NamedTemporaryFile(prefix=".imagenet-prep-", suffix=".upload") as f:
+            yield f
+            f.flush()
+            with errors(self.url, "write", self.options):
+                self.fs.put_file(f.name, self.path)
 
     def stat(self) -> SimpleNamespace:
         return SimpleNamespace(st_size=int(self.info()["size"]))
@@ -262,6 +287,9 @@ def location(text: str) -> Path | RemotePath:
 
 # command-line attributes that may name a bucket today; every other one refuses a URL
 REMOTE_OK = ("archives",)
+# commands whose DATASET may be a bucket: their outputs are whole objects (shards, indexes,
+# the box CSV, state records); the others need a POSIX folder (class trees, links)
+REMOTE_DATASET = ("tfrecord",)
 
 
 def bind(args: Any, options: dict[str, Any]) -> None:
@@ -271,8 +299,20 @@ def bind(args: Any, options: dict[str, Any]) -> None:
                                                                RemotePath):
         raise OptionError(f"{args.archives}: --download cannot write into a bucket yet; "
                           "download to a folder, copy it to the bucket, then use --archives")
+    cluster = getattr(args, "scheduler", None) or getattr(args, "dask_local", None)
     for key, value in vars(args).items():
         if isinstance(value, RemotePath):
+            if key in ("dataset", "out") and args.command in REMOTE_DATASET and not cluster:
+                setattr(args, key, value.with_options(options))
+                continue
+            if key in ("dataset", "out") and args.command in REMOTE_DATASET:
+                raise OptionError(f"{value}: a dataset in a bucket is written by the local "
+                                  "pool only yet, not with --scheduler or --dask-local")
+            if key in ("dataset", "out") and args.command in ("prepare", "check", "report"):
+                raise OptionError(
+                    f"{value}: {args.command} needs a local or shared folder for DATASET yet; "
+                    "TFRecord shards (with their DALI indexes, the box CSV and the state) "
+                    "can go to a bucket with the tfrecord command")
             if key not in REMOTE_OK:
                 raise OptionError(
                     f"{value}: {key.replace('_', '-')} must be a local or shared folder: "
@@ -296,3 +336,18 @@ def open_input(path: Path | RemotePath, buffering: int = -1) -> Any:
 
 
 BLOCK_READ = 8 << 20  # bytes per request when a remote file is read front to back
+
+
+def listdir(folder: Path | RemotePath) -> list[str]:
+    """Names in a folder or under a prefix (none for a prefix with no objects)."""
+    if isinstance(folder, RemotePath):
+        try:
+            return folder.listdir()
+        except NotFound:
+            return []
+    return os.listdir(folder)
+
+
+def as_path(where: str | os.PathLike[str] | RemotePath) -> Path | RemotePath:
+    """`Path(where)`, except that an object-storage location stays one."""
+    return where if isinstance(where, RemotePath) else Path(where)

@@ -34,6 +34,7 @@ from imagenet_prep.runtime.files import atomic_file, ensure_dir, is_tmp_name
 from imagenet_prep.runtime.memory import release_free_memory
 from imagenet_prep.runtime.pool import Workers, run_tasks
 from imagenet_prep.runtime.progress import bar
+from imagenet_prep.runtime.storage import listdir, open_input
 from imagenet_prep.shards.order import Bounds, shuffle_order
 from imagenet_prep.sources import metadata
 from imagenet_prep.sources.archives import find_archive, require_archives
@@ -318,7 +319,7 @@ def load_boxes(csv: Path | None) -> tuple[BoxTable, str | None]:
     if csv is None:
         return (np.zeros(0, dtype="S1"), NO_BOXES.astype(np.float64)), None
     h = hashlib.sha256()
-    with open(csv, "rb") as f:
+    with open_input(csv) as f:
         while chunk := f.read(1 << 20):
             h.update(chunk)
     return read_csv_arrays(csv), h.hexdigest()
@@ -438,7 +439,7 @@ def check_state(
     """
     if state is None:
         for d in dict.fromkeys(folders.values()):
-            if d.is_dir() and any(is_ours(e) for e in os.listdir(d)):
+            if d.is_dir() and any(is_ours(e) for e in listdir(d)):
                 raise PrepError(f"{d}: holds files that no {stage} run recorded; " + start_over)
         return {"options": options, "splits": splits, "shards": {}}
     old = state.get("options", {})
@@ -472,8 +473,9 @@ def finished(path: Path, split: str, entry: dict | None) -> bool:
 
 
 def remove_stale_tmp(folder: Path) -> None:
-    """Temporary files of a killed run: each run holds the dataset lock, so none is live."""
-    for name in os.listdir(folder):
+    """Temporary files of a killed run: each run holds the dataset lock, so none is live
+    (a bucket has none: objects are uploaded whole)."""
+    for name in listdir(folder) if isinstance(folder, Path) else ():
         if is_tmp_name(name):
             (folder / name).unlink(missing_ok=True)
 

@@ -158,7 +158,6 @@ LOCAL_ONLY = ("s3://imagenet/ds", "local or shared folder")
     (["wds", "s3://imagenet/ds", "--archives", "ARCH"], LOCAL_ONLY),
     (["tfrecord", "s3://imagenet/ds", "--archives", "ARCH", "--dask-local", "2"],
      ("s3://imagenet/ds", "local pool only")),
-    (["check", "s3://imagenet/ds"], LOCAL_ONLY),
     (["report", "s3://imagenet/ds"], ("s3:/imagenet/ds", "looks like a storage URL")),
     (["prepare", "--archives", "s3://imagenet/new", "--out", "ds", "--download"],
      ("s3://imagenet/new", "--download cannot write into a bucket")),
@@ -251,35 +250,6 @@ def test_dask_probe_names_the_url_a_worker_cannot_read(s3, bucket_archives, monk
     assert problems[1] == f"cannot read {bucket_archives}/gone.tar: not found"
 
 
-def test_killed_run_from_bucket_resumes_identical(s3, bucket_archives, replicas, tmp_path):
-    """SIGKILL while shards are written from the bucket, then the same command: the shards
-    end byte-identical to a run from the folder, and the index comes from the cache."""
-    import signal
-    import subprocess
-    import time
-
-    _, env = s3
-    env = {**env, "IMAGENET_PREP_CONCURRENCY": "1"}  # slow enough for the kill to land
-    args = ["--train-shards", "24", "--val-shards", "2", "--workers", "1"]
-    clean, ds = tmp_path / "clean", tmp_path / "ds"
-    run_cli("tfrecord", clean, "--archives", replicas["small"], *args)
-    proc = subprocess.Popen([sys.executable, "-m", "imagenet_prep", "tfrecord", str(ds),
-                             "--archives", bucket_archives, *args], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    folder = ds / "tfrecord_train"
-    deadline = time.monotonic() + 60
-    while proc.poll() is None and time.monotonic() < deadline:
-        if folder.is_dir() and sum(n.startswith("train") for n in os.listdir(folder)) >= 3:
-            proc.send_signal(signal.SIGKILL)
-            break
-        time.sleep(0.002)
-    assert proc.wait() == -signal.SIGKILL, "the run ended before it could be killed"
-    run_cli("tfrecord", ds, "--archives", bucket_archives, *args, env=env)
-    assert tree_digest(ds) == tree_digest(clean)
-    run_cli("check", ds, env=env)
-
-
-
 def _bucket_tree(endpoint: str, prefix: str, dst) -> dict[str, str]:
     """The objects under s3://imagenet/PREFIX, fetched into `dst`, as tree_digest gives."""
     import fsspec
@@ -293,8 +263,9 @@ def _bucket_tree(endpoint: str, prefix: str, dst) -> dict[str, str]:
 def test_tfrecord_into_bucket_identical_resumed_and_mended(s3, bucket_archives, replicas,
                                                            tmp_path):
     """TFRecords, DALI indexes and the box CSV written into a bucket are the objects a run
-    on local disk writes; a run killed midway resumes to the same objects, a rerun writes
-    nothing, and a deleted shard object is written again."""
+    on local disk writes; a run killed midway resumes to the same objects; check proves
+    the bucket and finds a corrupted and a deleted object, which the next run writes
+    again."""
     import signal
     import subprocess
     import time
@@ -327,8 +298,19 @@ def test_tfrecord_into_bucket_identical_resumed_and_mended(s3, bucket_archives, 
     assert any(k.startswith("tfrecord_train_idx/") for k in want)
     assert "imagenet_2012_bounding_boxes.csv" in want
     assert _bucket_tree(endpoint, "out", tmp_path / "got1") == want
-    assert "all shards were already complete" in run_cli("tfrecord", url, *args,
-                                                         env=env).stdout
-    fs.rm_file(f"{BUCKET}/out/tfrecord_train/train-00005-of-00024")
-    assert "wrote 1 shards" in run_cli("tfrecord", url, *args, env=env).stdout
+    # check proves the bucket, and finds a corrupted and a deleted object
+    assert run_cli("check", url, env=env).stdout.strip().endswith(f"{url}: OK")
+    fs.invalidate_cache()  # its listings are of the killed run
+    shard = f"{BUCKET}/out/tfrecord_train/train-00007-of-00024"
+    data = bytearray(fs.cat_file(shard))
+    data[len(data) // 2] ^= 0xFF
+    fs.pipe_file(shard, bytes(data))
+    fs.rm_file(f"{BUCKET}/out/tfrecord_val/validation-00001-of-00002")
+    proc = run_cli("check", url, check=False, env=env)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert f"{url}/tfrecord_train/train-00007-of-00024: " in proc.stdout
+    assert "CRC mismatch" in proc.stdout
+    assert f"{url}/tfrecord_val: 1 of 2 shards missing" in proc.stdout
+    # the next run writes both again (check noted the damaged one)
+    assert "wrote 2 shards" in run_cli("tfrecord", url, *args, env=env).stdout
     assert _bucket_tree(endpoint, "out", tmp_path / "got2") == want

@@ -15,7 +15,7 @@ import json
 import os
 import re
 from collections.abc import Iterator
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from types import SimpleNamespace
 from typing import Any
 
@@ -220,6 +220,14 @@ class RemotePath:
             self.fs.ls(bucket)  # raises for a missing bucket or missing credentials
             return "/" not in self.path
 
+    def is_relative_to(self, other: object) -> bool:
+        return isinstance(other, RemotePath) and self.url.startswith(other.url + "/")
+
+    def relative_to(self, other: RemotePath) -> PurePosixPath:
+        if not self.is_relative_to(other):
+            raise ValueError(f"{self} is not under {other}")
+        return PurePosixPath(self.url[len(other.url) + 1:])
+
     def mkdir(self, parents: bool = False, exist_ok: bool = False) -> None:
         """Nothing to make: a prefix exists once an object is written under it."""
 
@@ -289,7 +297,7 @@ def location(text: str) -> Path | RemotePath:
 REMOTE_OK = ("archives",)
 # commands whose DATASET may be a bucket: their outputs are whole objects (shards, indexes,
 # the box CSV, state records); the others need a POSIX folder (class trees, links)
-REMOTE_DATASET = ("tfrecord",)
+REMOTE_DATASET = ("tfrecord", "check")
 
 
 def bind(args: Any, options: dict[str, Any]) -> None:
@@ -308,7 +316,7 @@ def bind(args: Any, options: dict[str, Any]) -> None:
             if key in ("dataset", "out") and args.command in REMOTE_DATASET:
                 raise OptionError(f"{value}: a dataset in a bucket is written by the local "
                                   "pool only yet, not with --scheduler or --dask-local")
-            if key in ("dataset", "out") and args.command in ("prepare", "check", "report"):
+            if key in ("dataset", "out") and args.command in ("prepare", "report"):
                 raise OptionError(
                     f"{value}: {args.command} needs a local or shared folder for DATASET yet; "
                     "TFRecord shards (with their DALI indexes, the box CSV and the state) "

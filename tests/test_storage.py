@@ -76,15 +76,18 @@ def test_prepare_from_bucket_is_byte_identical(s3, bucket_archives, replicas, tm
     run_cli("check", remote, env=env)
 
 
-def test_dask_local_reads_the_bucket(s3, bucket_archives, replicas, tmp_path):
+def test_dask_local_reads_and_writes_the_bucket(s3, bucket_archives, replicas, tmp_path):
+    """Dask workers read the archives from the bucket and write the shards into it (no
+    shared folder): the objects of a local run."""
     pytest.importorskip("distributed")
-    _, env = s3
-    local, remote = tmp_path / "local", tmp_path / "remote"
-    val = ["--splits", "val", "--val-shards", "2"]
+    endpoint, env = s3
+    local = tmp_path / "local"
+    val = ["--splits", "val", "--val-shards", "2", "--dali-index"]
     run_cli("tfrecord", local, "--archives", replicas["small"], *val)
-    run_cli("tfrecord", remote, "--archives", bucket_archives, *val, "--dask-local", "2",
-            env=env)
-    assert tree_digest(remote) == tree_digest(local)
+    run_cli("tfrecord", f"s3://{BUCKET}/dask", "--archives", bucket_archives, *val,
+            "--dask-local", "2", env=env)
+    got = _bucket_tree(endpoint, "dask", tmp_path / "got")
+    assert got == tree_digest(local) and any(k.startswith("tfrecord_val_idx/") for k in got)
 
 
 def test_index_requests_bounded_and_reused(s3, bucket_archives, replicas, tmp_path,
@@ -156,8 +159,6 @@ LOCAL_ONLY = ("s3://imagenet/ds", "local or shared folder")
 @pytest.mark.parametrize("command, words", [
     (["prepare", "--archives", "ARCH", "--out", "s3://imagenet/ds"], LOCAL_ONLY),
     (["wds", "s3://imagenet/ds", "--archives", "ARCH"], LOCAL_ONLY),
-    (["tfrecord", "s3://imagenet/ds", "--archives", "ARCH", "--dask-local", "2"],
-     ("s3://imagenet/ds", "local pool only")),
     (["report", "s3://imagenet/ds"], ("s3:/imagenet/ds", "looks like a storage URL")),
     (["prepare", "--archives", "s3://imagenet/new", "--out", "ds", "--download"],
      ("s3://imagenet/new", "--download cannot write into a bucket")),
@@ -224,6 +225,29 @@ def test_pytorch_outputs_from_bucket(s3, bucket_archives, replicas, tmp_path):
     run_cli("prepare", "--archives", bucket_archives, "--out", remote, *args,
             "--verify", "full", env=env)
     assert tree_digest(remote) == tree_digest(local)
+
+
+def test_dask_probe_of_a_bucket_dataset(s3, bucket_archives, monkeypatch):
+    """A worker that cannot read the client's token object under DATASET (another bucket,
+    no access) is a problem naming the URL."""
+    from imagenet_prep.runtime.dask_cluster import SharedView, view_problems
+    from imagenet_prep.runtime.files import write_atomic
+    from imagenet_prep.runtime.storage import RemotePath
+
+    _, env = s3
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    ds = RemotePath(f"s3://{BUCKET}/probe")
+    write_atomic(ds / ".imagenet-prep" / "dask-probe-x", "tok")
+    from imagenet_prep import __version__
+
+    view = SharedView(host="client", version=__version__, dataset=str(ds),
+                      token_name="dask-probe-x", token="tok", remote_dataset=ds)
+    assert view_problems(view) == []
+    gone = RemotePath("s3://no-such-bucket/ds")
+    problems = view_problems(SharedView(**{**view.__dict__, "dataset": str(gone),
+                                           "remote_dataset": gone}))
+    assert len(problems) == 1 and problems[0].startswith(f"cannot read and write {gone} (")
 
 
 def test_dask_probe_names_the_url_a_worker_cannot_read(s3, bucket_archives, monkeypatch):

@@ -52,7 +52,8 @@ def open_workers(args: argparse.Namespace, dataset: str, archives: str | None = 
         return
     from imagenet_prep.runtime.dask_cluster import DaskExecutor
 
-    setattr(args, dataset, Path(getattr(args, dataset)).resolve())
+    if isinstance(getattr(args, dataset), Path):
+        setattr(args, dataset, getattr(args, dataset).resolve())
     if archives is not None and isinstance(getattr(args, archives, None), Path):
         setattr(args, archives, Path(getattr(args, archives)).resolve())
     with DaskExecutor(

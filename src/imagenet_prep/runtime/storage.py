@@ -307,15 +307,11 @@ def bind(args: Any, options: dict[str, Any]) -> None:
                                                                RemotePath):
         raise OptionError(f"{args.archives}: --download cannot write into a bucket yet; "
                           "download to a folder, copy it to the bucket, then use --archives")
-    cluster = getattr(args, "scheduler", None) or getattr(args, "dask_local", None)
     for key, value in vars(args).items():
         if isinstance(value, RemotePath):
-            if key in ("dataset", "out") and args.command in REMOTE_DATASET and not cluster:
+            if key in ("dataset", "out") and args.command in REMOTE_DATASET:
                 setattr(args, key, value.with_options(options))
                 continue
-            if key in ("dataset", "out") and args.command in REMOTE_DATASET:
-                raise OptionError(f"{value}: a dataset in a bucket is written by the local "
-                                  "pool only yet, not with --scheduler or --dask-local")
             if key in ("dataset", "out") and args.command in ("prepare", "report"):
                 raise OptionError(
                     f"{value}: {args.command} needs a local or shared folder for DATASET yet; "

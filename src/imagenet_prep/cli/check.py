@@ -13,8 +13,8 @@ from imagenet_prep.layout import STATE_DIR
 from imagenet_prep.runtime import stage_state
 from imagenet_prep.runtime.file_manifest import DAMAGED
 from imagenet_prep.runtime.files import dataset_lock
-from imagenet_prep.runtime.variant import variant_roots
 from imagenet_prep.runtime.storage import location
+from imagenet_prep.runtime.variant import variant_roots
 
 DESCRIPTION = ("prove every output the dataset was asked to contain (counts, sizes, "
                "checksums, links); exit 1 with a list of problems, 8 when the folder holds "

@@ -275,6 +275,9 @@ class RemotePath:
         with errors(self.url, options=self.options):
             return self.fs.open(self.path, mode, **kw)
 
+    def iterdir(self) -> Iterator[RemotePath]:
+        return (self / name for name in self.listdir())
+
     def listdir(self) -> list[str]:
         with errors(self.url, options=self.options):
             return sorted(p.rstrip("/").rsplit("/", 1)[-1]

@@ -28,6 +28,7 @@ from imagenet_prep.layout import (
 )
 from imagenet_prep.runtime import stage_state
 from imagenet_prep.runtime.pool import Workers
+from imagenet_prep.runtime.storage import open_input
 from imagenet_prep.sources.archives import ROLES, find_archive
 
 if TYPE_CHECKING:
@@ -96,7 +97,7 @@ class Stage:
 
 def _gz_size(path: Path) -> int:
     """Uncompressed size from the gzip trailer (exact below 4 GiB, which box archives are)."""
-    with open(path, "rb") as f:
+    with open_input(path) as f:
         f.seek(-4, 2)
         return struct.unpack("<I", f.read(4))[0]
 
@@ -438,5 +439,11 @@ def roles_used(options: PrepareOptions) -> tuple[str, ...]:
 
 
 def summary_line(name: str, result: Result, seconds: float) -> str:
-    """A stage's line in the summary `prepare` prints."""
-    return f"  {name:<9} {seconds:7.1f} s  {get(name).summary(result, seconds)}"
+    """A stage's line in the summary `prepare` prints (with the read requests per image of
+    archives in object storage)."""
+    line = f"  {name:<9} {seconds:7.1f} s  {get(name).summary(result, seconds)}"
+    run = result.get("run") if isinstance(result, dict) else None
+    if isinstance(run, dict) and run.get("requests") and run.get("images"):
+        line += (f"; {run['requests']} read requests, {run['requests'] / run['images']:.2f} "
+                 f"per image, {run['read_bytes'] / run['images'] / 1e3:.1f} kB per image")
+    return line

@@ -51,7 +51,8 @@ def _diff_counts(what: str, want: dict[str, int], got: dict[str, int]) -> list[s
 
 def check_tmp_files(dataset: Path) -> list[str]:
     problems = []
-    for dirpath, dirnames, filenames in os.walk(dataset):
+    # a bucket has none: objects are uploaded whole (os.walk of a non-path yields nothing)
+    for dirpath, dirnames, filenames in os.walk(dataset) if isinstance(dataset, Path) else ():
         dirnames[:] = [d for d in dirnames if d != STATE_DIR]
         problems += [f"{dirpath}/{n}: leftover temporary file" for n in filenames if is_tmp_name(n)]
     return problems

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from imagenet_prep.layout import (
 from imagenet_prep.runtime import stage_state
 from imagenet_prep.runtime.files import is_tmp_name
 from imagenet_prep.runtime.pool import run_tasks
+from imagenet_prep.runtime.storage import as_path, listdir
 from imagenet_prep.sources import metadata
 
 _FORMATS = {"JPEG": ("JPEG", "MPO"), "WEBP": ("WEBP",)}  # image/format -> Pillow's names
@@ -84,7 +84,7 @@ def _scan_split(dataset: Path, split: str) -> tuple[dict[int, Path], set[int], l
     shards: dict[int, Path] = {}
     totals: set[int] = set()
     problems = []
-    for entry in sorted(os.listdir(folder)):
+    for entry in sorted(listdir(folder)):
         if is_tmp_name(entry):
             problems.append(f"{folder / entry}: leftover temporary file")
         elif m := pattern.fullmatch(entry):
@@ -106,7 +106,7 @@ def check_tfrecords(
     the total against `expected_counts` (else the state record), labels 1..1000 matching
     the synset, and a decoded sample of images.
     """
-    dataset = Path(dataset)
+    dataset = as_path(dataset)
     state = stage_state.load(dataset, TFRECORD_RECORD) or {}
     problems: list[str] = []
     for split, lay in TFRECORD.items():

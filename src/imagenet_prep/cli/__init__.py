@@ -47,6 +47,9 @@ def load_command(name: str, parser: argparse.ArgumentParser) -> None:
     module = importlib.import_module(f"imagenet_prep.cli.{name}")
     parser.description = getattr(module, "DESCRIPTION", COMMANDS[name])
     module.add_arguments(parser)
+    parser.add_argument("--storage-option", action="append", default=None, metavar="KEY=VALUE",
+                        help="passed to fsspec for URL arguments (s3://, gs://, az://); a "
+                             "dotted KEY nests: client_kwargs.endpoint_url=URL")
     parser.set_defaults(run=module.run)
 
 
@@ -83,6 +86,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 from imagenet_prep.runtime.pool import check_workers
 
                 check_workers(args.workers)
+            from imagenet_prep.runtime import storage
+
+            storage.bind(args, storage.parse_storage_options(args.storage_option))
             return int(args.run(args) or 0)
     except (PrepError, OSError) as e:  # an OSError no edge mapped: one line too
         if args.debug:

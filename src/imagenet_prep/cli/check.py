@@ -13,6 +13,7 @@ from imagenet_prep.layout import STATE_DIR
 from imagenet_prep.runtime import stage_state
 from imagenet_prep.runtime.file_manifest import DAMAGED
 from imagenet_prep.runtime.files import dataset_lock
+from imagenet_prep.runtime.storage import location
 from imagenet_prep.runtime.variant import variant_roots
 
 DESCRIPTION = ("prove every output the dataset was asked to contain (counts, sizes, "
@@ -21,7 +22,7 @@ DESCRIPTION = ("prove every output the dataset was asked to contain (counts, siz
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("dataset", type=Path, metavar="DATASET")
+    p.add_argument("dataset", type=location, metavar="DATASET")
     add_workers(p)
     add_json(p)
 

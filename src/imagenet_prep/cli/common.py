@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from imagenet_prep.runtime.pool import Workers
+from imagenet_prep.runtime.storage import location
 from imagenet_prep.shards.engine import ON_BAD_IMAGE
 from imagenet_prep.sources.labels import SOURCES
 
@@ -51,8 +52,9 @@ def open_workers(args: argparse.Namespace, dataset: str, archives: str | None = 
         return
     from imagenet_prep.runtime.dask_cluster import DaskExecutor
 
-    setattr(args, dataset, Path(getattr(args, dataset)).resolve())
-    if archives is not None and getattr(args, archives, None) is not None:
+    if isinstance(getattr(args, dataset), Path):
+        setattr(args, dataset, getattr(args, dataset).resolve())
+    if archives is not None and isinstance(getattr(args, archives, None), Path):
         setattr(args, archives, Path(getattr(args, archives)).resolve())
     with DaskExecutor(
         dataset=getattr(args, dataset),
@@ -63,8 +65,9 @@ def open_workers(args: argparse.Namespace, dataset: str, archives: str | None = 
 
 
 def add_archives(p: argparse.ArgumentParser, required: bool = False) -> None:
-    p.add_argument("--archives", type=Path, required=required, metavar="DIR",
-                   help="folder holding the official ILSVRC2012 archives")
+    p.add_argument("--archives", type=location, required=required, metavar="DIR",
+                   help="folder (or s3://, gs://, az:// URL) holding the official ILSVRC2012 "
+                        "archives")
 
 
 def add_json(p: argparse.ArgumentParser) -> None:
@@ -147,6 +150,10 @@ def shard_run_lines(r: dict) -> list[str]:
                      f"({run['images_per_s']:,.0f} images/s, {run['mb_per_s']:,.1f} MB/s)")
         lines.append(f"  indexing {run['index_seconds']:.1f} s, writing "
                      f"{run['write_seconds']:.1f} s")
+        if run.get("requests") and run["images"]:  # images read from object storage
+            lines.append(f"  {run['requests']} read requests, "
+                         f"{run['requests'] / run['images']:.2f} per image, "
+                         f"{run['read_bytes'] / run['images'] / 1e3:.1f} kB read per image")
     else:
         lines.append("all shards were already complete")
     if r["converted"]:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from imagenet_prep.cli.common import add_json, emit, split_list
 from imagenet_prep.download import DEFAULT_BASE_URL
+from imagenet_prep.runtime.storage import location
 from imagenet_prep.sources.archives import ROLES, human_size
 
 # The download modules (and requests) load only when a download runs: every other
@@ -72,7 +73,7 @@ def add_source_arguments(p: argparse.ArgumentParser | argparse._ArgumentGroup) -
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.epilog = EPILOG
-    p.add_argument("--to", type=Path, required=True, metavar="DIR",
+    p.add_argument("--to", type=location, required=True, metavar="DIR",
                    help="folder to download into (created if needed); pass it to the other "
                         "commands as --archives DIR")
     p.add_argument("--only", type=split_list, default=ROLES, metavar="ROLES",

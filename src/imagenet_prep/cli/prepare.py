@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from pathlib import Path
 
 from imagenet_prep.cli.common import (
     add_archives,
@@ -24,6 +23,7 @@ from imagenet_prep.folders.flatten import MODES
 from imagenet_prep.prepare import prepare, summary_lines
 from imagenet_prep.runtime import variant
 from imagenet_prep.runtime.files import dataset_lock, ensure_dir
+from imagenet_prep.runtime.storage import location
 from imagenet_prep.sources.labels import SOURCES
 from imagenet_prep.stages import TARGETS, PrepareOptions, roles_used
 
@@ -32,7 +32,7 @@ DESCRIPTION = "run the whole preparation (disk plan, verify, extract, ..., tfrec
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     add_archives(p, required=True)
-    p.add_argument("--out", type=Path, required=True, metavar="DATASET")
+    p.add_argument("--out", type=location, required=True, metavar="DATASET")
     p.add_argument("--only", choices=tuple(TARGETS), default="all",
                    help="pytorch: class trees + flat folders; tensorflow: box CSV + TFRecords")
     p.add_argument("--force", action="store_true", help="run even if the disk plan says no")

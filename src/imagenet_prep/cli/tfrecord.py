@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 from functools import partial
-from pathlib import Path
 
 from imagenet_prep.cli import common
 from imagenet_prep.folders.bbox_csv import ensure_csv
 from imagenet_prep.runtime import variant
 from imagenet_prep.runtime.files import dataset_lock, ensure_dir
+from imagenet_prep.runtime.storage import location
 from imagenet_prep.shards.tfrecord import SPLITS, write_tfrecords
 
 DESCRIPTION = ("write tfrecord_train/train-NNNNN-of-01024 and "
@@ -18,7 +18,7 @@ DESCRIPTION = ("write tfrecord_train/train-NNNNN-of-01024 and "
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("dataset", type=Path, metavar="DATASET")
+    p.add_argument("dataset", type=location, metavar="DATASET")
     src = p.add_mutually_exclusive_group(required=True)
     common.add_archives(src)
     src.add_argument("--from-folders", action="store_true",

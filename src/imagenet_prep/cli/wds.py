@@ -13,6 +13,7 @@ from imagenet_prep.folders.bbox_csv import ensure_csv
 from imagenet_prep.layout import WDS_DIR
 from imagenet_prep.runtime import variant
 from imagenet_prep.runtime.files import dataset_lock, ensure_dir
+from imagenet_prep.runtime.storage import location
 from imagenet_prep.shards.order import parse_size
 from imagenet_prep.shards.wds import DEFAULT_SPLITS, SPLITS, write_wds
 
@@ -25,13 +26,13 @@ DESCRIPTION = (
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("dataset", type=Path, nargs="?", metavar="DATASET")
+    p.add_argument("dataset", type=location, nargs="?", metavar="DATASET")
     src = p.add_mutually_exclusive_group(required=True)
     common.add_archives(src)
     src.add_argument("--from-folders", nargs="?", const=True, default=False, type=Path,
                      metavar="DATASET",
                      help="read DATASET/train/WNID/, DATASET/val/WNID/ (and DATASET/test/)")
-    p.add_argument("--out", type=Path, metavar="DIR",
+    p.add_argument("--out", type=location, metavar="DIR",
                    help="the shard folder (default: DATASET/wds)")
     cut = p.add_mutually_exclusive_group()
     cut.add_argument("--shard-size", type=str, default=None, metavar="SIZE",

@@ -24,6 +24,7 @@ from imagenet_prep.runtime import expectation, stage_state, subset_record
 from imagenet_prep.runtime.files import atomic_file
 from imagenet_prep.runtime.pool import Workers, run_tasks
 from imagenet_prep.runtime.progress import bar
+from imagenet_prep.runtime.storage import as_path, open_input
 from imagenet_prep.sources import metadata
 from imagenet_prep.sources.archives import BBOX_TRAIN, find_archive
 from imagenet_prep.sources.boxes import BoxCounts, is_box_xml_path, parse_batch
@@ -109,7 +110,7 @@ def _batches(items: Iterator[Item] | list[Item], challenge: frozenset[str]
 
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_input(path) as f:
         while chunk := f.read(1 << 20):
             h.update(chunk)
     return h.hexdigest()
@@ -133,7 +134,7 @@ def write_bbox_csv(
     """Write the box CSV; returns the summary (the reference's counters, source, size).
     With a subset (None: the dataset's recorded one, else all), only the XMLs of its
     classes are read."""
-    dataset = Path(dataset)
+    dataset = as_path(dataset)
     subset = subset_record.claim(dataset, subset)
     expectation.expect(dataset, {"bbox": {}}, {})
     if csv_is_complete(dataset):

@@ -34,6 +34,7 @@ from pathlib import Path
 import google_crc32c
 
 from imagenet_prep.errors import PrepError
+from imagenet_prep.runtime.storage import open_input
 
 _MASK_DELTA = 0xA282EAD8
 _U32 = 0xFFFFFFFF
@@ -169,7 +170,7 @@ def frame(data: bytes) -> bytes:
 
 def iter_records(path: Path, *, verify: bool = True) -> Iterator[tuple[int, bytes]]:
     """Yield (byte offset, data) of every record in a TFRecord file, checking both CRCs."""
-    with open(path, "rb") as f:
+    with open_input(path) as f:
         offset = 0
         while True:
             head = f.read(12)

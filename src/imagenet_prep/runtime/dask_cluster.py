@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 from imagenet_prep import __version__
 from imagenet_prep.errors import PrepError
 from imagenet_prep.runtime.files import STATE_DIR, state_dir, write_atomic
+from imagenet_prep.runtime.storage import RemotePath, as_path, listdir
 from imagenet_prep.sources.archives import ROLES, find_archive
 
 INSTALL_HINT = "pip install 'imagenet-prep[dask]'"
@@ -51,6 +52,46 @@ class SharedView:
     token: str
     archives: str | None = None
     archive_stats: tuple[tuple[str, int, int], ...] = ()  # (file name, size, mtime in s)
+    remote_archives: RemotePath | None = None  # archives in object storage: read directly
+    remote_sizes: tuple[tuple[str, int], ...] = ()  # (object name, size)
+    remote_dataset: RemotePath | None = None  # DATASET in object storage: written directly
+
+
+def remote_dataset_problems(view: SharedView) -> list[str]:
+    """What keeps this process from reading and writing DATASET in object storage: the
+    client's token object must read back, and an object must be writable beside it."""
+    assert view.remote_dataset is not None
+    state = view.remote_dataset / STATE_DIR
+    token = state / view.token_name
+    try:
+        if token.read_text() != view.token:
+            return [f"sees another {token} than {view.host} does"]
+        probe = state / f"{view.token_name}-{socket.gethostname()}-{os.getpid()}"
+        write_atomic(probe, "probe\n", fsync=False)
+        probe.unlink(missing_ok=True)
+    except PrepError as e:
+        return [f"cannot read and write {view.remote_dataset} ({e})"]
+    return []
+
+
+def remote_problems(view: SharedView) -> list[str]:
+    """What keeps this process from reading the archives in object storage as the client
+    does (each problem names the URL)."""
+    if view.remote_archives is None:
+        return []
+    problems = []
+    for name, size in view.remote_sizes:
+        obj = view.remote_archives / name
+        try:
+            got = obj.stat().st_size
+            obj.read_bytes(0, min(size, 512))  # a ranged read, as the tasks make
+        except PrepError as e:
+            problems.append(f"cannot read {e}")
+            continue
+        if got != size:
+            problems.append(f"sees another {obj} than {view.host} does ({got} bytes; "
+                            f"expected {size})")
+    return problems
 
 
 def _stat(path: str) -> tuple[int, int] | None:
@@ -63,11 +104,13 @@ def _stat(path: str) -> tuple[int, int] | None:
 
 def view_problems(view: SharedView) -> list[str]:
     """How this process's view of the shared paths differs from the client's (empty: same)."""
-    problems = []
+    problems = remote_problems(view)
     if view.version != __version__:
         problems.append(f"runs imagenet-prep {__version__}, {view.host} runs {view.version}")
     token_path = os.path.join(view.dataset, STATE_DIR, view.token_name)
-    if not os.path.isdir(view.dataset):
+    if view.remote_dataset is not None:
+        problems += remote_dataset_problems(view)
+    elif not os.path.isdir(view.dataset):
         problems.append(f"cannot see DATASET {view.dataset}")
     else:
         try:
@@ -147,8 +190,9 @@ class DaskExecutor:
                  retries: int = RETRIES, log: Callable[[str], Any] | None = None) -> None:
         if scheduler is None and local_workers < 1:
             raise PrepError(f"--dask-local needs at least 1 worker, not {local_workers}")
-        self.dataset = Path(dataset)
-        self.archives = None if archives is None else Path(archives)
+        self.dataset = as_path(dataset)
+        self.archives = archives if archives is None or isinstance(archives, RemotePath) \
+            else Path(archives)
         self.scheduler = scheduler
         self.local_workers = local_workers
         self.retries = retries
@@ -204,14 +248,23 @@ class DaskExecutor:
     def _write_view(self) -> SharedView:
         """Write this run's token into DATASET and note the archives the workers must see."""
         folder = state_dir(self.dataset)
-        for old in folder.glob(TOKEN_PREFIX + "*"):  # a killed run's token (we hold the lock)
-            old.unlink(missing_ok=True)
+        for old in listdir(folder):  # a killed run's token (we hold the lock)
+            if old.startswith(TOKEN_PREFIX):
+                (folder / old).unlink(missing_ok=True)
         token = secrets.token_hex(16)
         name = TOKEN_PREFIX + token[:12]
         self._token_path = folder / name
         write_atomic(self._token_path, token)
         stats = []
-        archives = self.archives if self.archives is not None and self.archives.is_dir() else None
+        archives = self.archives if isinstance(self.archives, Path) and self.archives.is_dir() \
+            else None
+        remote = self.archives if isinstance(self.archives, RemotePath) else None
+        sizes = []
+        if remote is not None:
+            for role in ROLES:
+                obj = find_archive(remote, role)
+                if obj is not None:
+                    sizes.append((obj.name, obj.stat().st_size))
         if archives is not None:
             for role in ROLES:
                 path = find_archive(archives, role)
@@ -220,7 +273,8 @@ class DaskExecutor:
         return SharedView(
             host=socket.gethostname(), version=__version__, dataset=str(self.dataset),
             token_name=name, token=token, archives=None if archives is None else str(archives),
-            archive_stats=tuple(stats),
+            archive_stats=tuple(stats), remote_archives=remote, remote_sizes=tuple(sizes),
+            remote_dataset=self.dataset if isinstance(self.dataset, RemotePath) else None,
         )
 
     def _probe_all(self) -> None:

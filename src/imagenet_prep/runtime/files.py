@@ -17,6 +17,7 @@ from typing import IO
 
 from imagenet_prep.errors import AccessError, LockedError, NoSpaceError, PrepError, os_error
 from imagenet_prep.layout import STATE_DIR, TMP_SUFFIX
+from imagenet_prep.runtime.storage import RemotePath
 
 __all__ = ["os_error"]  # re-exported: the stages import it from here
 
@@ -37,7 +38,12 @@ def is_tmp_name(name: str) -> bool:
 
 @contextlib.contextmanager
 def atomic_file(final: Path, *, fsync: bool = False) -> Iterator[IO[bytes]]:
-    """Open a temporary file for `final`; rename it into place only if the block succeeds."""
+    """Open a temporary file for `final`; rename it into place only if the block succeeds
+    (an object in a bucket: uploaded whole only if the block succeeds)."""
+    if isinstance(final, RemotePath):
+        with final.upload() as up:
+            yield up
+        return
     tmp = tmp_path(final)
     try:
         f = open(tmp, "wb")
@@ -143,6 +149,9 @@ def dataset_lock(dataset: Path, *, read_only: bool = False) -> Iterator[None]:
     existing lock file opened for reading (writers stay out while it reads), or read
     without a lock when it has none.
     """
+    if isinstance(dataset, RemotePath):  # no lock in a bucket: one run per prefix at a time
+        yield
+        return
     lock = Path(dataset) / STATE_DIR / LOCK_NAME
     writer = True
     try:

@@ -19,11 +19,13 @@ from imagenet_prep.errors import BadImageError, PrepError
 from imagenet_prep.formats.resize import ResizeSpec, versions
 from imagenet_prep.layout import VARIANT_RECORD, VARIANTS_DIR, variant_folder
 from imagenet_prep.runtime import stage_state
+from imagenet_prep.runtime.storage import as_path
 
 
 def folder_of(dataset: Path, spec: ResizeSpec | None) -> Path:
     """Where outputs go: DATASET itself without resizing, else DATASET/variants/<tag>."""
-    return Path(dataset) if spec is None else Path(dataset) / variant_folder(spec.tag)
+    root = as_path(dataset)  # a bucket prefix stays one
+    return root if spec is None else root / variant_folder(spec.tag)
 
 
 def claim(root: Path, spec: ResizeSpec | None) -> dict[str, Any] | None:
@@ -160,7 +162,7 @@ def variant_lines(rec: dict[str, Any]) -> list[str]:
 
 def variant_roots(dataset: Path) -> list[Path]:
     """The resized variants under DATASET/variants/ (folders with a variant record)."""
-    base = Path(dataset) / VARIANTS_DIR
+    base = as_path(dataset) / VARIANTS_DIR
     if not base.is_dir():
         return []
     return sorted(p for p in base.iterdir()

@@ -34,6 +34,7 @@ from imagenet_prep.runtime.files import atomic_file, ensure_dir, is_tmp_name
 from imagenet_prep.runtime.memory import release_free_memory
 from imagenet_prep.runtime.pool import Workers, run_tasks
 from imagenet_prep.runtime.progress import bar
+from imagenet_prep.runtime.storage import listdir, open_input
 from imagenet_prep.shards.order import Bounds, shuffle_order
 from imagenet_prep.sources import metadata
 from imagenet_prep.sources.archives import find_archive, require_archives
@@ -318,7 +319,7 @@ def load_boxes(csv: Path | None) -> tuple[BoxTable, str | None]:
     if csv is None:
         return (np.zeros(0, dtype="S1"), NO_BOXES.astype(np.float64)), None
     h = hashlib.sha256()
-    with open(csv, "rb") as f:
+    with open_input(csv) as f:
         while chunk := f.read(1 << 20):
             h.update(chunk)
     return read_csv_arrays(csv), h.hexdigest()
@@ -409,10 +410,12 @@ def write_shard(task: ShardTask) -> dict[str, Any]:
         write_parts(fd, parts, size)
         crc = _extend(crc, parts)
         offset += size
+        io = src.io()
     return {
         "split": task.split, "name": task.name, task.format.unit: len(cat) - len(skipped),
         "bytes": offset, "crc32c": crc, "input_bytes": cat.total_bytes(),
         "converted": converted, "skipped": skipped, **enc.written(),
+        **({"io": io} if io is not None else {}),  # remote reads: for the run, not the state
     }
 
 
@@ -436,7 +439,7 @@ def check_state(
     """
     if state is None:
         for d in dict.fromkeys(folders.values()):
-            if d.is_dir() and any(is_ours(e) for e in os.listdir(d)):
+            if d.is_dir() and any(is_ours(e) for e in listdir(d)):
                 raise PrepError(f"{d}: holds files that no {stage} run recorded; " + start_over)
         return {"options": options, "splits": splits, "shards": {}}
     old = state.get("options", {})
@@ -470,8 +473,9 @@ def finished(path: Path, split: str, entry: dict | None) -> bool:
 
 
 def remove_stale_tmp(folder: Path) -> None:
-    """Temporary files of a killed run: each run holds the dataset lock, so none is live."""
-    for name in os.listdir(folder):
+    """Temporary files of a killed run: each run holds the dataset lock, so none is live
+    (a bucket has none: objects are uploaded whole)."""
+    for name in listdir(folder) if isinstance(folder, Path) else ():
         if is_tmp_name(name):
             (folder / name).unlink(missing_ok=True)
 
@@ -584,6 +588,9 @@ def _run(fmt: ShardFormat, tasks: Iterable[ShardTask], state: dict, workers: Wor
     last_save = time.monotonic()
     with bar(images, fmt.record) as pb:
         for res in run_tasks(write_shard, tasks, workers):
+            if (io := res.pop("io", None)) is not None:
+                for key, n in io.items():
+                    run[key] = run.get(key, 0) + n
             state["shards"][res["name"]] = res
             done = res[fmt.unit] + len(res["skipped"])
             run["input_bytes"] += res["input_bytes"]

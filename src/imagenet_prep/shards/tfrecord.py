@@ -22,6 +22,7 @@ from imagenet_prep.formats.resize import PIL_FORMAT, ResizeSpec, from_text
 from imagenet_prep.runtime import stage_state, variant
 from imagenet_prep.runtime.files import write_atomic
 from imagenet_prep.runtime.pool import Workers
+from imagenet_prep.runtime.storage import as_path
 from imagenet_prep.shards import engine
 from imagenet_prep.shards.order import Bounds, shard_bounds
 from imagenet_prep.sources import metadata
@@ -194,7 +195,7 @@ def write_tfrecords(
     if not from_folders and archives is None:
         raise PrepError("tfrecord needs --archives DIR, or --from-folders to read DATASET/train "
                         "and DATASET/val")
-    dataset = Path(dataset)
+    dataset = as_path(dataset)
     options: dict[str, Any] = {"train_shards": train_shards, "val_shards": val_shards,
                                "seed": seed}
     if resize is not None and from_folders:

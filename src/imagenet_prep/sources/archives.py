@@ -22,6 +22,7 @@ from typing import Literal, TypeVar
 from imagenet_prep.errors import PrepError
 from imagenet_prep.runtime.pool import default_workers
 from imagenet_prep.runtime.progress import bar
+from imagenet_prep.runtime.storage import RemotePath, open_input
 
 TRAIN = "ILSVRC2012_img_train.tar"
 VAL = "ILSVRC2012_img_val.tar"
@@ -74,10 +75,15 @@ def names_for_role(role: str) -> tuple[str, ...]:
     return names
 
 
+def _folder(archives_dir: Path | str | RemotePath) -> Path | RemotePath:
+    """The archives folder: a bucket prefix as it is, anything else as a Path."""
+    return archives_dir if isinstance(archives_dir, RemotePath) else Path(archives_dir)
+
+
 def find_archive(archives_dir: Path, role: str) -> Path | None:
     """The archive of `role` in `archives_dir` (either test name counts), None if absent."""
     for name in names_for_role(role):
-        path = Path(archives_dir) / name
+        path = _folder(archives_dir) / name
         if path.is_file():
             return path
     return None
@@ -86,8 +92,9 @@ def find_archive(archives_dir: Path, role: str) -> Path | None:
 def _near_miss(archives_dir: Path, name: str) -> str | None:
     """A file in the folder that was probably meant to be `name`, described."""
     try:
-        present = [e.name for e in os.scandir(archives_dir)
-                   if e.is_file() and e.name not in OFFICIAL]  # a known archive is not a miss
+        listed = archives_dir.listdir() if isinstance(archives_dir, RemotePath) else \
+            [e.name for e in os.scandir(archives_dir) if e.is_file()]
+        present = [n for n in listed if n not in OFFICIAL]  # a known archive is not a miss
     except OSError:
         return None
     for other in present:
@@ -100,7 +107,7 @@ def _near_miss(archives_dir: Path, name: str) -> str | None:
 def require_archives(archives_dir: Path, roles: Iterable[str], why: str) -> dict[str, Path]:
     """role -> path of every archive `why` needs; the first one missing stops the run before
     any work, with a near-miss name pointed out."""
-    if not Path(archives_dir).is_dir():
+    if not _folder(archives_dir).is_dir():
         raise PrepError(f"{archives_dir}: archives folder not found")
     found: dict[str, Path] = {}
     for role in roles:
@@ -108,7 +115,7 @@ def require_archives(archives_dir: Path, roles: Iterable[str], why: str) -> dict
         if path is None:
             name = names_for_role(role)[0]
             hint = _near_miss(archives_dir, name)
-            raise PrepError(f"{Path(archives_dir) / name}: missing, and {why} needs it"
+            raise PrepError(f"{_folder(archives_dir) / name}: missing, and {why} needs it"
                             + (f" ({hint})" if hint else ""))
         found[role] = path
     return found
@@ -122,6 +129,10 @@ def fingerprint(path: Path, span: int = 1 << 16) -> str:
     """
     size = path.stat().st_size
     h = hashlib.sha256(str(size).encode())
+    if isinstance(path, RemotePath):  # two ranged reads, not a stream
+        h.update(path.read_bytes(0, min(span, size)))
+        h.update(path.read_bytes(max(0, size - span), size))
+        return h.hexdigest()[:32]
     with open(path, "rb") as f:
         h.update(f.read(span))
         f.seek(max(0, size - span))
@@ -160,7 +171,7 @@ def md5_file(
     h = hashlib.md5(usedforsecurity=False)
     buf = bytearray(CHUNK)
     view = memoryview(buf)
-    with open(path, "rb", buffering=0) as f:
+    with open_input(path, buffering=0) as f:
         while n := f.readinto(buf):
             if stop is not None and stop.is_set():
                 raise KeyboardInterrupt
@@ -248,7 +259,7 @@ def verify_archives(
     Returns one status per official archive role (MISSING if absent) and per other
     file the folder's MD5SUMS/SIZES list; use `verify_passed` for the verdict.
     """
-    archives_dir = Path(archives_dir)
+    archives_dir = _folder(archives_dir)
     if not archives_dir.is_dir():
         raise PrepError(f"{archives_dir}: no such folder")
     ref = reference(archives_dir)

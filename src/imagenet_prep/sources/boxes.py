@@ -22,6 +22,7 @@ that is not a number, a zero width), this raises a PrepError naming the file.
 
 from __future__ import annotations
 
+import io
 import posixpath
 import re
 import xml.etree.ElementTree as ET
@@ -34,6 +35,7 @@ from xml.parsers import expat
 import numpy as np
 
 from imagenet_prep.errors import PrepError
+from imagenet_prep.runtime.storage import RemotePath, open_input
 
 _MISSING = -1  # what the reference's GetItem returns for an absent element
 
@@ -299,7 +301,9 @@ def read_csv_arrays(path: Path) -> tuple[np.ndarray, np.ndarray]:
     names: list[np.ndarray] = []
     boxes: list[np.ndarray] = []
     n0 = 0
-    with open(path, encoding="ascii", errors="replace") as f:
+    with (io.TextIOWrapper(open_input(path), encoding="ascii", errors="replace")
+          if isinstance(path, RemotePath) else
+          open(path, encoding="ascii", errors="replace")) as f:
         while lines := f.readlines(1 << 22):
             rows = [_csv_row(line.rstrip("\n"), str(path), n)
                     for n, line in enumerate(lines, n0 + 1) if line.strip()]

@@ -18,6 +18,7 @@ import numpy as np
 
 from imagenet_prep.errors import CorruptArchiveError, PrepError
 from imagenet_prep.runtime.files import is_tmp_name
+from imagenet_prep.runtime.storage import RemotePath
 from imagenet_prep.sources import metadata
 from imagenet_prep.sources.names import Names
 from imagenet_prep.sources.tarindex import ArchiveReader, Member, iter_members, iter_nested
@@ -79,14 +80,24 @@ class Catalog:
 
 
 class ImageSource:
-    """Reads image bytes for a catalog: one positioned read per image from an archive."""
+    """Reads image bytes for a catalog: one positioned read per image from an archive (from
+    one in object storage: batched, concurrent ranged reads, see remote_tar)."""
 
     def __init__(self, catalog: Catalog) -> None:
         self.catalog = catalog
-        self._reader = ArchiveReader(catalog.archive) if catalog.archive else None
+        self._remote = None
+        if isinstance(catalog.archive, RemotePath):
+            from imagenet_prep.sources.remote_tar import ImageFetcher
+
+            assert catalog.offsets is not None
+            self._remote = ImageFetcher(catalog.archive, catalog.offsets, catalog.sizes)
+        self._reader = ArchiveReader(catalog.archive) if catalog.archive \
+            and self._remote is None else None
 
     def read(self, i: int) -> bytes:
         c = self.catalog
+        if self._remote is not None:
+            return self._remote.read(i)
         if self._reader is not None:
             assert c.offsets is not None
             return self._reader.read(int(c.offsets[i]), int(c.sizes[i]))
@@ -100,15 +111,25 @@ class ImageSource:
             raise PrepError(f"{path}: changed size while being read")
         return data
 
+    def io(self) -> dict[str, int] | None:
+        """Requests and bytes of remote reads (None for a local source)."""
+        return None if self._remote is None else self._remote.stats()
+
     def close(self) -> None:
         if self._reader is not None:
             self._reader.close()
+        if self._remote is not None:
+            self._remote.close()
 
     def __enter__(self) -> ImageSource:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _as_archive(archive: Path | RemotePath) -> Path | RemotePath:
+    return archive if isinstance(archive, RemotePath) else Path(archive)
 
 
 def _label_of(wnid: str, where: str) -> int:
@@ -207,7 +228,7 @@ def train_from_archive(archive: Path, subset: Subset | None = None) -> Catalog:
         split="train", names=Names(np.concatenate([p[1].raw.astype(f"S{width}") for p in parts])),
         labels=np.concatenate([np.full(len(p[1]), p[0], dtype=np.int16) for p in parts]),
         offsets=np.concatenate([p[2] for p in parts]), sizes=np.concatenate([p[3] for p in parts]),
-        archive=Path(archive),
+        archive=_as_archive(archive),
     )
 
 
@@ -216,7 +237,7 @@ def flat_from_archive(split: str, archive: Path, labels: Sequence[str] | None) -
     members = flat_members(archive)
     labs = _pair_labels(split, [m.name for m in members], labels, str(archive))
     rows = [(m.name, lab, m.offset, m.size) for m, lab in zip(members, labs, strict=True)]
-    return _make(split, rows, archive=Path(archive))
+    return _make(split, rows, archive=_as_archive(archive))
 
 
 def with_labels(cat: Catalog, labels: Sequence[str]) -> Catalog:

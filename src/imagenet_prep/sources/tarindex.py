@@ -12,11 +12,15 @@ import io
 import os
 import tarfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 from imagenet_prep.errors import CorruptArchiveError, UnsafeArchiveError
+from imagenet_prep.runtime.storage import RemotePath, open_input
+
+Pread = Callable[[int, int], bytes]  # (size, offset) -> bytes, as os.pread without the fd
 
 BLOCK = 512
 
@@ -31,10 +35,10 @@ class Member:
 
 
 class _Window(io.RawIOBase):
-    """A read-only, seekable view of bytes [start, start + length) of a file descriptor."""
+    """A read-only, seekable view of bytes [start, start + length) of a file."""
 
-    def __init__(self, fd: int, start: int, length: int) -> None:
-        self._fd, self._start, self._length, self._pos = fd, start, length, 0
+    def __init__(self, pread: Pread, start: int, length: int) -> None:
+        self._pread, self._start, self._length, self._pos = pread, start, length, 0
 
     def readable(self) -> bool:
         return True
@@ -52,7 +56,7 @@ class _Window(io.RawIOBase):
 
     def readinto(self, buf) -> int:  # type: ignore[override]
         want = min(len(buf), max(0, self._length - self._pos))
-        data = os.pread(self._fd, want, self._start + self._pos) if want else b""
+        data = self._pread(want, self._start + self._pos) if want else b""
         buf[: len(data)] = data
         self._pos += len(data)
         return len(data)
@@ -122,31 +126,41 @@ def _plain_header(buf: bytes) -> tuple[str, int, bool] | None:
 
 
 def iter_members(
-    archive: Path | str, *, fd: int | None = None, start: int = 0, length: int | None = None,
-    label: str | None = None,
+    archive: Path | str | RemotePath, *, fd: int | None = None, start: int = 0,
+    length: int | None = None, label: str | None = None, pread: Pread | None = None,
+    total: int | None = None,
 ) -> Iterator[Member]:
     """Yield the regular-file members of an uncompressed tar (or of a tar inside one).
 
     Only headers are read.  Offsets are absolute in the file `archive`.  Unsafe
     members raise `UnsafeArchiveError`; a truncated or foreign file raises
-    `CorruptArchiveError`; directories are skipped.
+    `CorruptArchiveError`; directories are skipped.  `pread` and `total` (its size)
+    read another kind of file (remote_tar's block reads); an archive in object storage
+    given alone is listed from its cached index.
     """
+    if isinstance(archive, RemotePath) and pread is None:
+        from imagenet_prep.sources.remote_tar import flat_members
+
+        yield from flat_members(archive)
+        return
     label = label or str(archive)
-    own = fd is None
+    own = fd is None and pread is None
     if own:
         try:
             fd = os.open(archive, os.O_RDONLY)
         except FileNotFoundError:
             raise CorruptArchiveError(f"{label}: archive not found") from None
-    assert fd is not None
     try:
-        total = os.fstat(fd).st_size
+        if pread is None:
+            assert fd is not None
+            total, pread = os.fstat(fd).st_size, partial(os.pread, fd)
+        assert total is not None
         if length is None:
             length = total - start
         if length == 0:
             raise CorruptArchiveError(f"{label}: empty file, not a tar archive")
-        _sniff(label, os.pread(fd, BLOCK, start))
-        window = _Window(fd, start, length)
+        _sniff(label, pread(BLOCK, start))
+        window = _Window(pread, start, length)
         try:
             tf = tarfile.open(fileobj=window, mode="r:")  # type: ignore[arg-type]
         except tarfile.TarError as e:
@@ -154,7 +168,7 @@ def iter_members(
         seen: set[str] = set()
         pos = 0  # offset of the next header, relative to `start`
         while True:
-            buf = os.pread(fd, BLOCK, start + pos) if pos + BLOCK <= length else b""
+            buf = pread(BLOCK, start + pos) if pos + BLOCK <= length else b""
             plain = _plain_header(buf) if len(buf) == BLOCK else None
             if plain is not None:
                 raw_name, size, is_dir = plain
@@ -190,9 +204,9 @@ def iter_members(
                 raise CorruptArchiveError(f"{label}: duplicate member name {name!r}")
             seen.add(name)
             yield Member(name, start + data_at, size)
-        _check_end(label, fd, start, pos, length)
+        _check_end(label, pread, start, pos, length)
     finally:
-        if own:
+        if own and fd is not None:
             os.close(fd)
 
 
@@ -207,9 +221,9 @@ def _sniff(label: str, head: bytes) -> None:
         raise CorruptArchiveError(f"{label}: truncated: shorter than one tar header")
 
 
-def _check_end(label: str, fd: int, start: int, end_offset: int, length: int) -> None:
+def _check_end(label: str, pread: Pread, start: int, end_offset: int, length: int) -> None:
     """A complete tar ends with two zero blocks; tarfile alone stops silently at a cut."""
-    tail = os.pread(fd, 2 * BLOCK, start + end_offset)
+    tail = pread(2 * BLOCK, start + end_offset)
     if end_offset + 2 * BLOCK > length or len(tail) < 2 * BLOCK or tail.count(0) != len(tail):
         raise CorruptArchiveError(
             f"{label}: truncated or corrupt near byte {end_offset}: no end-of-archive marker "
@@ -217,8 +231,14 @@ def _check_end(label: str, fd: int, start: int, end_offset: int, length: int) ->
         )
 
 
-def iter_nested(archive: Path | str) -> Iterator[tuple[Member, Iterator[Member]]]:
+def iter_nested(archive: Path | str | RemotePath
+                ) -> Iterator[tuple[Member, Iterator[Member]]]:
     """Yield (inner tar member, iterator over its members) for a tar of tars."""
+    if isinstance(archive, RemotePath):  # from its cached index (remote_tar)
+        from imagenet_prep.sources.remote_tar import nested_members
+
+        yield from nested_members(archive)
+        return
     fd = os.open(archive, os.O_RDONLY)
     try:
         # The outer headers (1000 for ImageNet) are checked in full before any inner
@@ -292,7 +312,7 @@ class _GzStream:
             self.buf = b""
 
 
-def iter_gz_members(archive: Path) -> Iterator[tuple[str, bytes]]:
+def iter_gz_members(archive: Path | RemotePath) -> Iterator[tuple[str, bytes]]:
     """Stream (safe name, bytes) of the regular files of a small .tar.gz (box XMLs, devkit).
 
     A gzip stream cannot be indexed, so it is read once, in order; members are
@@ -300,7 +320,7 @@ def iter_gz_members(archive: Path) -> Iterator[tuple[str, bytes]]:
     other one (long names, pax records, links) tarfile reads the rest of the stream.
     """
     try:
-        f = open(archive, "rb")
+        f = open_input(archive)
     except FileNotFoundError:
         raise CorruptArchiveError(f"{archive}: archive not found") from None
     with f:
@@ -350,18 +370,30 @@ def _gz_rest(archive: Path, stream: _GzStream) -> Iterator[tuple[str, bytes]]:
 class ArchiveReader:
     """Positioned reads from one archive file; safe to share across threads, one per process."""
 
-    def __init__(self, path: Path | str) -> None:
+    def __init__(self, path: Path | str | RemotePath) -> None:
+        if isinstance(path, RemotePath):  # one ranged request per read (extraction)
+            self.path: Path | RemotePath = path
+            self.fd = -1
+            return
         self.path = Path(path)
         self.fd = os.open(self.path, os.O_RDONLY)
 
     def read(self, offset: int, size: int) -> bytes:
-        data = os.pread(self.fd, size, offset)
+        if isinstance(self.path, RemotePath):
+            data = self.path.read_bytes(offset, offset + size) if size else b""
+        else:
+            data = os.pread(self.fd, size, offset)
         if len(data) != size:
             raise CorruptArchiveError(f"{self.path}: truncated: short read at byte {offset}")
         return data
 
     def copy_to(self, offset: int, size: int, out_fd: int) -> None:
         """Copy a member's bytes into an open file, in the kernel when the OS allows."""
+        if self.fd < 0:
+            view = memoryview(self.read(offset, size))
+            while view:
+                view = view[os.write(out_fd, view):]
+            return
         done = 0
         while done < size:
             try:
@@ -374,7 +406,8 @@ class ArchiveReader:
             done += n
 
     def close(self) -> None:
-        os.close(self.fd)
+        if self.fd >= 0:
+            os.close(self.fd)
 
     def __enter__(self) -> ArchiveReader:
         return self

@@ -79,6 +79,15 @@ def arrow_schema(pa: Any) -> Any:
                      metadata={b"huggingface": hf_card.hub_features_metadata()})
 
 
+def binary_array(pa: Any, values: tuple[bytes, ...]) -> Any:
+    """A binary array over one joined buffer (one memcpy in C), the same array
+    `pa.array(values, pa.binary())` builds value by value from Python objects."""
+    offsets = np.zeros(len(values) + 1, dtype=np.int32)
+    np.cumsum([len(v) for v in values], out=offsets[1:])
+    return pa.Array.from_buffers(pa.binary(), len(values),
+                                 [None, pa.py_buffer(offsets), pa.py_buffer(b"".join(values))])
+
+
 class _Sink:
     """The file-like object pyarrow writes into: its bytes are handed to the engine as
     pieces (the engine writes, fsyncs and checksums them)."""
@@ -139,7 +148,7 @@ class _Rows(engine.ShardEncoder):
             pa = self.pa
             images, paths, labels = zip(*self.rows, strict=True)
             image = pa.StructArray.from_arrays(
-                [pa.array(images, pa.binary()), pa.array(paths, pa.string())],
+                [binary_array(pa, images), pa.array(paths, pa.string())],
                 fields=list(self.schema.field("image").type))
             table = pa.Table.from_arrays([image, pa.array(labels, pa.int64())],
                                          schema=self.schema)

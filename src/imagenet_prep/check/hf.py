@@ -17,29 +17,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import google_crc32c
-
 from imagenet_prep import layout
+from imagenet_prep.check.shard_bytes import shard_bytes_problems
 from imagenet_prep.formats import hf_card, mds
 from imagenet_prep.runtime import stage_state
 from imagenet_prep.runtime.files import is_tmp_name
 from imagenet_prep.runtime.pool import run_tasks
 from imagenet_prep.sources.metadata import NUM_CLASSES
-
-
-def _bytes_problems(path: Path, entry: dict | None) -> list[str]:
-    """The shard's size and CRC32C against its state entry."""
-    if entry is None:
-        return [f"{path}: not recorded by any run"]
-    size = path.stat().st_size
-    if size != entry["bytes"]:
-        return [f"{path}: {size} bytes, the state records {entry['bytes']}"]
-    crc = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            crc = google_crc32c.extend(crc, chunk)
-    return [] if crc == entry["crc32c"] else [
-        f"{path}: CRC32C mismatch: the shard changed after it was written"]
 
 
 @dataclass(frozen=True)
@@ -55,7 +39,7 @@ class _Shard:
 def _check_shard(task: _Shard) -> tuple[Path, list[str]]:
     if not task.path.is_file():
         return task.path, [f"{task.path}: missing"]
-    problems = _bytes_problems(task.path, task.entry)
+    problems = shard_bytes_problems(task.path, task.entry)
     if not problems:  # the bytes are the ones written: their structure is worth reading
         problems = (_parquet_problems if task.kind == "parquet" else _mds_problems)(task)
     return task.path, problems

@@ -6,8 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import google_crc32c
-
+from imagenet_prep.check.shard_bytes import shard_bytes_problems
 from imagenet_prep.formats import tfds
 from imagenet_prep.formats.tfrecord import RecordError, decode_example, iter_records
 from imagenet_prep.layout import TFDS_DATA, TFDS_RECORD, TFDS_SHARD_RE
@@ -32,15 +31,9 @@ def _check_shard(task: _CheckTask) -> tuple[Path, list[str]]:
 
 def _shard_problems(task: _CheckTask) -> list[str]:
     path, entry = task.path, task.entry
-    if path.stat().st_size != entry["bytes"]:
-        return [f"{path}: {path.stat().st_size} bytes, the state records {entry['bytes']}"]
-    crc = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            crc = google_crc32c.extend(crc, chunk)
-    if crc != entry.get("crc32c", crc):
-        return [f"{path}: CRC32C mismatch: the shard changed after it was written"]
-    problems: list[str] = []
+    problems = shard_bytes_problems(path, entry)
+    if problems:
+        return problems
     labels = (-1, -1) if task.split == "test" else (0, metadata.NUM_CLASSES - 1)
     n = 0
     try:

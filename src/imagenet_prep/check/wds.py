@@ -7,8 +7,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-import google_crc32c
-
+from imagenet_prep.check.shard_bytes import shard_bytes_problems
 from imagenet_prep.check.timm_info import check_timm_info
 from imagenet_prep.errors import PrepError
 from imagenet_prep.formats.images import stored_image_problems
@@ -94,21 +93,8 @@ def _check_shard(task: _CheckTask) -> tuple[str, int, list[str]]:
     except PrepError as e:  # not a well-formed tar of samples: that alone is said
         return task.path.name, 0, [str(e)]
     if task.entry is not None:
-        problems += _check_bytes(task.path, task.entry)
+        problems += shard_bytes_problems(task.path, task.entry)
     return task.path.name, samples, problems
-
-
-def _check_bytes(path: Path, entry: dict) -> list[str]:
-    size = path.stat().st_size
-    if size != entry["bytes"]:
-        return [f"{path}: {size} bytes, the state records {entry['bytes']}"]
-    crc = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 22):
-            crc = google_crc32c.extend(crc, chunk)
-    if crc != entry["crc32c"]:
-        return [f"{path}: CRC32C mismatch: the shard changed after it was written"]
-    return []
 
 
 def _check_index(folder: Path, split: str, shards: dict[int, Path], counts: dict[str, int]

@@ -38,6 +38,7 @@ class MirrorServer(ThreadingHTTPServer):
         self.rate: float | None = None     # bytes/s per response longer than 16 KiB (slow mode)
         self.requests: list[dict] = []
         self.lock = threading.Lock()
+        self.sent: dict[str, int] = {}  # body bytes sent per file in slow mode
         self._thread = threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True)
 
     def handle_error(self, request, client_address) -> None:
@@ -151,6 +152,8 @@ class _Handler(BaseHTTPRequestHandler):
                     self.wfile.write(data)
                 except OSError:
                     return
+                with srv.lock:
+                    srv.sent[name] = srv.sent.get(name, 0) + n
                 pos += n
                 if rate:
                     time.sleep(n / rate)

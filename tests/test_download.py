@@ -370,7 +370,9 @@ def test_ctrl_c_on_a_stalled_server_stops_at_once_and_keeps_progress(small_repli
              srv.url, "--only", "train", "--connections", "1"],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.monotonic() + 30
-        while not range_starts(srv, TRAIN) and time.monotonic() < deadline:
+        # wait until the server has written the block (headers before it), not a fixed
+        # pause after the request: on a loaded machine that pause was too short
+        while srv.sent.get(TRAIN, 0) < 16 << 10 and time.monotonic() < deadline:
             time.sleep(0.02)
         time.sleep(0.5)  # the block is in the client's hands
         proc.send_signal(sig)

@@ -59,6 +59,14 @@ def leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if ".part" in p.name)
 
 
+def as_from_a_shell() -> None:
+    """In the child before exec: the signal state a shell gives a foreground command, not
+    the test process's (a library loaded by the suite may have blocked or ignored SIGINT,
+    which a child inherits, and Ctrl-C then never arrives)."""
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def range_starts(srv: MirrorServer, name: str) -> list[int]:
     """Start offsets of the ranged data requests (the first-byte probe left out)."""
     out = []
@@ -368,7 +376,8 @@ def test_ctrl_c_on_a_stalled_server_stops_at_once_and_keeps_progress(small_repli
         proc = subprocess.Popen(
             [sys.executable, "-m", "imagenet_prep", "download", "--to", str(to), "--base-url",
              srv.url, "--only", "train", "--connections", "1"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            preexec_fn=as_from_a_shell)
         deadline = time.monotonic() + 30
         # wait until the server has written the block (headers before it), not a fixed
         # pause after the request: on a loaded machine that pause was too short

@@ -194,3 +194,47 @@ def resize_spec(args: argparse.Namespace) -> Any:
     from imagenet_prep.formats.resize import parse
 
     return parse(args.resize, args.quality, args.image_format, args.full_decode)
+
+
+# --- the commands that write a loader's shards (parquet, mds, tfds) ------------------------
+
+ALL_SPLITS = ("train", "val", "test")
+
+
+def add_image_source(p: argparse.ArgumentParser) -> argparse._MutuallyExclusiveGroup:
+    """DATASET, and where the images come from: --archives DIR or --from-folders (the group
+    is returned for a command's own alternative)."""
+    p.add_argument("dataset", type=Path, metavar="DATASET")
+    src = p.add_mutually_exclusive_group(required=True)
+    add_archives(src)
+    src.add_argument("--from-folders", action="store_true",
+                     help="read DATASET/train/WNID/, DATASET/val/WNID/ (and DATASET/test/)")
+    return src
+
+
+def default_splits_to_auto(p: argparse.ArgumentParser) -> None:
+    """--splits defaults to train and val, and test when its images are there."""
+    p.set_defaults(splits=None)
+    for action in p._actions:
+        if action.dest == "splits":
+            action.help = ("comma-separated, from train,val,test (default: train,val, and "
+                           "test when its archive or folder is there)")
+
+
+def run_image_shards(args: argparse.Namespace, write: Any, place: str, **options: Any) -> int:
+    """Lock DATASET and write a format's shards into it (or into the resized variant the
+    options ask for) with the source, order, split, label and subset options every such
+    command shares; `options` are the format's own."""
+    from imagenet_prep.runtime import variant
+    from imagenet_prep.runtime.files import dataset_lock, ensure_dir
+
+    spec = resize_spec(args)
+    ensure_dir(args.dataset)
+    with dataset_lock(args.dataset), open_workers(args, "dataset") as workers:
+        report = write(
+            variant.folder_of(args.dataset, spec), resize=spec, archives=args.archives,
+            from_folders=args.from_folders, seed=args.seed, workers=workers,
+            on_bad_image=args.on_bad_image, splits=args.splits, labels=args.labels,
+            subset=subset_of(args), **options)
+    emit_shards(report, args.json, "samples", place)
+    return 0

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from imagenet_prep.cli import common
 from imagenet_prep.runtime.files import dataset_lock, ensure_dir
@@ -17,11 +16,7 @@ DESCRIPTION = (
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("dataset", type=Path, metavar="DATASET")
-    src = p.add_mutually_exclusive_group(required=True)
-    common.add_archives(src)
-    src.add_argument("--from-folders", action="store_true",
-                     help="read DATASET/train/WNID/, DATASET/val/WNID/ (and DATASET/test/)")
+    src = common.add_image_source(p)
     src.add_argument("--describe-tfrecords", action="store_true",
                      help="write no shards: only TFDS metadata in DATASET/tfds/"
                           "imagenet2012_reference/1.0.0/ that reads DATASET's reference "

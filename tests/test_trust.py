@@ -147,7 +147,7 @@ def test_deleted_class_folder_is_restored_by_prepare(tmp_path, prepared):
 
 # --- 3. content damage -------------------------------------------------------------------
 
-@pytest.mark.parametrize("damage", ["truncate", "zero", "swap", "synsets", "csv"])
+@pytest.mark.parametrize("damage", ["truncate", "zero", "swap", "synsets", "csv", "labels"])
 def test_content_damage_is_found_and_mended(tmp_path, prepared, damage):
     archives, clean = prepared
     ds = _copy(clean, tmp_path)
@@ -160,8 +160,8 @@ def test_content_damage_is_found_and_mended(tmp_path, prepared, damage):
     elif damage == "swap":  # a shard copied over another with the same record count
         shutil.copyfile(shards[0], shards[1])
     else:
-        (ds / ("synsets.txt" if damage == "synsets" else
-               "imagenet_2012_bounding_boxes.csv")).unlink()
+        (ds / {"synsets": "synsets.txt", "csv": "imagenet_2012_bounding_boxes.csv",
+               "labels": "labels.json"}[damage]).unlink()
     proc = run_cli("check", ds, check=False)
     assert proc.returncode == 1, proc.stdout
     run_cli("prepare", "--archives", archives, "--out", ds, "--only", "all", *SHARDS,

@@ -119,13 +119,14 @@ def prepare(
         if not stage.closing and (done := run(stage)) is not None:
             report["stages"][stage.name] = done
     report["seconds"] = round(time.monotonic() - t_all, 3)
+    # before the run is recorded: `check` asks a prepared whole dataset for them
+    subset_record.write_label_files(dataset, subset)  # every dataset's, the whole one's too
     runs = (stage_state.load(dataset, PREPARE_RECORD) or {}).get("runs", [])[-(RUNS_KEPT - 1):]
     runs.append({"only": options.only, "seconds": report["seconds"],
                  "stages": [[s, v["seconds"]] for s, v in report["stages"].items()]})
     stage_state.save(dataset, PREPARE_RECORD, {"runs": runs})
     # what the last `check` found damaged has been written again by the stages
     stage_state.record_path(dataset, DAMAGED).unlink(missing_ok=True)
-    subset_record.write_label_files(dataset, subset)  # every dataset's, the whole one's too
     if not subset.full:
         report["subset"] = subset_reading(archives, subset, report["stages"])
     for stage in chosen:

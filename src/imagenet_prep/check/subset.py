@@ -13,8 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from imagenet_prep.errors import PrepError
-from imagenet_prep.layout import LABEL_FILES
-from imagenet_prep.runtime import subset_record
+from imagenet_prep.layout import LABEL_FILES, PREPARE_RECORD
+from imagenet_prep.runtime import stage_state, subset_record
 from imagenet_prep.runtime.files import is_tmp_name
 from imagenet_prep.sources.catalog import class_dirs
 from imagenet_prep.sources.subset import FULL, Subset, label_files
@@ -71,7 +71,9 @@ def check_subset(dataset: Path) -> SubsetCheck:
             if path.read_bytes() != data:
                 problems.append(f"{path}: differs from the labels of {subset.describe()}")
         except FileNotFoundError:
-            if not subset.full:  # datasets older than the label files have none
+            # a whole dataset has them once a `prepare` run has finished (the stages alone
+            # write none); datasets older than the label files get them from the next run
+            if not subset.full or stage_state.load(dataset, PREPARE_RECORD) is not None:
                 problems.append(f"{path}: missing")
     if subset.full:
         return SubsetCheck(subset, problems)

@@ -265,3 +265,25 @@ def test_tfds_metadata_reads_the_reference_tfrecords_in_place(written, tmp_path)
     info = folder / "dataset_info.json"
     info.write_text(info.read_text().replace('"numBytes": "', '"numBytes": "1'))
     assert any("does not describe the TFRecord shards" in p for p in check_dataset(ds)[0])
+
+
+def test_resized_variant_loads_in_tfds(written, tmp_path):
+    """`tfds --resize box=24` writes the variant's TFDS folder: tfds.load gives every
+    train and validation sample, 24x24, with its label; check proves it; WebP (not the
+    feature's encoding) and --describe-tfrecords with --resize are refused in one line."""
+    arch, _ = written
+    ds = tmp_path / "ds"
+    run_cli("tfds", ds, "--archives", arch, "--resize", "box=24", "--workers", "2")
+    root = ds / "variants" / "box24"
+    truth = truth_of(arch)
+    for split in ("train", "val"):
+        got = {ex["file_name"].decode(): (int(ex["label"]), ex["image"].shape)
+               for ex in tfds.as_numpy(tfds.load("imagenet2012", split=SPLIT[split],
+                                                 data_dir=root / "tfds", download=False))}
+        assert got == {n: (label, (24, 24, 3)) for n, (label, _) in truth[split].items()}
+    assert not (ds / "tfds").exists()  # the original's folder is untouched
+    assert run_cli("check", ds).stdout.strip().endswith(": OK")
+    for extra in (("--archives", arch, "--image-format", "webp"), ("--describe-tfrecords",)):
+        proc = run_cli("tfds", ds, "--resize", "box=24", *extra, check=False)
+        lines = proc.stderr.strip().splitlines()
+        assert proc.returncode != 0 and len(lines) == 1, proc.stderr

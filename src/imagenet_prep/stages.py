@@ -270,7 +270,7 @@ def _tfds(archives: Path, dataset: Path, options: PrepareOptions, workers: Worke
 
     return write_tfds(dataset, archives=archives, workers=workers,
                       on_bad_image=options.on_bad_image, labels=options.labels,
-                      subset=options.subset)
+                      subset=options.subset, resize=options.resize)
 
 
 def _report(archives: Path, dataset: Path, options: PrepareOptions, workers: Workers

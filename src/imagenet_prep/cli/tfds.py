@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from imagenet_prep.cli import common
+from imagenet_prep.errors import OptionError
 from imagenet_prep.runtime.files import dataset_lock, ensure_dir
 from imagenet_prep.shards.tfds import DEFAULT_SPLITS, SPLITS, write_tfds
 
@@ -22,11 +23,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                           "imagenet2012_reference/1.0.0/ that reads DATASET's reference "
                           "TFRecords in place (tfds.builder_from_directory)")
     common.add_shard_options(p, SPLITS, DEFAULT_SPLITS, seed=False)
+    common.add_resize(p)
 
 
 def run(args: argparse.Namespace) -> int:
+    from imagenet_prep.runtime import variant
+
+    spec = common.resize_spec(args)
     ensure_dir(args.dataset)
     if args.describe_tfrecords:
+        if spec is not None:
+            raise OptionError("--describe-tfrecords writes no images: it takes no --resize")
         from imagenet_prep.shards.tfds_reference import write_reference_metadata
 
         with dataset_lock(args.dataset):
@@ -36,9 +43,9 @@ def run(args: argparse.Namespace) -> int:
         return 0
     with dataset_lock(args.dataset), common.open_workers(args, "dataset") as workers:
         report = write_tfds(
-            args.dataset, archives=args.archives, from_folders=args.from_folders,
-            workers=workers, on_bad_image=args.on_bad_image, splits=args.splits,
-            labels=args.labels, subset=common.subset_of(args),
+            variant.folder_of(args.dataset, spec), resize=spec, archives=args.archives,
+            from_folders=args.from_folders, workers=workers, on_bad_image=args.on_bad_image,
+            splits=args.splits, labels=args.labels, subset=common.subset_of(args),
         )
     common.emit_shards(report, args.json, "records", "folder")
     return 0

@@ -17,10 +17,11 @@ from typing import Any
 import numpy as np
 
 from imagenet_prep import layout
-from imagenet_prep.errors import PrepError
+from imagenet_prep.errors import OptionError, PrepError
 from imagenet_prep.formats import tfds
 from imagenet_prep.formats import tfrecord as tfr
-from imagenet_prep.runtime import stage_state
+from imagenet_prep.formats.resize import ResizeSpec
+from imagenet_prep.runtime import stage_state, variant
 from imagenet_prep.runtime.files import write_atomic
 from imagenet_prep.runtime.pool import Workers
 from imagenet_prep.shards import engine
@@ -74,7 +75,8 @@ class TfdsFormat(engine.ShardFormat, record=layout.TFDS_RECORD, report=layout.TF
 
     def bounds(self, split: str, cat: Catalog, order: np.ndarray) -> Bounds:
         """TFDS's count and cut, from the Examples' sizes (exact unless an image is converted
-        to RGB JPEG, whose new size is not known before it is written)."""
+        to RGB JPEG or resized, whose new size is not known before it is written: a
+        resized variant keeps the count and cut of its originals)."""
         sizes = tfds.example_sizes(np.char.str_len(cat.names.raw), cat.labels, cat.sizes)
         ends = tfds.shard_ends(len(cat), tfds.shard_count(int(sizes.sum()), len(cat)))
         return list(zip([0, *ends[:-1]], ends, strict=True))
@@ -115,17 +117,26 @@ def write_tfds(
     dataset: Path, *, archives: Path | None = None, from_folders: bool = False,
     workers: Workers = None, on_bad_image: str = "fail",
     splits: tuple[str, ...] = DEFAULT_SPLITS, labels: str = "auto", subset: Subset | None = None,
+    resize: ResizeSpec | None = None,
 ) -> dict[str, Any]:
     """Write the missing shards of DATASET/tfds, then its metadata; returns the run report.
-    A subset keeps TFDS's labels 0..999 (its ClassLabel names the 1000 classes)."""
+    A subset keeps TFDS's labels 0..999 (its ClassLabel names the 1000 classes).  With
+    `resize`, `dataset` is the variant's folder (runtime/variant.py)."""
     policy = engine.bad_image_policy(on_bad_image)
     if not from_folders and archives is None:
         raise PrepError("tfds needs --archives DIR, or --from-folders to read DATASET/train, "
                         "DATASET/val (and DATASET/test)")
     dataset = Path(dataset)
+    if resize is not None and (from_folders or resize.image_format != "jpeg"):
+        raise OptionError("tfds --resize reads the archives (not --from-folders) and stores "
+                          "JPEG, the encoding of TFDS's image feature (not --image-format webp)")
+    variant.claim(dataset, resize)
+    options: dict[str, Any] = {"version": tfds.VERSION}
+    if resize is not None:
+        options["resize"] = resize.text
     report = engine.write_shards(
-        TfdsFormat(dataset, {"version": tfds.VERSION}), dataset=dataset, archives=archives,
+        TfdsFormat(dataset, options), dataset=dataset, archives=archives,
         from_folders=from_folders, labels=labels, splits=splits, workers=workers,
         policy=policy, boxes_csv=None, subset=subset)
     write_metadata(dataset)
-    return report
+    return variant.with_summary(report, dataset, archives, resize)

@@ -67,6 +67,9 @@ def _args() -> argparse.Namespace:
                     help="extract and tfrecord at three sizes instead of the stage tables")
     ap.add_argument("--full-count", action="store_true",
                     help="every stage and check at ImageNet's real file counts (tiny images)")
+    ap.add_argument("--full-count-steps", default="all", metavar="a,b",
+                    help="with --full-count: only these steps (parquet, mds, tfrecord, wds and "
+                         "tfds need only the archives; the others need the steps before them)")
     ap.add_argument("--scaling-sizes", default="5000,20000,50000",
                     help="train+val images of the scaling replicas")
     ap.add_argument("--cache", type=Path, default=OUT, help="where replicas are kept")

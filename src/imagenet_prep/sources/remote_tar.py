@@ -32,6 +32,7 @@ INDEX_BLOCK = 16 << 20  # bytes per index request
 READ_AHEAD = 3  # index blocks fetched ahead of the scan, in parallel
 COALESCE_GAP = 1 << 16  # members closer than this in the archive share one request
 MAX_GROUP = 16 << 20  # ... up to this many bytes
+BATCH_IMAGES = 64  # images planned together (neighbours are looked for among them)
 CONCURRENCY_ENV = "IMAGENET_PREP_CONCURRENCY"
 CACHE_ENV = "IMAGENET_PREP_CACHE"
 
@@ -57,7 +58,7 @@ COUNTS = Counts()
 
 
 def concurrency() -> int:
-    """Images whose reads are in flight at once per shard writer (also the batch size)."""
+    """Requests in flight at once per shard writer (images are read ahead by this many)."""
     return max(1, int(os.environ.get(CONCURRENCY_ENV, "16")))
 
 
@@ -252,70 +253,122 @@ def nested_members(loc: RemotePath) -> Iterator[tuple[Any, Iterator[Any]]]:
 
 # --- image reads -------------------------------------------------------------------------
 
+@dataclass
+class _Group:
+    """One ranged request covering images near each other in the archive."""
+
+    start: int
+    end: int
+    members: list[int]
+    future: Future[bytes] | None = None
+    data: bytes | None = None
+    left: int = 0  # members not read yet
+
+
 class ImageFetcher:
     """Image bytes of a catalog in a bucket, read in catalog order.
 
-    The next batch of images (the concurrency) is fetched while the current one is
-    used: within a batch, members near each other in the archive share one ranged
-    request, and the requests run concurrently.  At most two batches are held.
+    The catalog is planned in windows of BATCH_IMAGES images: within a window, members
+    less than COALESCE_GAP apart in the archive share one ranged request.  Requests are
+    sent ahead of the reader, up to `concurrency()` of them in flight at any time (a
+    sliding window: a slow request does not hold back the next ones), and a request's
+    bytes are dropped once its images are read, so memory holds at most a window of
+    images plus the requests in flight.
     """
 
     def __init__(self, loc: RemotePath, offsets: np.ndarray, sizes: np.ndarray) -> None:
+        from imagenet_prep.sources.remote_reads import RangeReader
+
         self.loc, self.offsets, self.sizes = loc, offsets, sizes
-        self.batch = concurrency()
+        self.window = concurrency()
+        self.batch = max(BATCH_IMAGES, self.window)
         self.requests = 0
         self.bytes = 0
-        self._batches: dict[int, Future[dict[int, bytes]]] = {}
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="images")
+        self._reader = RangeReader(loc, self.window)
+        self._plan = self._plan_groups()
+        self._group_of: dict[int, _Group] = {}  # image -> its sent request
+        self._sent: list[_Group] = []  # sent, not all of whose images are read yet
+        self._lock = threading.Lock()
+        self._in_flight = 0
 
-    def _groups(self, first: int, last: int) -> list[tuple[int, int, list[int]]]:
-        """(start, end, images) ranges covering images [first, last), neighbours merged."""
+    def _groups(self, first: int, last: int) -> list[_Group]:
+        """Requests covering images [first, last), neighbours in the archive merged;
+        in the order the reader needs them (by their first image in catalog order)."""
         order = sorted(range(first, last), key=lambda i: int(self.offsets[i]))
-        groups: list[tuple[int, int, list[int]]] = []
+        groups: list[_Group] = []
         for i in order:
             a, b = int(self.offsets[i]), int(self.offsets[i] + self.sizes[i])
-            if groups and a - groups[-1][1] <= COALESCE_GAP and b - groups[-1][0] <= MAX_GROUP:
-                start, end, members = groups[-1]
-                groups[-1] = (start, max(end, b), members + [i])
+            g = groups[-1] if groups else None
+            if g is not None and a - g.end <= COALESCE_GAP and b - g.start <= MAX_GROUP:
+                g.end = max(g.end, b)
+                g.members.append(i)
             else:
-                groups.append((a, b, [i]))
-        return groups
+                groups.append(_Group(a, b, [i]))
+        return sorted(groups, key=lambda g: min(g.members))
 
-    def _fetch(self, k: int) -> dict[int, bytes]:
-        first = k * self.batch
-        groups = self._groups(first, min(len(self.sizes), first + self.batch))
-        with errors(self.loc.url, options=self.loc.options):
-            datas = self.loc.fs.cat_ranges([self.loc.path] * len(groups),
-                                           [g[0] for g in groups], [g[1] for g in groups])
-        out: dict[int, bytes] = {}
-        for (start, end, members), data in zip(groups, datas, strict=True):
-            if isinstance(data, BaseException):
-                with errors(self.loc.url, options=self.loc.options):
-                    raise data
+    def _plan_groups(self) -> Iterator[_Group]:
+        n = len(self.sizes)
+        for first in range(0, n, self.batch):
+            yield from self._groups(first, min(n, first + self.batch))
+
+    def _send_next(self) -> bool:
+        g = next(self._plan, None)
+        if g is None:
+            return False
+        g.left = len(g.members)
+        with self._lock:
+            self._in_flight += 1
+        g.future = self._reader.submit(g.start, g.end)
+        g.future.add_done_callback(self._landed)
+        for i in g.members:
+            self._group_of[i] = g
+        self._sent.append(g)
+        return True
+
+    def _landed(self, _: Future[bytes]) -> None:
+        with self._lock:
+            self._in_flight -= 1
+
+    def _top_up(self) -> None:
+        """Send requests until `window` are in flight (or the held images reach a window
+        beyond the reader's position)."""
+        while len(self._sent) < self.window + self.batch and self._in_flight < self.window:
+            if not self._send_next():
+                return
+
+    def _data(self, g: _Group) -> bytes:
+        if g.data is None:
+            assert g.future is not None
+            with errors(self.loc.url, options=self.loc.options):
+                data = g.future.result()
             COUNTS.add("images", len(data))
             self.requests += 1
             self.bytes += len(data)
-            if len(data) != end - start:
-                raise CorruptArchiveError(f"{self.loc}: truncated: short read at byte {start}")
-            for i in members:
-                a = int(self.offsets[i]) - start
-                out[i] = data[a:a + int(self.sizes[i])]
-        return out
+            if len(data) != g.end - g.start:
+                raise CorruptArchiveError(f"{self.loc}: truncated: short read at byte {g.start}")
+            g.data = data
+        return g.data
 
     def read(self, i: int) -> bytes:
-        k = i // self.batch
-        for j in [j for j in self._batches if j < k]:
-            self._batches.pop(j).cancel()
-        for j in (k, k + 1):
-            if j * self.batch < len(self.sizes) and j not in self._batches:
-                self._batches[j] = self._pool.submit(self._fetch, j)
-        return self._batches[k].result()[i]
+        while i not in self._group_of:
+            if not self._send_next():
+                raise IndexError(i)
+        self._top_up()
+        g = self._group_of.pop(i)
+        data = self._data(g)
+        a = int(self.offsets[i]) - g.start
+        g.left -= 1
+        if g.left == 0:  # every image of the request read: its bytes can go
+            self._sent.remove(g)
+        return data[a:a + int(self.sizes[i])]
 
     def stats(self) -> dict[str, int]:
         return {"requests": self.requests, "read_bytes": self.bytes}
 
     def close(self) -> None:
-        for f in self._batches.values():
-            f.cancel()
-        self._batches.clear()
-        self._pool.shutdown(wait=True, cancel_futures=True)
+        for g in self._sent:
+            if g.future is not None:
+                g.future.cancel()
+        self._sent.clear()
+        self._group_of.clear()
+        self._reader.close()

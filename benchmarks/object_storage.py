@@ -4,8 +4,8 @@ the same run; then, behind a proxy that adds a fixed latency to every request, i
 against the number of concurrent requests, extrapolated to full ImageNet.
 
     python benchmarks/object_storage.py [--server auto|s3rver|moto] [--scale 0.1]
-                                        [--repeat 3] [--latency-ms 20]
-                                        [--concurrency 1,4,16,64]
+                                        [--repeat 3] [--workers 1] [--latency-ms 20]
+                                        [--concurrency 1,4,16,64] [--probe-only]
 
 The server is s3rver when installed (`npm install --prefix benchmarks/.tools
 s3rver@3.7.1`): it serves a range at the range's cost.  moto's server, the fallback,
@@ -100,6 +100,16 @@ def fsspec_copy(env: dict[str, str], out: Path, back: str = "") -> float:
     return time.monotonic() - t0
 
 
+def fsspec_copy_here(server: S3Server, out: Path) -> float:
+    """The same fetch inside this process, s3fs already imported (shown, not compared)."""
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
+    fs = server.fs()
+    t0 = time.monotonic()
+    fs.get([f"{BUCKET}/archives/{n}" for n in ARCHIVES], str(out) + "/")
+    return time.monotonic() - t0
+
+
 def fsspec_copy_back(server: S3Server, env: dict[str, str], out: Path) -> float:
     """The same bytes fetched with fsspec and written back to the server as objects."""
     with contextlib.suppress(FileNotFoundError):
@@ -124,7 +134,11 @@ def main() -> None:
     ap.add_argument("--scale", type=float, default=0.1,
                     help="replica size against benchmarks/run.py's (default 0.1: 1,800 images)")
     ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--workers", type=int, default=len(os.sched_getaffinity(0)))
+    ap.add_argument("--workers", type=int, default=1,
+                    help="tfrecord's --workers (default 1: the server runs on this machine "
+                         "too and needs a core, and the copy is one process)")
+    ap.add_argument("--probe-only", action="store_true",
+                    help="start the server, print what a ranged GET costs on it, stop")
     ap.add_argument("--latency-ms", type=float, default=20.0)
     ap.add_argument("--concurrency", default="1,4,16,64",
                     help="requests in flight per worker behind the proxy ('' skips the rows)")
@@ -146,6 +160,8 @@ def main() -> None:
         probe = ranged_get_ms(server, BUCKET)
         print("  a 64 KiB ranged GET, one at a time: " + ", ".join(
             f"{ms:.1f} ms on a {mib} MiB object" for mib, ms in probe))
+        if a.probe_only:
+            return
         fs.put(f"{replica.archives}/", f"{BUCKET}/archives/", recursive=True)
         cache = work / "index-cache"
         env = env_for(server, server.endpoint, cache)
@@ -154,13 +170,14 @@ def main() -> None:
               f"indexes) {first:.1f} s; per image: {run.get('requests', 0) / images:.2f} "
               f"requests, {run.get('read_bytes', 0) / images / 1e3:.1f} kB; --workers "
               f"{a.workers}")
-        ours, copy, ours_s3, copy_s3 = [], [], [], []
+        ours, copy, ours_s3, copy_s3, here = [], [], [], [], []
         out_url = f"s3://{BUCKET}/out"
         for _ in range(a.repeat):  # alternating, as benchmarks/run.py does
             ours.append(tfrecord(server, work / "ds", env, shards, a.workers)[0])
             copy.append(fsspec_copy(env, work / "copy"))
             ours_s3.append(tfrecord(server, out_url, env, shards, a.workers)[0])
             copy_s3.append(fsspec_copy_back(server, env, work / "copy"))
+            here.append(fsspec_copy_here(server, work / "copy"))
         o, c = statistics.median(ours), statistics.median(copy)
         o3, c3 = statistics.median(ours_s3), statistics.median(copy_s3)
         print(f"\n{'contender (median of ' + str(a.repeat) + ')':<44} {'s':>7} "
@@ -174,7 +191,7 @@ def main() -> None:
         print("runs (s): " + "; ".join(
             f"{name} {' '.join(f'{x:.2f}' for x in xs)}" for name, xs in
             (("s3->local", ours), ("copy", copy), ("s3->s3", ours_s3),
-             ("copy back", copy_s3))))
+             ("copy back", copy_s3), ("copy -> local inside this process", here))))
         print(f"target: tfrecord >= 0.5x the fsspec copy: to local {_verdict(c / o)}, "
               f"s3 -> s3 {_verdict(c3 / o3)}")
         levels = [int(x) for x in a.concurrency.split(",") if x]
@@ -188,21 +205,24 @@ def main() -> None:
 def latency_rows(server: S3Server, a: argparse.Namespace, levels: list[int], work: Path,
                  shards: list[str], images: int, cache: Path) -> None:
     """images/s through the delaying proxy against requests in flight per worker; the
-    proxy with no delay at the highest level shows what the proxy itself costs."""
+    proxy with no delay at the highest level shows what the proxy itself costs.  The
+    full-dataset figure scales the shard-writing phase (`run.write_seconds`: what grows
+    with the images), not the command's start (interpreter, imports, index load)."""
     print(f"\nwith {a.latency_ms:g} ms added to every request (a proxy in its own "
           f"process), tfrecord s3:// -> local, --workers {a.workers}:")
-    print(f"{'requests per worker':>20} {'added ms':>9} {'s':>7} {'images/s':>9} "
-          f"{'full ImageNet':>14}")
+    print(f"{'requests per worker':>20} {'added ms':>9} {'command s':>10} {'write s':>8} "
+          f"{'images/s':>9} {'full ImageNet':>14}")
     for delay, level in [(a.latency_ms, n) for n in levels] + [(0.0, max(levels))]:
         proxy, url = start_proxy(server.endpoint, delay)
         try:
-            s, _ = tfrecord(server, work / "ds", env_for(server, url, cache, level), shards,
-                            a.workers)
+            s, run = tfrecord(server, work / "ds", env_for(server, url, cache, level), shards,
+                              a.workers)
         finally:
             proxy.terminate()
             proxy.wait()
-        full = FULL_IMAGES / (images / s)
-        print(f"{level:>20} {delay:9g} {s:7.2f} {images / s:9.0f} {full / 3600:11.1f} h")
+        rate = images / run["write_seconds"]
+        print(f"{level:>20} {delay:9g} {s:10.2f} {run['write_seconds']:8.2f} {rate:9.0f} "
+              f"{FULL_IMAGES / rate / 3600:11.1f} h")
 
 
 if __name__ == "__main__":

@@ -57,15 +57,15 @@ class RangeReader:
         when the filesystem cannot sign (no request is made either way)."""
         try:
             url = self.fs.sign(self.loc.path, expiration=URL_LIFETIME)
-        except Exception:  # NotImplementedError, or credentials that cannot sign
-            return False
-        if not isinstance(url, str) or not url.startswith(("http://", "https://")):
-            return False
-        if self._http is None:
-            import fsspec
+            if not isinstance(url, str) or not url.startswith(("http://", "https://")):
+                return False
+            if self._http is None:
+                import fsspec
 
-            # encoded: the signature's percent-escapes are sent as they are
-            self._http = fsspec.filesystem("http", encoded=True)
+                # encoded: the signature's percent-escapes are sent as they are
+                self._http = fsspec.filesystem("http", encoded=True)
+        except Exception:  # NotImplementedError, credentials that cannot sign, no aiohttp
+            return False
         self._url, self._signed_at = url, time.monotonic()
         return True
 

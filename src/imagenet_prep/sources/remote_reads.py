@@ -37,6 +37,19 @@ def signed_reads_enabled() -> bool:
     return os.environ.get(SIGNED_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
+def _http_filesystem() -> Any:
+    """fsspec's HTTP filesystem (one per process, shared by every reader): the signature's
+    percent-escapes sent as they are; proxies from the environment, as botocore takes
+    them; botocore's default timeouts (60 s to connect, 60 s between reads), so a URL that
+    cannot be reached falls back to the SDK in bounded time."""
+    import aiohttp
+    import fsspec
+
+    return fsspec.filesystem("http", encoded=True, client_kwargs={
+        "trust_env": True,
+        "timeout": aiohttp.ClientTimeout(total=None, sock_connect=60, sock_read=60)})
+
+
 class RangeReader:
     """`submit(start, end)` -> a Future of those bytes of `loc`; requests run concurrently
     on fsspec's event loop (or, for a filesystem without one, on `threads` threads)."""
@@ -60,10 +73,7 @@ class RangeReader:
             if not isinstance(url, str) or not url.startswith(("http://", "https://")):
                 return False
             if self._http is None:
-                import fsspec
-
-                # encoded: the signature's percent-escapes are sent as they are
-                self._http = fsspec.filesystem("http", encoded=True)
+                self._http = _http_filesystem()
         except Exception:  # NotImplementedError, credentials that cannot sign, no aiohttp
             return False
         self._url, self._signed_at = url, time.monotonic()

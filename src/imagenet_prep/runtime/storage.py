@@ -301,6 +301,8 @@ REMOTE_OK = ("archives",)
 # commands whose DATASET may be a bucket: their outputs are whole objects (shards, indexes,
 # the box CSV, state records); the others need a POSIX folder (class trees, links)
 REMOTE_DATASET = ("tfrecord", "check")
+# `download --to s3://...` streams each archive into a multipart upload (download/to_bucket.py)
+REMOTE_DOWNLOAD = ("download",)
 
 
 def bind(args: Any, options: dict[str, Any]) -> None:
@@ -313,6 +315,9 @@ def bind(args: Any, options: dict[str, Any]) -> None:
     for key, value in vars(args).items():
         if isinstance(value, RemotePath):
             if key in ("dataset", "out") and args.command in REMOTE_DATASET:
+                setattr(args, key, value.with_options(options))
+                continue
+            if key == "to" and args.command in REMOTE_DOWNLOAD:
                 setattr(args, key, value.with_options(options))
                 continue
             if key in ("dataset", "out") and args.command in ("prepare", "report"):

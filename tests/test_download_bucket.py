@@ -1,0 +1,205 @@
+"""`download --to s3://…` (issue 17, point 5): the archives streamed from a real HTTP mirror
+(tests/mirror_server.py) into multipart uploads on a real S3 protocol server (moto's
+server mode on loopback).  Every case ends with objects byte-identical to the mirror's
+files, or with a one-line error and nothing under a final name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from helpers import run_cli
+from mirror_server import MirrorServer
+
+pytest.importorskip("s3fs")
+moto_server = pytest.importorskip("moto.server")
+
+from imagenet_prep.sources.archives import MD5SUMS, SIZES, TRAIN  # noqa: E402
+
+BUCKET = "downloads"
+ARCHIVES = ("ILSVRC2012_img_train.tar", "ILSVRC2012_img_val.tar", "ILSVRC2012_img_test.tar",
+            "ILSVRC2012_bbox_train_v2.tar.gz", "ILSVRC2012_bbox_val_v3.tgz",
+            "ILSVRC2012_devkit_t12.tar.gz")
+PART = 5 << 20  # S3's smallest part, so a 23 MiB archive makes five parts
+BIG = (23 << 20) + 12_345
+SMALL_PARTS = ["--part-size", "5MiB", "--connections", "1"]
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """(s3fs filesystem, environment for the CLI) of a moto S3 server on loopback with an
+    empty bucket; dummy credentials, no traffic off this machine."""
+    import fsspec
+
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+               AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true",
+               AWS_ENDPOINT_URL=endpoint)
+    fs = fsspec.filesystem("s3", key="testing", secret="testing",
+                           client_kwargs={"endpoint_url": endpoint}, skip_instance_cache=True)
+    fs.mkdir(BUCKET)
+    yield fs, env
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def mirror_files(replicas, tmp_path_factory):
+    """The small replica with a 23 MiB training archive (seeded bytes: only its size and
+    MD5 matter to a download), listed in the folder's MD5SUMS and SIZES."""
+    root = tmp_path_factory.mktemp("big-mirror")
+    for name in ARCHIVES:
+        shutil.copy(replicas["small"] / name, root / name)
+    data = np.random.default_rng(17).integers(0, 256, BIG, dtype=np.uint8).tobytes()
+    (root / TRAIN).write_bytes(data)
+    (root / MD5SUMS).write_text("".join(
+        f"{hashlib.md5((root / n).read_bytes()).hexdigest()}  {n}\n" for n in ARCHIVES))
+    (root / SIZES).write_text("".join(f"{(root / n).stat().st_size}  {n}\n" for n in ARCHIVES))
+    return root
+
+
+@pytest.fixture
+def mirror(mirror_files):
+    with MirrorServer(mirror_files) as srv:
+        yield srv
+
+
+def uploads(fs, prefix: str) -> list[dict]:
+    """The unfinished multipart uploads under s3://downloads/PREFIX."""
+    r = fs.call_s3("list_multipart_uploads", Bucket=BUCKET, Prefix=prefix)
+    return r.get("Uploads", [])
+
+
+def objects(fs, prefix: str) -> list[str]:
+    fs.invalidate_cache()
+    return sorted(p.rsplit("/", 1)[-1] for p in fs.find(f"{BUCKET}/{prefix}"))
+
+
+def one_line_error(proc: subprocess.CompletedProcess, code: int, *parts: str) -> str:
+    assert proc.returncode == code, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("imagenet-prep: error: "), proc.stderr
+    for part in parts:
+        assert part in lines[0], lines[0]
+    assert "testing" not in lines[0]  # no credential in any message
+    return lines[0]
+
+
+def test_full_download_into_bucket_then_skipped(s3, mirror, mirror_files):
+    """Every archive streamed into the bucket is the mirror's file byte for byte, records
+    its MD5 as metadata, leaves no upload or record behind; a rerun moves nothing."""
+    fs, env = s3
+    url = f"s3://{BUCKET}/full"
+    proc = run_cli("download", "--to", url, "--base-url", mirror.url, "--part-size", "5MiB",
+                   "--json", env=env)
+    report = json.loads(proc.stdout)
+    for name in (*ARCHIVES, MD5SUMS, SIZES):
+        assert fs.cat_file(f"{BUCKET}/full/{name}") == (mirror_files / name).read_bytes(), name
+    assert objects(fs, "full") == sorted((*ARCHIVES, MD5SUMS, SIZES))
+    assert uploads(fs, "full") == []
+    train = next(f for f in report["files"] if f["name"] == TRAIN)
+    assert train["parts"] == 5 and train["parts_uploaded"] == 5 and train["part_size"] == PART
+    assert train["md5_check"] == "OK" and report["downloaded_files"] == 6
+    assert report["bytes"] == sum((mirror_files / n).stat().st_size for n in ARCHIVES)
+    head = fs.call_s3("head_object", Bucket=BUCKET, Key=f"full/{TRAIN}")
+    assert head["Metadata"] == {"md5": hashlib.md5((mirror_files / TRAIN).read_bytes()
+                                                   ).hexdigest()}
+    # the archives in the bucket pass verify, MD5s included
+    run_cli("verify", "--archives", url, env=env)
+    # already complete: skipped with no archive byte read from the mirror
+    mirror.requests.clear()
+    mirror.served.clear()
+    again = run_cli("download", "--to", url, "--base-url", mirror.url, env=env)
+    assert again.stdout.count("already here") >= 6, again.stdout
+    assert {r["path"] for r in mirror.requests} == {MD5SUMS, SIZES}
+    assert not any(mirror.served.get(n) for n in ARCHIVES)
+
+
+def test_interrupted_and_killed_upload_resumes_at_the_next_part(s3, mirror, mirror_files):
+    """Ctrl-C, then SIGKILL, midway: each leaves the unfinished upload and its record; the
+    next run checks the recorded parts in the bucket, restores the MD5 state and fetches
+    only the parts after them from the mirror; the object ends byte-identical."""
+    fs, env = s3
+    url = f"s3://{BUCKET}/resume"
+    size = (mirror_files / TRAIN).stat().st_size
+    record = f"{BUCKET}/resume/{TRAIN}.part.json"
+    cmd = [sys.executable, "-m", "imagenet_prep", "download", "--to", url, "--base-url",
+           mirror.url, "--only", "train", *SMALL_PARTS]
+
+    def recorded() -> int:
+        fs.invalidate_cache()
+        return len(json.loads(fs.cat_file(record))["parts"]) if fs.exists(record) else 0
+
+    def stop_after(parts: int, sig: int) -> subprocess.Popen:
+        proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True, preexec_fn=_as_from_a_shell)
+        deadline = time.monotonic() + 60
+        while recorded() < parts and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        proc.send_signal(sig)
+        proc.communicate(timeout=30)
+        return proc
+
+    mirror.rate = 6e6  # bytes/s: a part takes ~0.9 s, so a stop lands between parts
+    first = stop_after(1, signal.SIGINT)
+    assert first.returncode == 130
+    kept1 = recorded()
+    assert kept1 >= 1
+    second = stop_after(kept1 + 1, signal.SIGKILL)
+    assert second.returncode == -signal.SIGKILL
+    kept = recorded()
+    assert kept1 < kept < 5, "the run ended before it could be killed"
+    assert not fs.exists(f"{BUCKET}/resume/{TRAIN}")  # never a partial object
+    assert len(uploads(fs, "resume")) == 1
+    mirror.rate = None
+    mirror.served.clear()
+    rerun = run_cli(*cmd[3:], env=env)
+    assert f"{TRAIN}: resuming at" in rerun.stdout and f"{kept} parts" in rerun.stdout
+    assert f"{5 - kept} of 5 parts of 5.2 MB uploaded this run" in rerun.stdout
+    # only the parts after the record (and the probe's first byte) came from the mirror
+    assert mirror.served[TRAIN] == size - kept * PART + 1
+    assert fs.cat_file(f"{BUCKET}/resume/{TRAIN}") == (mirror_files / TRAIN).read_bytes()
+    assert uploads(fs, "resume") == [] and not fs.exists(record)
+
+
+def test_wrong_md5_aborts_the_upload(s3, mirror):
+    fs, env = s3
+    mirror.corrupt = {TRAIN: 7 << 20}  # one byte flipped in the second part
+    proc = run_cli("download", "--to", f"s3://{BUCKET}/bad", "--base-url", mirror.url,
+                   "--only", "train", *SMALL_PARTS, check=False, env=env)
+    one_line_error(proc, 1, f"s3://{BUCKET}/bad/{TRAIN}: downloaded, but MD5 ",
+                   "the upload was aborted")
+    assert objects(fs, "bad") == sorted((MD5SUMS, SIZES))  # no archive, no record
+    assert uploads(fs, "bad") == []
+
+
+def test_bucket_refusals_are_one_line(s3, mirror):
+    _, env = s3
+    proc = run_cli("download", "--to", "s3://no-such-bucket/x", "--base-url", mirror.url,
+                   check=False, env=env)
+    one_line_error(proc, 1, "s3://no-such-bucket/x", "bucket does not exist")
+    proc = run_cli("download", "--to", "gs://bucket/x", "--base-url", mirror.url,
+                   check=False, env=env)
+    one_line_error(proc, 2, "gs://bucket/x", "s3:// only")
+    proc = run_cli("download", "--to", f"s3://{BUCKET}/x", "--part-size", "1MiB",
+                   check=False, env=env)
+    assert proc.returncode == 2 and "5MiB to 5GiB" in proc.stderr
+
+
+def _as_from_a_shell() -> None:
+    """In the child before exec: the signal state a shell gives a foreground command (see
+    test_download.as_from_a_shell)."""
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

@@ -198,6 +198,96 @@ def test_bucket_refusals_are_one_line(s3, mirror):
     assert proc.returncode == 2 and "5MiB to 5GiB" in proc.stderr
 
 
+class _Stop(Exception):
+    """Raised by the progress callback to stop a download midway, in this process."""
+
+
+def _half_upload(s3, mirror, monkeypatch, prefix: str, parts: int = 2):
+    """Stop an in-process upload of the train archive while its part `parts + 1` is being
+    fetched: the bucket holds an unfinished upload of `parts` parts and their record.
+    Returns the target RemotePath."""
+    from imagenet_prep.download.sources import open_source
+    from imagenet_prep.download.to_bucket import fetch_to_bucket, load_record
+    from imagenet_prep.download.transfer import TransferOptions
+    from imagenet_prep.runtime.storage import RemotePath
+
+    _, env = s3
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    source = open_source(mirror.url)
+    remote = source.probe(TRAIN)
+    target = RemotePath(f"s3://{BUCKET}/{prefix}/{TRAIN}")
+    seen = 0
+
+    def advance(n: int) -> None:
+        nonlocal seen
+        seen += n
+        if seen > parts * PART:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        data = (mirror.root / TRAIN).read_bytes()
+        fetch_to_bucket(source, remote, target, want_size=len(data),
+                        want_md5=hashlib.md5(data).hexdigest(),
+                        opts=TransferOptions(connections=1, part_size=PART), log=print,
+                        advance=advance)
+    source.close()
+    assert len(load_record(target)["parts"]) == parts
+    return target
+
+
+def _finish_in_process(mirror, prefix: str) -> list[str]:
+    from imagenet_prep.download import TransferOptions, download_archives
+
+    lines: list[str] = []
+    download_archives(_remote(prefix), base_url=mirror.url,
+                      roles=["train"], options=TransferOptions(connections=2, part_size=PART),
+                      progress=False, log=lines.append)
+    return lines
+
+
+def _remote(prefix: str):
+    from imagenet_prep.runtime.storage import RemotePath
+
+    return RemotePath(f"s3://{BUCKET}/{prefix}")
+
+
+def test_resume_without_a_saved_md5_state_reads_the_prefix_again(s3, mirror, mirror_files,
+                                                                 monkeypatch):
+    """Where libcrypto's MD5 state cannot be restored, the rerun hashes the uploaded range
+    read again from the mirror (not uploaded again) and still ends byte-identical."""
+    from imagenet_prep.download import md5state
+
+    fs, _ = s3
+    _half_upload(s3, mirror, monkeypatch, "nostate")
+    monkeypatch.setattr(md5state, "available", lambda: False)
+    mirror.served.clear()
+    lines = _finish_in_process(mirror, "nostate")
+    assert any("no saved MD5 state here; reading the first 10.5 MB again" in ln for ln in lines)
+    assert "3 of 5 parts of 5.2 MB uploaded this run" in lines[-1]
+    assert mirror.served[TRAIN] == (mirror_files / TRAIN).stat().st_size + 1
+    assert fs.cat_file(f"{BUCKET}/nostate/{TRAIN}") == (mirror_files / TRAIN).read_bytes()
+
+
+def test_a_part_that_differs_from_the_record_restarts_the_upload(s3, mirror, mirror_files,
+                                                                monkeypatch):
+    """A recorded part replaced in the bucket (its ETag no longer the recorded one) is not
+    trusted: the upload starts anew (the old one aborted) and ends byte-identical."""
+    from imagenet_prep.download.to_bucket import load_record
+
+    fs, _ = s3
+    target = _half_upload(s3, mirror, monkeypatch, "tampered")
+    upload = load_record(target)["upload_id"]
+    fs.call_s3("upload_part", Bucket=BUCKET, Key=f"tampered/{TRAIN}", UploadId=upload,
+               PartNumber=1, Body=bytes(PART))
+    lines = _finish_in_process(mirror, "tampered")
+    assert f"{TRAIN}: part 1 in the bucket is not the one recorded; starting the upload " \
+           "anew from byte 0" in lines
+    assert "5 of 5 parts" in lines[-1]
+    assert fs.cat_file(f"{BUCKET}/tampered/{TRAIN}") == (mirror_files / TRAIN).read_bytes()
+    assert uploads(fs, "tampered") == []
+
+
 def _as_from_a_shell() -> None:
     """In the child before exec: the signal state a shell gives a foreground command (see
     test_download.as_from_a_shell)."""

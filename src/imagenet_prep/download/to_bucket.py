@@ -172,6 +172,7 @@ class _Upload:
         self.abort = threading.Event()
         self.uploaded = self.fetched = self.retries = 0
         self.threads: set[int] = set()
+        self.local = threading.local()  # each worker's part buffer
 
     def span(self, n: int) -> tuple[int, int]:
         return (n - 1) * self.part_size, min(self.size, n * self.part_size)
@@ -243,10 +244,18 @@ class _Upload:
                 while self.prefix + 1 in self.done:
                     self.prefix += 1
 
-    def _fetch(self, n: int) -> bytes | None:
-        """Part n's bytes from the source, resuming within the part after a drop."""
+    def _fetch(self, n: int) -> bytearray | None:
+        """Part n's bytes from the source, resuming within the part after a drop.
+
+        Each worker fills one buffer of the part size, kept for its next part (a short
+        last part gets its own), so memory stays at one part per connection.
+        """
         start, end = self.span(n)
-        blocks: list[bytes] = []
+        buf = getattr(self.local, "buf", None)
+        if buf is None or len(buf) != end - start:
+            buf = bytearray(end - start)
+            if end - start == self.part_size:
+                self.local.buf = buf
         pos, attempt = start, 0
         while pos < end:
             if self.abort.is_set():
@@ -255,7 +264,7 @@ class _Upload:
             try:
                 for block in self.source.read(self.remote, pos, end, ranged=True):
                     block = block[:end - pos]
-                    blocks.append(block)
+                    buf[pos - start:pos - start + len(block)] = block
                     pos += len(block)
                     self.advance(len(block))
                     with self.cond:
@@ -271,9 +280,9 @@ class _Upload:
                 if attempt >= self.opts.retry.limit(e):
                     raise give_up(self.remote.url, attempt, e, pieces=True) from None
                 self.opts.retry.pause(attempt, self.abort)
-        return b"".join(blocks) if len(blocks) != 1 else blocks[0]
+        return buf
 
-    def _hash_in_order(self, n: int, data: bytes) -> None:
+    def _hash_in_order(self, n: int, data: bytearray) -> None:
         with self.cond:
             while self.hashed != n - 1:
                 if self.abort.is_set():

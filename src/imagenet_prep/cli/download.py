@@ -29,6 +29,11 @@ which are copied into DIR so `verify` uses them too) and renamed to NAME only
 if it matches; otherwise it is kept as NAME.bad. Archives already in DIR with
 the right size are skipped.
 
+--to s3://bucket/prefix streams each archive into a multipart upload instead
+(no local disk): parts of --part-size, completed only when the MD5 matches;
+a rerun continues an unfinished upload at its next part (NAME.part.json beside
+the object records it), and an archive already there with its MD5 is skipped.
+
 default base URL: {DEFAULT_BASE_URL}
 roles: {', '.join(ROLES)}"""
 EPILOG = """\
@@ -42,6 +47,8 @@ examples:
       --netrc --only train,val,bbox_train,bbox_val,devkit
   # a mounted disk or NFS share
   imagenet-prep download --to ~/ilsvrc2012 --base-url /mnt/datasets/ilsvrc2012
+  # straight into a bucket (pip install 'imagenet-prep[s3]')
+  imagenet-prep download --to s3://my-bucket/ilsvrc2012 --cookies ~/cookies.txt
 
 Header values, cookies and URL passwords never appear in the output or in errors."""
 

@@ -198,6 +198,26 @@ def test_bucket_refusals_are_one_line(s3, mirror):
     assert proc.returncode == 2 and "5MiB to 5GiB" in proc.stderr
 
 
+def test_prepare_downloads_into_the_bucket_then_reads_it(s3, replicas, tmp_path):
+    """`prepare --download` with a bucket --archives streams what the outputs need into
+    the bucket, then makes them from there: the TFRecords of a run on the local replica."""
+    from helpers import tree_digest
+
+    fs, env = s3
+    small = replicas["small"]
+    args = ["--only", "tensorflow", "--train-shards", "2", "--val-shards", "1", "--no-report"]
+    with MirrorServer(small) as srv:
+        proc = run_cli("prepare", "--archives", f"s3://{BUCKET}/prep", "--out", tmp_path / "ds",
+                       "--download", "--base-url", srv.url, *args, "--json", env=env)
+    stage = json.loads(proc.stdout)["stages"]["download"]["result"]
+    assert stage["downloaded_files"] == 5 and stage["parts_uploaded"] == 5
+    assert "ILSVRC2012_img_test.tar" not in objects(fs, "prep")  # not needed by TensorFlow
+    for name in ARCHIVES[:2]:
+        assert fs.cat_file(f"{BUCKET}/prep/{name}") == (small / name).read_bytes()
+    run_cli("prepare", "--archives", small, "--out", tmp_path / "local", *args)
+    assert tree_digest(tmp_path / "ds") == tree_digest(tmp_path / "local")
+
+
 class _Stop(Exception):
     """Raised by the progress callback to stop a download midway, in this process."""
 

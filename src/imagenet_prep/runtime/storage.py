@@ -309,8 +309,9 @@ def bind(args: Any, options: dict[str, Any]) -> None:
     """Give every URL on the command line the storage options; refuse a URL where only a
     local folder works yet."""
     if getattr(args, "download", False) is True and isinstance(getattr(args, "archives", None),
-                                                               RemotePath):
-        raise OptionError(f"{args.archives}: --download cannot write into a bucket yet; "
+                                                               RemotePath) \
+            and args.archives.protocol not in ("s3", "s3a"):  # s3: download/to_bucket.py
+        raise OptionError(f"{args.archives}: --download writes into s3:// buckets only; "
                           "download to a folder, copy it to the bucket, then use --archives")
     for key, value in vars(args).items():
         if isinstance(value, RemotePath):

@@ -196,6 +196,36 @@ def test_bucket_refusals_are_one_line(s3, mirror):
     proc = run_cli("download", "--to", f"s3://{BUCKET}/x", "--part-size", "1MiB",
                    check=False, env=env)
     assert proc.returncode == 2 and "5MiB to 5GiB" in proc.stderr
+    bare = {k: v for k, v in env.items() if k not in ("AWS_ACCESS_KEY_ID",
+                                                      "AWS_SECRET_ACCESS_KEY")}
+    bare.update(AWS_SHARED_CREDENTIALS_FILE="/nonexistent", AWS_CONFIG_FILE="/nonexistent")
+    proc = run_cli("download", "--to", f"s3://{BUCKET}/x", "--base-url", mirror.url,
+                   check=False, env=bare)
+    one_line_error(proc, 3, f"s3://{BUCKET}/x", "no credentials")
+
+
+def test_verify_replaces_an_object_with_a_wrong_md5(s3, mirror, mirror_files, monkeypatch):
+    """An object of the right size without our MD5 metadata is taken as it is, as a local
+    file would be; --verify reads it through, finds the MD5 wrong and downloads the
+    archive again over it."""
+    from imagenet_prep.download import TransferOptions, download_archives
+    from imagenet_prep.sources.archives import VAL
+
+    fs, env = s3
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    good = (mirror_files / VAL).read_bytes()
+    fs.pipe_file(f"{BUCKET}/verify/{VAL}", bytes(len(good)))  # the right size, other bytes
+    lines: list[str] = []
+    kw = dict(base_url=mirror.url, roles=["val"], progress=False, log=lines.append,
+              options=TransferOptions(part_size=PART))
+    report = download_archives(_remote("verify"), **kw)
+    assert report["files"][0]["status"] == "already here"
+    assert report["files"][0]["md5_check"] == "not checked"
+    report = download_archives(_remote("verify"), verify_existing=True, **kw)
+    assert any(ln.startswith(f"{VAL}: MD5 ") and "downloading it again" in ln for ln in lines)
+    assert report["files"][0]["status"] == "downloaded"
+    assert fs.cat_file(f"{BUCKET}/verify/{VAL}") == good
 
 
 def test_prepare_downloads_into_the_bucket_then_reads_it(s3, replicas, tmp_path):

@@ -55,6 +55,17 @@ def s3(tmp_path_factory):
     server.stop()
 
 
+@pytest.fixture(autouse=True)
+def _forget_filesystems():
+    """fsspec keeps one S3FileSystem per set of options; one made in this process while
+    a test pointed AWS_ENDPOINT_URL at this module's server must not serve later tests
+    (their servers listen elsewhere)."""
+    yield
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()
+
+
 @pytest.fixture(scope="module")
 def mirror_files(replicas, tmp_path_factory):
     """The small replica with a 23 MiB training archive (seeded bytes: only its size and

@@ -163,7 +163,7 @@ def test_interrupted_and_killed_upload_resumes_at_the_next_part(s3, mirror, mirr
         proc.communicate(timeout=30)
         return proc
 
-    mirror.rate = 6e6  # bytes/s: a part takes ~0.9 s, so a stop lands between parts
+    mirror.rate = 10e6  # bytes/s: a part takes ~0.5 s, so a stop lands between parts
     first = stop_after(1, signal.SIGINT)
     assert first.returncode == 130
     kept1 = recorded()

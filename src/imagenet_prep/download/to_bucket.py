@@ -11,7 +11,8 @@ the final name unless it is whole and right.
 
 Resume: beside the object, `NAME.part.json` records the upload ID, the source's
 version, the part size, every finished part of the contiguous prefix (number,
-size, ETag) and the MD5 state after that prefix (download/md5state.py).  A rerun
+size, ETag) and the MD5 state after that prefix (download/md5state.py); it is
+rewritten as soon as the prefix grows (one small PUT per part).  A rerun
 finds the upload (ListMultipartUploads), checks that every recorded part is still
 there with the recorded size and ETag (ListParts), restores the MD5 state and
 continues with the next part.  Parts uploaded after the last record are simply
@@ -28,7 +29,7 @@ import json
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -170,6 +171,7 @@ class _Upload:
         self.saved = self.prefix
         self.cond = threading.Condition()
         self.abort = threading.Event()
+        self.progressed = threading.Event()  # a part was uploaded, or a worker stopped
         self.uploaded = self.fetched = self.retries = 0
         self.threads: set[int] = set()
         self.local = threading.local()  # each worker's part buffer
@@ -199,14 +201,18 @@ class _Upload:
         futures = [pool.submit(self._worker) for _ in range(workers)] if todo else []
         ok = False
         try:
-            pending = set(futures)
-            while pending:
-                done, pending = wait(pending, timeout=self.opts.checkpoint_seconds,
-                                     return_when=FIRST_EXCEPTION)
-                for f in done:
-                    if f.exception() is not None:
+            for f in futures:  # a worker that stops (done or failed) wakes the loop too
+                f.add_done_callback(lambda _: self.progressed.set())
+            while futures:
+                self.progressed.wait(self.opts.checkpoint_seconds)
+                self.progressed.clear()
+                finished = all(f.done() for f in futures)
+                for f in futures:
+                    if f.done() and f.exception() is not None:
                         raise f.exception()  # type: ignore[misc]
                 self.checkpoint(target)
+                if finished:
+                    break
             ok = True
             return [self.done[i] for i in range(1, self.count + 1)]
         finally:
@@ -243,6 +249,7 @@ class _Upload:
                 self.uploaded += 1
                 while self.prefix + 1 in self.done:
                     self.prefix += 1
+            self.progressed.set()
 
     def _fetch(self, n: int) -> bytearray | None:
         """Part n's bytes from the source, resuming within the part after a drop.

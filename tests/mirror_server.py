@@ -39,6 +39,7 @@ class MirrorServer(ThreadingHTTPServer):
         self.requests: list[dict] = []
         self.lock = threading.Lock()
         self.sent: dict[str, int] = {}  # body bytes sent per file in slow mode
+        self.served: dict[str, int] = {}  # body bytes sent per file, every mode
         self._thread = threading.Thread(target=self.serve_forever, args=(0.05,), daemon=True)
 
     def handle_error(self, request, client_address) -> None:
@@ -134,7 +135,9 @@ class _Handler(BaseHTTPRequestHandler):
         rate = srv.rate if end - start > BLOCK else None
         with open(path, "rb") as f:
             if limit is None and flip is None and rate is None:
-                self.connection.sendfile(f, start, end - start)  # fast path (benchmark)
+                n = self.connection.sendfile(f, start, end - start)  # fast path (benchmark)
+                with srv.lock:
+                    srv.served[name] = srv.served.get(name, 0) + n
                 return
             pos = start
             while pos < end:
@@ -154,6 +157,7 @@ class _Handler(BaseHTTPRequestHandler):
                     return
                 with srv.lock:
                     srv.sent[name] = srv.sent.get(name, 0) + n
+                    srv.served[name] = srv.served.get(name, 0) + n
                 pos += n
                 if rate:
                     time.sleep(n / rate)

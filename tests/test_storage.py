@@ -160,8 +160,8 @@ LOCAL_ONLY = ("s3://imagenet/ds", "local or shared folder")
     (["prepare", "--archives", "ARCH", "--out", "s3://imagenet/ds"], LOCAL_ONLY),
     (["wds", "s3://imagenet/ds", "--archives", "ARCH"], LOCAL_ONLY),
     (["report", "s3://imagenet/ds"], ("s3:/imagenet/ds", "looks like a storage URL")),
-    (["prepare", "--archives", "s3://imagenet/new", "--out", "ds", "--download"],
-     ("s3://imagenet/new", "--download cannot write into a bucket")),
+    (["prepare", "--archives", "gs://imagenet/new", "--out", "ds", "--download"],
+     ("gs://imagenet/new", "--download writes into s3:// buckets only")),
 ])
 def test_dataset_url_refused_and_no_local_folder(s3, replicas, tmp_path, command, words):
     """Writing a dataset (or downloading) into a bucket is not done yet: refused in one

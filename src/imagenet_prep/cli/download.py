@@ -8,6 +8,7 @@ from pathlib import Path
 
 from imagenet_prep.cli.common import add_json, emit, split_list
 from imagenet_prep.download import DEFAULT_BASE_URL
+from imagenet_prep.errors import PrepError
 from imagenet_prep.runtime.storage import location
 from imagenet_prep.sources.archives import ROLES, human_size
 
@@ -28,6 +29,11 @@ which are copied into DIR so `verify` uses them too) and renamed to NAME only
 if it matches; otherwise it is kept as NAME.bad. Archives already in DIR with
 the right size are skipped.
 
+--to s3://bucket/prefix streams each archive into a multipart upload instead
+(no local disk): parts of --part-size, completed only when the MD5 matches;
+a rerun continues an unfinished upload at its next part (NAME.part.json beside
+the object records it), and an archive already there with its MD5 is skipped.
+
 default base URL: {DEFAULT_BASE_URL}
 roles: {', '.join(ROLES)}"""
 EPILOG = """\
@@ -41,6 +47,8 @@ examples:
       --netrc --only train,val,bbox_train,bbox_val,devkit
   # a mounted disk or NFS share
   imagenet-prep download --to ~/ilsvrc2012 --base-url /mnt/datasets/ilsvrc2012
+  # straight into a bucket (pip install 'imagenet-prep[s3]')
+  imagenet-prep download --to s3://my-bucket/ilsvrc2012 --cookies ~/cookies.txt
 
 Header values, cookies and URL passwords never appear in the output or in errors."""
 
@@ -49,6 +57,19 @@ def _connections(text: str) -> int:
     n = int(text)
     if not 1 <= n <= 32:
         raise argparse.ArgumentTypeError("expected 1 to 32 connections")
+    return n
+
+
+def _part_size(text: str) -> int:
+    from imagenet_prep.download.s3parts import MAX_PART, MIN_PART
+    from imagenet_prep.shards.order import parse_size
+
+    try:
+        n = parse_size(text)
+    except PrepError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+    if not MIN_PART <= n <= MAX_PART:
+        raise argparse.ArgumentTypeError("S3 takes parts of 5MiB to 5GiB")
     return n
 
 
@@ -68,14 +89,19 @@ def add_source_arguments(p: argparse.ArgumentParser | argparse._ArgumentGroup) -
     p.add_argument("--retries", type=int, default=10, metavar="N",
                    help="attempts in a row without progress before giving up on a file; "
                         "waits double from 0.5 s up to 30 s (default 10)")
+    p.add_argument("--part-size", type=_part_size, default=None, metavar="SIZE",
+                   help="into a bucket: bytes per multipart part, 5MiB to 5GiB (default 32MiB, "
+                        "raised so a file has at most 10,000 parts); --connections parts "
+                        "are held in memory")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     p.formatter_class = argparse.RawDescriptionHelpFormatter
     p.epilog = EPILOG
     p.add_argument("--to", type=location, required=True, metavar="DIR",
-                   help="folder to download into (created if needed); pass it to the other "
-                        "commands as --archives DIR")
+                   help="folder to download into (created if needed), or s3://bucket/prefix "
+                        "(streamed into multipart uploads, no local disk); pass it to the "
+                        "other commands as --archives DIR")
     p.add_argument("--only", type=split_list, default=ROLES, metavar="ROLES",
                    help="comma-separated archive roles (default: all six)")
     add_source_arguments(p)
@@ -99,8 +125,9 @@ def transfer_options(args: argparse.Namespace):
     from imagenet_prep.download.sources import RetryPolicy
     from imagenet_prep.download.transfer import TransferOptions
 
+    extra = {"part_size": args.part_size} if getattr(args, "part_size", None) else {}
     return TransferOptions(connections=args.connections,
-                           retry=RetryPolicy(attempts=max(1, args.retries)))
+                           retry=RetryPolicy(attempts=max(1, args.retries)), **extra)
 
 
 def summary_lines(report: dict) -> list[str]:
@@ -110,6 +137,8 @@ def summary_lines(report: dict) -> list[str]:
         lines.append(f"downloaded {n} file{'s' if n != 1 else ''}, "
                      f"{human_size(report['bytes'])} in {report['seconds']:.1f} s "
                      f"({report['mb_per_s']:.1f} MB/s)")
+    if report.get("parts_uploaded"):
+        lines[-1] += f"; {report['parts_uploaded']} parts uploaded"
     if report["already_here"]:
         lines.append(f"{report['already_here']} already here")
     lines.append(f"archives in {report['to']}; check them any time with "

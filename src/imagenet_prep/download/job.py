@@ -32,6 +32,7 @@ from imagenet_prep.download.transfer import (
 from imagenet_prep.errors import NoSpaceError, PrepError
 from imagenet_prep.runtime.files import check_writable, ensure_dir, os_error, write_atomic
 from imagenet_prep.runtime.progress import bar
+from imagenet_prep.runtime.storage import RemotePath
 from imagenet_prep.sources.archives import (
     MD5SUMS,
     OFFICIAL,
@@ -126,7 +127,7 @@ def _candidates(role: str, ref: dict[str, tuple[int | None, str | None]]) -> lis
 
 
 def download_archives(
-    to: Path, *, base_url: str = DEFAULT_BASE_URL, roles: Iterable[str] = ROLES,
+    to: Path | RemotePath, *, base_url: str = DEFAULT_BASE_URL, roles: Iterable[str] = ROLES,
     credentials: Credentials | None = None, options: TransferOptions | None = None,
     timeout: tuple[float, float] = (15.0, 60.0), verify_existing: bool = False,
     progress: bool = True, log: Callable[[str], None] = print,
@@ -134,9 +135,16 @@ def download_archives(
     """Download the archives of `roles` into `to`; returns the report (see cli/download.py).
 
     Resumes any NAME.part left by an earlier run; an archive already here with the
-    reference size is skipped (MD5-checked too with `verify_existing`).
+    reference size is skipped (MD5-checked too with `verify_existing`).  An s3:// `to`
+    streams each archive into a multipart upload instead (download/bucket_job.py).
     """
     opts = options or TransferOptions()
+    if isinstance(to, RemotePath):
+        from imagenet_prep.download.bucket_job import download_to_bucket
+
+        return download_to_bucket(to, base_url=base_url, roles=roles, credentials=credentials,
+                                  options=opts, timeout=timeout,
+                                  verify_existing=verify_existing, progress=progress, log=log)
     wanted = resolve_roles(roles)
     to = ensure_dir(Path(to))
     check_writable(to)  # an unwritable folder is said now, not after the probes

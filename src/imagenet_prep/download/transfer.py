@@ -62,6 +62,7 @@ class TransferOptions:
     checkpoint_seconds: float = 2.0
     min_piece: int = 64 << 10
     max_piece: int = 128 << 20  # small enough that N pieces in flight stay in the page cache
+    part_size: int = 32 << 20  # into a bucket: bytes per multipart part (N parts in memory)
 
 
 @dataclass

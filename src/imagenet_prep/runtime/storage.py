@@ -301,18 +301,24 @@ REMOTE_OK = ("archives",)
 # commands whose DATASET may be a bucket: their outputs are whole objects (shards, indexes,
 # the box CSV, state records); the others need a POSIX folder (class trees, links)
 REMOTE_DATASET = ("tfrecord", "check")
+# `download --to s3://...` streams each archive into a multipart upload (download/to_bucket.py)
+REMOTE_DOWNLOAD = ("download",)
 
 
 def bind(args: Any, options: dict[str, Any]) -> None:
     """Give every URL on the command line the storage options; refuse a URL where only a
     local folder works yet."""
     if getattr(args, "download", False) is True and isinstance(getattr(args, "archives", None),
-                                                               RemotePath):
-        raise OptionError(f"{args.archives}: --download cannot write into a bucket yet; "
+                                                               RemotePath) \
+            and args.archives.protocol not in ("s3", "s3a"):  # s3: download/to_bucket.py
+        raise OptionError(f"{args.archives}: --download writes into s3:// buckets only; "
                           "download to a folder, copy it to the bucket, then use --archives")
     for key, value in vars(args).items():
         if isinstance(value, RemotePath):
             if key in ("dataset", "out") and args.command in REMOTE_DATASET:
+                setattr(args, key, value.with_options(options))
+                continue
+            if key == "to" and args.command in REMOTE_DOWNLOAD:
                 setattr(args, key, value.with_options(options))
                 continue
             if key in ("dataset", "out") and args.command in ("prepare", "report"):

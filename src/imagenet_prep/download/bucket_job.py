@@ -1,0 +1,190 @@
+"""`download --to s3://bucket/prefix`: the archives streamed into a bucket, no local disk.
+
+The same steps as a download into a folder (download/job.py): the mirror's
+MD5SUMS / SIZES are checked and copied (as objects), every archive is probed
+before any is fetched, smallest first, and the report has the same shape, plus
+each archive's part size and parts.  An archive whose object is already in the
+bucket with the reference size, and with our `md5` metadata equal to the
+reference MD5 when one is known, is skipped without a byte moved (`--verify`
+reads an object without that metadata through and checks its MD5).
+"""
+
+from __future__ import annotations
+
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from imagenet_prep.download.auth import Credentials
+from imagenet_prep.download.job import (
+    _candidates,
+    _file_line,
+    _Item,
+    _origin,
+    _probe_role,
+    _reference_line,
+    resolve_roles,
+)
+from imagenet_prep.download.s3parts import MultipartObject
+from imagenet_prep.download.sources import Source, open_source
+from imagenet_prep.download.to_bucket import MD5_METADATA, fetch_to_bucket, record_path
+from imagenet_prep.download.transfer import TransferOptions
+from imagenet_prep.errors import PrepError
+from imagenet_prep.runtime.files import write_atomic
+from imagenet_prep.runtime.progress import bar
+from imagenet_prep.runtime.storage import RemotePath
+from imagenet_prep.sources.archives import MD5SUMS, SIZES, human_size, md5_file, reference
+
+
+def _fetch_manifests(source: Source, to: RemotePath, log: Callable[[str], None]) -> list[str]:
+    """The mirror's MD5SUMS and SIZES as objects under `to`, if verify's parser takes them."""
+    got = {name: data for name in (MD5SUMS, SIZES)
+           if (data := source.fetch_small(name)) is not None}
+    if not got:
+        return []
+    with tempfile.TemporaryDirectory(prefix="imagenet-prep-manifests-") as tmp:
+        for name, data in got.items():
+            (Path(tmp) / name).write_bytes(data)
+        try:
+            reference(Path(tmp))
+        except PrepError as e:
+            where = f"{source.display.rstrip('/')}/"
+            log(f"ignoring {' and '.join(got)} from {source.display}: "
+                f"{str(e).replace(tmp + '/', where)}")
+            return []
+    for name, data in got.items():
+        write_atomic(to / name, data)
+    return list(got)
+
+
+def _already_there(role: str, to: RemotePath, ref: dict, verify_existing: bool,
+                   progress: bool, log: Callable[[str], None]) -> dict[str, Any] | None:
+    """The report entry of an archive of `role` already complete in the bucket, else None."""
+    for name in _candidates(role, ref):
+        target = to / name
+        head = MultipartObject(target).head()
+        if head is None:
+            continue
+        size, recorded = head["size"], head["metadata"].get(MD5_METADATA)
+        want_size, want_md5 = ref.get(name, (None, None))
+        if want_size is not None and size != want_size:
+            raise PrepError(f"{target}: already there but {size:,} bytes, expected "
+                            f"{want_size:,}; delete it to download it again")
+        if recorded and want_md5 and recorded != want_md5:
+            raise PrepError(f"{target}: already there with MD5 {recorded} recorded, expected "
+                            f"{want_md5}; delete it to download it again")
+        md5 = recorded if recorded and recorded == want_md5 else None
+        if verify_existing and want_md5 is not None and md5 is None:
+            md5 = _md5_of_object(target, size, progress)
+            if md5 != want_md5:
+                log(f"{name}: MD5 {md5}, expected {want_md5}; downloading it again "
+                    "(the object is replaced only once the new one is complete)")
+                return None
+        record_path(target).unlink(missing_ok=True)  # a completed upload's leftover record
+        return {"role": role, "name": name, "status": "already here", "bytes": size,
+                "downloaded_bytes": 0, "md5": md5, "parts_uploaded": 0,
+                "md5_check": "OK" if md5 else ("UNKNOWN" if want_md5 is None else "not checked"),
+                "reference": _origin(name, ref)}
+    return None
+
+
+def _md5_of_object(target: RemotePath, size: int, progress: bool) -> str:
+    pbar = bar(size, f"verify {target.name}", bytes_=True) if progress else None
+    try:
+        return md5_file(target, pbar.update if pbar is not None else None)  # type: ignore[arg-type]
+    finally:
+        if pbar is not None:
+            pbar.close()
+
+
+def download_to_bucket(
+    to: RemotePath, *, base_url: str, roles: Iterable[str], credentials: Credentials | None,
+    options: TransferOptions, timeout: tuple[float, float], verify_existing: bool,
+    progress: bool, log: Callable[[str], None],
+) -> dict[str, Any]:
+    """Download the archives of `roles` into the bucket prefix `to`; the report (see
+    cli/download.py).  Resumes any unfinished upload an earlier run left."""
+    wanted = resolve_roles(roles)
+    MultipartObject(to / "probe")  # an unsupported protocol is said before any request
+    to.is_dir()  # a missing bucket or missing credentials: said now, in one line
+    t0 = time.monotonic()
+    source = open_source(base_url, credentials, timeout=timeout)
+    try:
+        fetched = options.retry.call(lambda: _fetch_manifests(source, to, log), source.display)
+        ref = reference(to)
+        ref_line = _reference_line(to, fetched, source)  # type: ignore[arg-type]
+        log(ref_line)
+        files: list[dict[str, Any]] = []
+        items: list[_Item] = []
+        for role in wanted:
+            here = _already_there(role, to, ref, verify_existing, progress, log)
+            if here is not None:
+                files.append(here)
+                log(f"{'HERE':<8} {here['name']}  {human_size(here['bytes'])}, already here")
+            else:
+                items.append(_probe_role(role, source, to, ref, options))  # type: ignore[arg-type]
+        files += _upload_items(items, source, to, ref, options, progress, log)
+    finally:
+        source.close()
+    order = {r: i for i, r in enumerate(wanted)}
+    files.sort(key=lambda f: order[f["role"]])
+    done = [f for f in files if f["status"] == "downloaded"]
+    moved = sum(f["downloaded_bytes"] for f in done)
+    seconds = time.monotonic() - t0
+    return {
+        "to": str(to), "base_url": source.display,
+        "reference": ref_line.removeprefix("reference: "), "manifests_fetched": fetched,
+        "files": files, "downloaded_files": len(done),
+        "already_here": len(files) - len(done), "bytes": moved,
+        "parts_uploaded": sum(f["parts_uploaded"] for f in files),
+        "seconds": round(seconds, 3), "mb_per_s": round(moved / 1e6 / seconds, 1) if seconds else 0,
+    }
+
+
+def _upload_items(items: list[_Item], source: Source, to: RemotePath, ref: dict,
+                  opts: TransferOptions, progress: bool, log: Callable[[str], None]
+                  ) -> list[dict[str, Any]]:
+    out = []
+    lock = threading.Lock()
+    total = sum(i.remote.size or 0 for i in items)
+    all_bar = bar(total, "download", bytes_=True) if progress and len(items) > 1 else None
+    try:
+        for item in items:
+            file_bar = bar(item.remote.size, item.name, bytes_=True) if progress else None
+
+            def advance(n: int, fb=file_bar) -> None:
+                with lock:
+                    for b in (fb, all_bar):
+                        if b is not None:
+                            b.update(n)
+
+            try:
+                r = fetch_to_bucket(source, item.remote, to / item.name,
+                                    want_size=item.want_size, want_md5=item.want_md5,
+                                    opts=opts, log=log, advance=advance)
+            finally:
+                if file_bar is not None:
+                    file_bar.close()
+            rate = r.downloaded / 1e6 / r.seconds if r.seconds else 0.0
+            entry = {
+                "role": item.role, "name": item.name, "url": item.remote.url,
+                "object": str(to / item.name), "status": "downloaded", "bytes": r.size,
+                "downloaded_bytes": r.downloaded, "seconds": round(r.seconds, 3),
+                "mb_per_s": round(rate, 1), "connections": r.connections,
+                "part_size": r.part_size, "parts": r.parts, "parts_uploaded": r.parts_uploaded,
+                "resumed": r.resumed_from > 0, "resumed_from": r.resumed_from,
+                "restarted": bool(r.restarts), "restart_reasons": r.restarts,
+                "retries": r.retries, "md5": r.md5,
+                "md5_check": "OK" if item.want_md5 else "UNKNOWN",
+                "reference": _origin(item.name, ref),
+            }
+            out.append(entry)
+            log(f"{_file_line(entry)}; {r.parts_uploaded} of {r.parts} parts of "
+                f"{human_size(r.part_size)} uploaded this run")
+    finally:
+        if all_bar is not None:
+            all_bar.close()
+    return out

@@ -64,29 +64,110 @@ def flip_byte(fs, key: str) -> None:
 WDS = ["--shard-samples", "10"]
 
 
-def test_wds_into_bucket_identical_rerun_and_check(s3, archives, replicas, tmp_path):
-    """`wds s3://...` writes the shards, indexes, _info.json, the card and the box CSV the
-    local run writes; a rerun writes nothing; check proves the bucket, finds a corrupted
-    shard and a deleted index, and the next run writes them again."""
+def test_wds_into_bucket_identical_checked_and_mended(s3, archives, replicas, tmp_path):
+    """`wds --out s3://...` writes the shards, indexes, _info.json, the card and the box CSV
+    the local run writes; check proves them; a run after damage to what lies beside the
+    shards (a deleted timm _info.json, a corrupted card) writes those again and no shard."""
     fs, env = s3
     local = tmp_path / "local"
-    run_cli("wds", local, "--archives", replicas["small"], *WDS)
-    url = f"s3://{BUCKET}/wds-ds"
-    run_cli("wds", url, "--archives", archives, *WDS, env=env)
+    run_cli("wds", "--out", local, "--archives", replicas["small"], *WDS)
+    url = f"s3://{BUCKET}/wds-only"
+    run_cli("wds", "--out", url, "--archives", archives, *WDS, env=env)
     want = tree_digest(local)
-    assert {"wds/_info.json", "wds/README.md", "wds/train.json", "wds/validation.json",
-            "wds/train-000000.tar", "imagenet_2012_bounding_boxes.csv"} <= set(want)
-    assert bucket_tree(fs, "wds-ds", tmp_path / "got1") == want
-    assert "all shards were already complete" in run_cli("wds", url, "--archives", archives,
-                                                         *WDS, env=env).stdout
+    assert {"_info.json", "README.md", "train.json", "validation.json", "train-000000.tar",
+            "imagenet_2012_bounding_boxes.csv"} <= set(want)
+    assert bucket_tree(fs, "wds-only", tmp_path / "got1") == want
     assert run_cli("check", url, env=env).stdout.strip().endswith(f"{url}: OK")
-    flip_byte(fs, f"{BUCKET}/wds-ds/wds/train-000001.tar")
-    fs.rm_file(f"{BUCKET}/wds-ds/wds/validation.json")
+    fs.rm_file(f"{BUCKET}/wds-only/_info.json")
+    flip_byte(fs, f"{BUCKET}/wds-only/README.md")
+    rerun = run_cli("wds", "--out", url, "--archives", archives, *WDS, env=env).stdout
+    assert "all shards were already complete" in rerun
+    assert bucket_tree(fs, "wds-only", tmp_path / "got2") == want
+
+
+PREPARE = ["--only", "tensorflow", "--wds", "--no-report", "--train-shards", "12",
+           "--val-shards", "2", "--dali-index", "--wds-shard-samples", "5"]
+
+
+@pytest.fixture(scope="module")
+def local_prepared(replicas, tmp_path_factory):
+    """tree_digest of `prepare --only tensorflow --wds` of the small replica on local disk."""
+    local = tmp_path_factory.mktemp("prepared") / "local"
+    run_cli("prepare", "--archives", replicas["small"], "--out", local, *PREPARE)
+    want = tree_digest(local)
+    assert {"imagenet_2012_bounding_boxes.csv", "labels.json", "labels.csv",
+            "tfrecord_train_idx/train-00000-of-00012.idx", "wds/train-000000.tar",
+            "wds/_info.json", "wds/README.md"} <= set(want)
+    return want
+
+
+def test_prepare_bucket_to_bucket_killed_checked_mended(s3, archives, local_prepared,
+                                                        tmp_path):
+    """The issue's acceptance: `prepare --only tensorflow --wds` from s3:// archives to an
+    s3:// DATASET, killed midway and run again, ends with the objects of the local run;
+    check passes, finds a corrupted and a deleted object (and a deleted labels.json), and
+    the next run mends them."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    fs, env = s3
+    url = f"s3://{BUCKET}/prepared"
+    args = ["prepare", "--archives", archives, "--out", url, *PREPARE, "--workers", "1"]
+    proc = subprocess.Popen([sys.executable, "-m", "imagenet_prep", *args],
+                            env={**env, "IMAGENET_PREP_CONCURRENCY": "1"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and time.monotonic() < deadline:
+        fs.invalidate_cache()
+        if fs.exists(f"{BUCKET}/prepared/tfrecord_train") and len(
+                fs.ls(f"{BUCKET}/prepared/tfrecord_train")) >= 3:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.01)
+    assert proc.wait() == -signal.SIGKILL, "the run ended before it could be killed"
+    assert "wds/train-000000.tar" not in bucket_tree(fs, "prepared", tmp_path / "killed")
+    run_cli(*args, env=env)
+    assert bucket_tree(fs, "prepared", tmp_path / "got1") == local_prepared
+    assert run_cli("check", url, env=env).stdout.strip().endswith(f"{url}: OK")
+    flip_byte(fs, f"{BUCKET}/prepared/tfrecord_train/train-00007-of-00012")
+    fs.rm_file(f"{BUCKET}/prepared/wds/validation-000001.tar")
+    fs.rm_file(f"{BUCKET}/prepared/labels.json")
     proc = run_cli("check", url, check=False, env=env)
     assert proc.returncode == 1, proc.stdout + proc.stderr
-    assert f"problem: {url}/wds/train-000001.tar: " in proc.stdout
-    assert f"{url}/wds/validation.json: missing" in proc.stdout
-    assert "wrote 1 shards" in run_cli("wds", url, "--archives", archives, *WDS,
-                                       env=env).stdout
-    assert bucket_tree(fs, "wds-ds", tmp_path / "got2") == want
-    assert run_cli("check", url, env=env).returncode == 0
+    for damage in (f"{url}/tfrecord_train/train-00007-of-00012: ",
+                   f"{url}/wds: 1 validation shards missing", f"{url}/labels.json"):
+        assert damage in proc.stdout, proc.stdout
+    run_cli(*args, env=env)
+    assert bucket_tree(fs, "prepared", tmp_path / "got2") == local_prepared
+
+
+def test_prepare_dask_local_into_bucket(s3, archives, local_prepared, tmp_path):
+    """Dask workers read the archives from the bucket and upload their shards: no shared
+    folder, the same objects."""
+    pytest.importorskip("distributed")
+    fs, env = s3
+    run_cli("prepare", "--archives", archives, "--out", f"s3://{BUCKET}/dask", *PREPARE,
+            "--dask-local", "2", env=env)
+    assert bucket_tree(fs, "dask", tmp_path / "got") == local_prepared
+
+
+@pytest.mark.parametrize("extra, words", [
+    ([], ("extract, valtree, flatten", "local or shared folder", "--only tensorflow")),
+    (["--only", "tensorflow", "--wds"], ("report is not written into a bucket",
+                                         "--no-report")),
+])
+def test_prepare_folder_outputs_into_bucket_refused(s3, archives, tmp_path, extra, words):
+    """Class trees, flat links (and the report) into a bucket: one line saying what can go
+    there, before anything is written; no local folder named `s3:` appears."""
+    fs, env = s3
+    url = f"s3://{BUCKET}/refused"
+    proc = run_cli("prepare", "--archives", archives, "--out", url, *extra, check=False,
+                   env=env, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"imagenet-prep: error: {url}: "), lines
+    assert all(w in lines[0] for w in words) and "testing" not in lines[0]
+    fs.invalidate_cache()
+    assert not fs.exists(f"{BUCKET}/refused") and not (tmp_path / "s3:").exists()

@@ -319,7 +319,7 @@ def location(text: str) -> Path | RemotePath:
 REMOTE_OK = ("archives",)
 # commands whose DATASET may be a bucket: their outputs are whole objects (shards, indexes,
 # the box CSV, state records); the others need a POSIX folder (class trees, links)
-REMOTE_DATASET = ("tfrecord", "check", "wds")
+REMOTE_DATASET = ("tfrecord", "check", "wds", "prepare")
 
 
 def bind(args: Any, options: dict[str, Any]) -> None:

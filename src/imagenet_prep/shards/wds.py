@@ -125,7 +125,7 @@ class WdsFormat(engine.ShardFormat, record=layout.WDS_RECORD, report=layout.WDS_
         text = wids_index(f"imagenet-{layout.WDS_PREFIX[split]}",
                           [(e["name"], e["samples"], e["bytes"]) for e in entries])
         path = self.root / layout.wds_index_name(split)
-        if not path.is_file() or path.read_text() != text:
+        if not path.is_file() or path.read_bytes() != text.encode():  # damaged: not text
             write_atomic(path, text)
         write_timm_info(self.root)  # timm's split table, from the indexes
 

@@ -61,32 +61,10 @@ def flip_byte(fs, key: str) -> None:
     fs.pipe_file(key, bytes(data))
 
 
-WDS = ["--shard-samples", "10"]
-
-
-def test_wds_into_bucket_identical_checked_and_mended(s3, archives, replicas, tmp_path):
-    """`wds --out s3://...` writes the shards, indexes, _info.json, the card and the box CSV
-    the local run writes; check proves them; a run after damage to what lies beside the
-    shards (a deleted timm _info.json, a corrupted card) writes those again and no shard."""
-    fs, env = s3
-    local = tmp_path / "local"
-    run_cli("wds", "--out", local, "--archives", replicas["small"], *WDS)
-    url = f"s3://{BUCKET}/wds-only"
-    run_cli("wds", "--out", url, "--archives", archives, *WDS, env=env)
-    want = tree_digest(local)
-    assert {"_info.json", "README.md", "train.json", "validation.json", "train-000000.tar",
-            "imagenet_2012_bounding_boxes.csv"} <= set(want)
-    assert bucket_tree(fs, "wds-only", tmp_path / "got1") == want
-    assert run_cli("check", url, env=env).stdout.strip().endswith(f"{url}: OK")
-    fs.rm_file(f"{BUCKET}/wds-only/_info.json")
-    flip_byte(fs, f"{BUCKET}/wds-only/README.md")
-    rerun = run_cli("wds", "--out", url, "--archives", archives, *WDS, env=env).stdout
-    assert "all shards were already complete" in rerun
-    assert bucket_tree(fs, "wds-only", tmp_path / "got2") == want
-
-
+BOX_CSV = "imagenet_2012_bounding_boxes.csv"
+WDS = ["--shard-samples", "5"]
 PREPARE = ["--only", "tensorflow", "--wds", "--no-report", "--train-shards", "12",
-           "--val-shards", "2", "--dali-index", "--wds-shard-samples", "5"]
+           "--val-shards", "2", "--dali-index", "--wds-shard-samples", WDS[1]]
 
 
 @pytest.fixture(scope="module")
@@ -99,6 +77,25 @@ def local_prepared(replicas, tmp_path_factory):
             "tfrecord_train_idx/train-00000-of-00012.idx", "wds/train-000000.tar",
             "wds/_info.json", "wds/README.md"} <= set(want)
     return want
+
+
+def test_wds_into_bucket_identical_checked_and_mended(s3, archives, local_prepared, tmp_path):
+    """`wds --out s3://...` writes the shards, indexes, _info.json, the card and the box CSV
+    the local run writes; check proves them; a run after damage to what lies beside the
+    shards (a deleted timm _info.json, a corrupted card) writes those again and no shard."""
+    fs, env = s3
+    url = f"s3://{BUCKET}/wds-only"
+    run_cli("wds", "--out", url, "--archives", archives, *WDS, env=env)
+    # the local prepare's wds/ folder, and the box CSV (made in OUT when no DATASET is given)
+    want = {k.removeprefix("wds/"): v for k, v in local_prepared.items()
+            if k.startswith("wds/") or k == BOX_CSV}
+    assert bucket_tree(fs, "wds-only", tmp_path / "got1") == want
+    assert run_cli("check", url, env=env).stdout.strip().endswith(f"{url}: OK")
+    fs.rm_file(f"{BUCKET}/wds-only/_info.json")
+    flip_byte(fs, f"{BUCKET}/wds-only/README.md")
+    rerun = run_cli("wds", "--out", url, "--archives", archives, *WDS, env=env).stdout
+    assert "all shards were already complete" in rerun
+    assert bucket_tree(fs, "wds-only", tmp_path / "got2") == want
 
 
 def test_prepare_bucket_to_bucket_killed_checked_mended(s3, archives, local_prepared,
@@ -171,3 +168,20 @@ def test_prepare_folder_outputs_into_bucket_refused(s3, archives, tmp_path, extr
     assert all(w in lines[0] for w in words) and "testing" not in lines[0]
     fs.invalidate_cache()
     assert not fs.exists(f"{BUCKET}/refused") and not (tmp_path / "s3:").exists()
+
+
+def test_parquet_mds_tfds_into_bucket(s3, archives, replicas, tmp_path):
+    """Parquet, MDS and TFDS shards (with their cards, indexes and metadata) written into a
+    bucket by prepare are the local run's files, and check proves them there."""
+    pytest.importorskip("pyarrow")
+    fs, env = s3
+    args = ["--only", "tensorflow", "--parquet", "--mds", "--tfds", "--no-report",
+            "--train-shards", "1", "--val-shards", "1"]
+    local, url = tmp_path / "local", f"s3://{BUCKET}/loaders"
+    run_cli("prepare", "--archives", replicas["small"], "--out", local, *args)
+    run_cli("prepare", "--archives", archives, "--out", url, *args, env=env)
+    want = tree_digest(local)
+    assert {"parquet/README.md", "mds/train/index.json",
+            "tfds/imagenet2012/5.1.0/dataset_info.json"} <= set(want)
+    assert bucket_tree(fs, "loaders", tmp_path / "got") == want
+    assert run_cli("check", url, env=env).stdout.strip().endswith(f"{url}: OK")

@@ -18,10 +18,12 @@ from imagenet_prep.errors import OptionError
 from imagenet_prep.runtime.storage import RemotePath, is_remote
 
 # stages whose every output is a whole file written through atomic_file
-BUCKET_STAGES = frozenset({"download", "verify", "bbox", "tfrecord", "wds"})
+BUCKET_STAGES = frozenset({"download", "verify", "bbox", "tfrecord", "wds", "parquet", "mds",
+                           "tfds"})
 
 WHAT_FITS = ("into a bucket, prepare writes --only tensorflow (the box CSV, TFRecords, "
-             "--dali-index) with --wds, labels.json/csv and the state")
+             "--dali-index) with --wds, --parquet, --mds, --tfds, labels.json/csv and the "
+             "state")
 
 
 def refuse_folder_stages(dataset: Path | RemotePath, stages: Iterable[str]) -> None:

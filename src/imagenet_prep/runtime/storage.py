@@ -167,6 +167,13 @@ class RemotePath:
     def __hash__(self) -> int:
         return hash(self.url)
 
+    def __lt__(self, other: RemotePath) -> bool:  # sorted() of objects, by URL
+        return self.url < other.url
+
+    @property
+    def parent(self) -> RemotePath:
+        return self / ".."
+
     @property
     def protocol(self) -> str:
         return self.url.split("://", 1)[0]
@@ -319,7 +326,7 @@ def location(text: str) -> Path | RemotePath:
 REMOTE_OK = ("archives",)
 # commands whose DATASET may be a bucket: their outputs are whole objects (shards, indexes,
 # the box CSV, state records); the others need a POSIX folder (class trees, links)
-REMOTE_DATASET = ("tfrecord", "check", "wds", "prepare")
+REMOTE_DATASET = ("tfrecord", "check", "wds", "prepare", "parquet", "mds", "tfds")
 
 
 def bind(args: Any, options: dict[str, Any]) -> None:

@@ -14,10 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from imagenet_prep.bucket_outputs import refuse_folder_stages
 from imagenet_prep.errors import PrepError
 from imagenet_prep.layout import PREPARE_RECORD
 from imagenet_prep.runtime import expectation, stage_state, subset_record
+from imagenet_prep.runtime.bucket_outputs import refuse_folder_stages
 from imagenet_prep.runtime.file_manifest import DAMAGED
 from imagenet_prep.runtime.pool import Workers
 from imagenet_prep.runtime.storage import is_remote

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import sys
 
-from imagenet_prep.bucket_outputs import refuse_folder_stages
 from imagenet_prep.cli.common import (
     add_archives,
     add_json,
@@ -23,6 +22,7 @@ from imagenet_prep.errors import PrepError
 from imagenet_prep.folders.flatten import MODES
 from imagenet_prep.prepare import prepare, summary_lines
 from imagenet_prep.runtime import variant
+from imagenet_prep.runtime.bucket_outputs import refuse_folder_stages
 from imagenet_prep.runtime.files import dataset_lock, ensure_dir
 from imagenet_prep.runtime.storage import location
 from imagenet_prep.sources.labels import SOURCES

@@ -124,7 +124,7 @@ def test_prepare_bucket_to_bucket_killed_checked_mended(s3, archives, local_prep
                 for k in fs.ls(f"{BUCKET}/prepared/wds")) >= 2:
             proc.send_signal(signal.SIGKILL)
             break
-        time.sleep(0.01)
+        time.sleep(0.05)  # a listing at most every 50 ms: the server also serves the run
     assert proc.wait() == -signal.SIGKILL, "the run ended before it could be killed"
     killed = bucket_tree(fs, "prepared", tmp_path / "killed")
     assert "wds/train-000008.tar" not in killed and "wds/train.json" not in killed

@@ -17,8 +17,10 @@ from typing import Any
 from imagenet_prep.errors import PrepError
 from imagenet_prep.layout import PREPARE_RECORD
 from imagenet_prep.runtime import expectation, stage_state, subset_record
+from imagenet_prep.runtime.bucket_outputs import refuse_folder_stages
 from imagenet_prep.runtime.file_manifest import DAMAGED
 from imagenet_prep.runtime.pool import Workers
+from imagenet_prep.runtime.storage import is_remote
 from imagenet_prep.sources.archives import ROLES, find_archive, require_archives
 from imagenet_prep.sources.catalog import iter_classes
 from imagenet_prep.sources.subset import Subset
@@ -71,6 +73,7 @@ def prepare(
     imagenet_prep.download); its report becomes the "download" stage.
     """
     chosen = selected(options)
+    refuse_folder_stages(dataset, (s.name for s in chosen))  # before anything is written
     if options.wds_shard_size is not None and options.wds_shard_samples is not None:
         raise PrepError("give --wds-shard-size or --wds-shard-samples, not both")
     for stage in chosen:
@@ -91,13 +94,15 @@ def prepare(
         subset_record.claim(dataset, subset)
     expectation.expect(dataset, asks(options), identities)
     plan = disk_plan(archives, dataset, chosen, options)
-    free = shutil.disk_usage(dataset).free
+    # a bucket has no free space to compare with (a worker needs one shard of local disk)
+    free = None if is_remote(dataset) else shutil.disk_usage(dataset).free
     need = sum(plan.values())
     log("disk plan:")
     for name, n in plan.items():
         log(f"  {name:<9} {_gb(n):>12}")
-    log(f"  {'total':<9} {_gb(need):>12}   free: {_gb(free)}")
-    if need > free and not options.force:
+    log(f"  {'total':<9} {_gb(need):>12}   "
+        + (f"free: {_gb(free)}" if free is not None else "into a bucket"))
+    if free is not None and need > free and not options.force:
         raise PrepError(
             f"{dataset}: needs about {_gb(need)} but {_gb(free)} is free; "
             "free some space or pass --force"

@@ -23,6 +23,7 @@ from imagenet_prep.formats import hf_card, mds
 from imagenet_prep.runtime import stage_state
 from imagenet_prep.runtime.files import is_tmp_name
 from imagenet_prep.runtime.pool import run_tasks
+from imagenet_prep.runtime.storage import listdir, local_file
 from imagenet_prep.sources.metadata import NUM_CLASSES
 
 
@@ -37,11 +38,14 @@ class _Shard:
 
 
 def _check_shard(task: _Shard) -> tuple[Path, list[str]]:
-    if not task.path.is_file():
+    try:
+        with local_file(task.path) as local:  # an object: one GET into a temporary copy
+            problems = shard_bytes_problems(task.path, task.entry, local)
+            if not problems:  # the bytes are the ones written: their structure is worth reading
+                problems = (_parquet_problems if task.kind == "parquet" else _mds_problems)(
+                    task, local)
+    except FileNotFoundError:
         return task.path, [f"{task.path}: missing"]
-    problems = shard_bytes_problems(task.path, task.entry)
-    if not problems:  # the bytes are the ones written: their structure is worth reading
-        problems = (_parquet_problems if task.kind == "parquet" else _mds_problems)(task)
     return task.path, problems
 
 
@@ -49,7 +53,7 @@ def _label_ok(split: str, label: int) -> bool:
     return label == -1 if split == "test" else 0 <= label < NUM_CLASSES
 
 
-def _parquet_problems(task: _Shard) -> list[str]:
+def _parquet_problems(task: _Shard, local: Path) -> list[str]:
     try:
         import pyarrow.parquet as pq
     except ImportError:  # size and CRC32C proved the bytes; the structure needs pyarrow
@@ -57,7 +61,7 @@ def _parquet_problems(task: _Shard) -> list[str]:
     from imagenet_prep.formats.hf_card import hub_features_metadata
 
     try:
-        pf = pq.ParquetFile(task.path)
+        pf = pq.ParquetFile(local)
         meta = pf.schema_arrow.metadata or {}
         labels = pf.read(columns=["label"]).column("label").to_pylist()
     except Exception as e:  # noqa: BLE001 (pyarrow raises several kinds)
@@ -74,11 +78,11 @@ def _parquet_problems(task: _Shard) -> list[str]:
     return problems
 
 
-def _mds_problems(task: _Shard) -> list[str]:
+def _mds_problems(task: _Shard, local: Path) -> list[str]:
     limit = task.options["shard_size"]
     n = 0
     try:
-        with open(task.path, "rb") as f:
+        with open(local, "rb") as f:
             fd = f.fileno()
             for s in mds.iter_shard(fd, os.fstat(fd).st_size, limit):
                 where = f"{task.path}: sample {n} ({s.filename})"
@@ -109,7 +113,7 @@ def _shard_set(folder: Path, names: list[str], pattern, kind: str) -> list[str]:
     problems = []
     if not folder.is_dir():
         return problems
-    for name in sorted(os.listdir(folder)):
+    for name in sorted(listdir(folder)):
         if is_tmp_name(name):
             problems.append(f"{folder / name}: leftover temporary file")
         elif pattern.fullmatch(name) and name not in names:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,6 +12,7 @@ from imagenet_prep.layout import TFDS_DATA, TFDS_RECORD, TFDS_SHARD_RE
 from imagenet_prep.runtime import stage_state
 from imagenet_prep.runtime.files import is_tmp_name
 from imagenet_prep.runtime.pool import run_tasks
+from imagenet_prep.runtime.storage import listdir, local_file
 from imagenet_prep.sources import metadata
 
 
@@ -30,14 +30,22 @@ def _check_shard(task: _CheckTask) -> tuple[Path, list[str]]:
 
 
 def _shard_problems(task: _CheckTask) -> list[str]:
+    try:
+        with local_file(task.path) as local:  # an object: one GET into a temporary copy
+            return _local_problems(task, local)
+    except FileNotFoundError:
+        return [f"{task.path}: missing"]
+
+
+def _local_problems(task: _CheckTask, local: Path) -> list[str]:
     path, entry = task.path, task.entry
-    problems = shard_bytes_problems(path, entry)
+    problems = shard_bytes_problems(path, entry, local)
     if problems:
         return problems
     labels = (-1, -1) if task.split == "test" else (0, metadata.NUM_CLASSES - 1)
     n = 0
     try:
-        for offset, data in iter_records(path):
+        for offset, data in iter_records(local):
             where = f"{path}: record {n} (byte {offset})"
             n += 1
             try:
@@ -74,7 +82,7 @@ def check_tfds(dataset: Path, workers: int | None = None, damaged: list[Path] | 
         for k in range(info["shards"]):
             planned[tfds.shard_name(split, k, info["shards"])] = split
     present = set()
-    for name in sorted(os.listdir(folder)):
+    for name in sorted(listdir(folder)):
         if is_tmp_name(name):
             problems.append(f"{folder / name}: leftover temporary file")
         elif TFDS_SHARD_RE.fullmatch(name):

@@ -23,6 +23,7 @@ from imagenet_prep.layout import (
 from imagenet_prep.runtime import stage_state
 from imagenet_prep.runtime.files import is_tmp_name
 from imagenet_prep.runtime.pool import run_tasks
+from imagenet_prep.runtime.storage import as_path, listdir, local_file
 from imagenet_prep.sources import metadata
 
 _FORMATS = {"jpg": ("JPEG", "MPO"), "webp": ("WEBP",)}
@@ -40,16 +41,25 @@ class _CheckTask:
 
 def _check_shard(task: _CheckTask) -> tuple[str, int, list[str]]:
     """(name, samples, problems) of one shard: tar structure, sample members, labels, metadata,
-    the state's size and CRC32C, and optionally the first image decoded."""
+    the state's size and CRC32C, and optionally the first image decoded.  An object in a
+    bucket is read once into a local temporary copy (the tar is read by header offsets)."""
+    try:
+        with local_file(task.path) as local:
+            return _check_local_shard(task, local)
+    except FileNotFoundError:
+        return task.path.name, 0, [f"{task.path}: missing"]
+
+
+def _check_local_shard(task: _CheckTask, local: Path) -> tuple[str, int, list[str]]:
     problems: list[str] = []
     wnids = task.classes or metadata.wnids()
     img = task.image_ext
     want_exts = ("json", img) if task.split == "test" else ("cls", "json", img)
     samples = 0
     try:  # streamed: a shard of any size costs one sample's members at a time
-        with open(task.path, "rb") as f:
+        with open(local, "rb") as f:
             fd = f.fileno()
-            for key, group in iter_samples(task.path):
+            for key, group in iter_samples(local, str(task.path)):
                 where = f"{task.path}: sample {samples} ({key})"
                 samples += 1
                 exts = {ext: m for ext, m in group}
@@ -93,7 +103,7 @@ def _check_shard(task: _CheckTask) -> tuple[str, int, list[str]]:
     except PrepError as e:  # not a well-formed tar of samples: that alone is said
         return task.path.name, 0, [str(e)]
     if task.entry is not None:
-        problems += shard_bytes_problems(task.path, task.entry)
+        problems += shard_bytes_problems(task.path, task.entry, local)
     return task.path.name, samples, problems
 
 
@@ -126,13 +136,13 @@ def check_wds(folder: Path, sample: int = 20, workers: int | None = None,
     each split's index against the shards, the totals and every shard's size and
     CRC32C against the state, and a decoded sample of images.
     """
-    folder = Path(folder)
+    folder = as_path(folder)
     state = stage_state.load(folder, WDS_RECORD) or {}
     spec = from_text(state.get("options", {}).get("resize"))
     ext = "jpg" if spec is None else spec.extension
     problems: list[str] = []
     by_prefix: dict[str, dict[int, Path]] = {p: {} for p in WDS_PREFIX.values()}
-    for entry in sorted(os.listdir(folder)):
+    for entry in sorted(listdir(folder)):
         if is_tmp_name(entry):
             problems.append(f"{folder / entry}: leftover temporary file")
         elif m := WDS_SHARD_RE.fullmatch(entry):

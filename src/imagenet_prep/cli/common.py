@@ -204,7 +204,7 @@ ALL_SPLITS = ("train", "val", "test")
 def add_image_source(p: argparse.ArgumentParser) -> argparse._MutuallyExclusiveGroup:
     """DATASET, and where the images come from: --archives DIR or --from-folders (the group
     is returned for a command's own alternative)."""
-    p.add_argument("dataset", type=Path, metavar="DATASET")
+    p.add_argument("dataset", type=location, metavar="DATASET")
     src = p.add_mutually_exclusive_group(required=True)
     add_archives(src)
     src.add_argument("--from-folders", action="store_true",

@@ -22,10 +22,11 @@ from imagenet_prep.errors import PrepError
 from imagenet_prep.folders.flatten import MODES
 from imagenet_prep.prepare import prepare, summary_lines
 from imagenet_prep.runtime import variant
+from imagenet_prep.runtime.bucket_outputs import refuse_folder_stages
 from imagenet_prep.runtime.files import dataset_lock, ensure_dir
 from imagenet_prep.runtime.storage import location
 from imagenet_prep.sources.labels import SOURCES
-from imagenet_prep.stages import TARGETS, PrepareOptions, roles_used
+from imagenet_prep.stages import TARGETS, PrepareOptions, roles_used, selected
 
 DESCRIPTION = "run the whole preparation (disk plan, verify, extract, ..., tfrecord); reruns resume"
 
@@ -93,6 +94,7 @@ def run(args: argparse.Namespace) -> int:
                               or args.base_url != DEFAULT_BASE_URL):
         raise PrepError("--base-url, --header, --cookies and --netrc apply with --download")
     opts = prepare_options(args)
+    refuse_folder_stages(args.out, (s.name for s in selected(opts)))  # before Dask starts
     args.out = variant.folder_of(args.out, opts.resize)  # a variant is a dataset of its own
     ensure_dir(args.out)
     log = (lambda *a: print(*a, file=sys.stderr)) if args.json else print

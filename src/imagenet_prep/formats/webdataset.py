@@ -104,13 +104,15 @@ def wids_index(name: str, shards: list[tuple[str, int, int]]) -> str:
     return json.dumps(doc, indent=1, sort_keys=True) + "\n"
 
 
-def iter_samples(path: Path) -> Iterator[tuple[str, list[tuple[str, Member]]]]:
-    """(key, [(ext, member)]) per sample in tar order; member names checked on the way."""
+def iter_samples(path: Path, label: str | None = None
+                 ) -> Iterator[tuple[str, list[tuple[str, Member]]]]:
+    """(key, [(ext, member)]) per sample in tar order; member names checked on the way.
+    `label` names the shard in errors (the object a local copy was made of)."""
     key, group = None, []
-    for m in iter_members(path):
+    for m in iter_members(path, label=label):
         stem, dot, ext = m.name.partition(".")
         if not dot or "/" in m.name or not ext:
-            raise PrepError(f"{path}: member {m.name!r} is not KEY.EXT")
+            raise PrepError(f"{label or path}: member {m.name!r} is not KEY.EXT")
         if stem != key:
             if group:
                 yield key, group

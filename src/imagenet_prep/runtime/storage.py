@@ -167,6 +167,13 @@ class RemotePath:
     def __hash__(self) -> int:
         return hash(self.url)
 
+    def __lt__(self, other: RemotePath) -> bool:  # sorted() of objects, by URL
+        return self.url < other.url
+
+    @property
+    def parent(self) -> RemotePath:
+        return self / ".."
+
     @property
     def protocol(self) -> str:
         return self.url.split("://", 1)[0]
@@ -186,11 +193,19 @@ class RemotePath:
             self._fs = filesystem(self.protocol, self.options, self.url)
         return self._fs
 
+    def resolve(self) -> RemotePath:
+        """A URL is already absolute (what a Dask worker elsewhere needs)."""
+        return self
+
     def with_options(self, options: dict[str, Any]) -> RemotePath:
         return RemotePath(self.url, options)
 
     def __truediv__(self, name: str) -> RemotePath:
-        child = RemotePath(f"{self.url}/{name}", self.options)
+        import posixpath
+
+        # "." and "a/../b" as pathlib would take them: an object key has no such parts
+        child = RemotePath(f"{self.protocol}://{posixpath.normpath(f'{self.path}/{name}')}",
+                           self.options)
         child._fs = self._fs
         return child
 
@@ -252,6 +267,17 @@ class RemotePath:
             with errors(self.url, "write", self.options):
                 self.fs.put_file(f.name, self.path)
 
+    @contextlib.contextmanager
+    def download(self) -> Iterator[Path]:
+        """This object in a local temporary file (one streamed GET), removed after the
+        block: for readers that seek and pread, such as a shard check."""
+        import tempfile
+
+        with tempfile.NamedTemporaryFile(prefix=".imagenet-prep-", suffix=".download") as f:
+            with errors(self.url, options=self.options):
+                self.fs.get_file(self.path, f.name)
+            yield Path(f.name)
+
     def stat(self) -> SimpleNamespace:
         return SimpleNamespace(st_size=int(self.info()["size"]))
 
@@ -300,7 +326,7 @@ def location(text: str) -> Path | RemotePath:
 REMOTE_OK = ("archives",)
 # commands whose DATASET may be a bucket: their outputs are whole objects (shards, indexes,
 # the box CSV, state records); the others need a POSIX folder (class trees, links)
-REMOTE_DATASET = ("tfrecord", "check")
+REMOTE_DATASET = ("tfrecord", "check", "wds", "prepare", "parquet", "mds", "tfds")
 # `download --to s3://...` streams each archive into a multipart upload (download/to_bucket.py)
 REMOTE_DOWNLOAD = ("download",)
 
@@ -321,16 +347,16 @@ def bind(args: Any, options: dict[str, Any]) -> None:
             if key == "to" and args.command in REMOTE_DOWNLOAD:
                 setattr(args, key, value.with_options(options))
                 continue
-            if key in ("dataset", "out") and args.command in ("prepare", "report"):
+            if key in ("dataset", "out") and args.command == "report":
                 raise OptionError(
-                    f"{value}: {args.command} needs a local or shared folder for DATASET yet; "
-                    "TFRecord shards (with their DALI indexes, the box CSV and the state) "
-                    "can go to a bucket with the tfrecord command")
+                    f"{value}: report reads the start of every record (a request per image "
+                    "in a bucket); run it on a local copy of the dataset")
             if key not in REMOTE_OK:
                 raise OptionError(
-                    f"{value}: {key.replace('_', '-')} must be a local or shared folder: "
-                    "a dataset cannot be written to object storage yet (only --archives "
-                    "may be a bucket URL)")
+                    f"{value}: {key.replace('_', '-')} must be a local or shared folder "
+                    f"for {args.command} (class trees and links need one); a bucket URL is "
+                    f"taken by --archives, by the DATASET of {', '.join(REMOTE_DATASET)}, "
+                    "and by download --to")
             setattr(args, key, value.with_options(options))
         elif isinstance(value, Path) and _MANGLED_URL.match(str(value)):
             # a URL that an option still parses as a Path (s3://b/x became s3:/b/x):
@@ -351,6 +377,16 @@ def open_input(path: Path | RemotePath, buffering: int = -1) -> Any:
 BLOCK_READ = 8 << 20  # bytes per request when a remote file is read front to back
 
 
+@contextlib.contextmanager
+def local_file(path: Path | RemotePath) -> Iterator[Path]:
+    """A local path to read `path` from: itself, or a temporary copy of an object."""
+    if isinstance(path, RemotePath):
+        with path.download() as local:
+            yield local
+    else:
+        yield path
+
+
 def listdir(folder: Path | RemotePath) -> list[str]:
     """Names in a folder or under a prefix (none for a prefix with no objects)."""
     if isinstance(folder, RemotePath):
@@ -359,6 +395,18 @@ def listdir(folder: Path | RemotePath) -> list[str]:
         except NotFound:
             return []
     return os.listdir(folder)
+
+
+def relpath(where: Path | RemotePath, start: Path | RemotePath) -> str:
+    """`os.path.relpath`, also between two prefixes of one bucket (`../wds`)."""
+    if isinstance(where, RemotePath) or isinstance(start, RemotePath):
+        if not (isinstance(where, RemotePath) and isinstance(start, RemotePath)
+                and where.protocol == start.protocol):
+            return str(where)
+        import posixpath
+
+        return posixpath.relpath("/" + where.path, "/" + start.path)
+    return os.path.relpath(where, start)
 
 
 def as_path(where: str | os.PathLike[str] | RemotePath) -> Path | RemotePath:

@@ -31,7 +31,7 @@ def write_wds_card(out: Path) -> Path:
     path = out / layout.HF_CARD
     splits = (stage_state.load(out, layout.WDS_RECORD) or {}).get("splits", {})
     text = hf_card.wds_card_text(list(splits))
-    if not path.is_file() or path.read_text() != text:
+    if not path.is_file() or path.read_bytes() != text.encode():  # damaged: not text
         write_atomic(path, text)
     return path
 

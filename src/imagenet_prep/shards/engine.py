@@ -34,7 +34,7 @@ from imagenet_prep.runtime.files import atomic_file, ensure_dir, is_tmp_name
 from imagenet_prep.runtime.memory import release_free_memory
 from imagenet_prep.runtime.pool import Workers, run_tasks
 from imagenet_prep.runtime.progress import bar
-from imagenet_prep.runtime.storage import listdir, open_input
+from imagenet_prep.runtime.storage import listdir, open_input, relpath
 from imagenet_prep.shards.order import Bounds, shuffle_order
 from imagenet_prep.sources import metadata
 from imagenet_prep.sources.archives import find_archive, require_archives
@@ -541,7 +541,7 @@ def write_shards(
     stage_state.save(fmt.root, fmt.record, state)  # before any shard: a rerun can compare
     asked = {**fmt.asked(), "splits": list(cats)}
     if fmt.root != dataset:
-        asked["folder"] = os.path.relpath(fmt.root, dataset)
+        asked["folder"] = relpath(fmt.root, dataset)
     expectation.expect(dataset, {fmt.record: asked}, identities)
     for folder in dict.fromkeys(d for s in cats for d in fmt.folders(s)):
         remove_stale_tmp(ensure_dir(folder))

@@ -28,6 +28,7 @@ from imagenet_prep.runtime import stage_state, variant
 from imagenet_prep.runtime.files import write_atomic
 from imagenet_prep.runtime.memory import keep_freed_memory
 from imagenet_prep.runtime.pool import Workers
+from imagenet_prep.runtime.storage import as_path
 from imagenet_prep.shards import engine
 from imagenet_prep.shards.order import Bounds, size_bounds
 from imagenet_prep.shards.parquet import default_splits
@@ -142,7 +143,7 @@ def write_mds(
                           "(MDS offsets are 32-bit)")
     if not from_folders and archives is None:
         raise PrepError("mds needs --archives DIR, or --from-folders")
-    dataset = Path(dataset)
+    dataset = as_path(dataset)
     if resize is not None and (from_folders or resize.image_format != "jpeg"):
         raise OptionError("mds --resize reads the archives (not --from-folders) and stores "
                           "JPEG, the type of MDS's x column (not --image-format webp)")

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -33,6 +32,7 @@ from imagenet_prep.formats.resize import ResizeSpec
 from imagenet_prep.runtime import stage_state, variant
 from imagenet_prep.runtime.files import write_atomic
 from imagenet_prep.runtime.pool import Workers
+from imagenet_prep.runtime.storage import as_path
 from imagenet_prep.shards import engine
 from imagenet_prep.shards.order import Bounds, size_bounds
 from imagenet_prep.sources.catalog import Catalog
@@ -263,7 +263,7 @@ def write_parquet(
         raise PrepError("the shard size and the row group size must be at least 1 byte")
     if not from_folders and archives is None:
         raise PrepError("parquet needs --archives DIR, or --from-folders")
-    dataset = Path(dataset)
+    dataset = as_path(dataset)
     refuse_other_pyarrow(dataset, version)
     if resize is not None and from_folders:
         raise OptionError("--resize reads the archives: give --archives, not --from-folders")
@@ -276,5 +276,5 @@ def write_parquet(
         ParquetFormat(dataset, options), dataset=dataset, archives=archives,
         from_folders=from_folders, labels=labels, splits=splits, workers=workers,
         policy=policy, boxes_csv=None, subset=subset)
-    report["card"] = os.fspath(write_card(dataset))
+    report["card"] = str(write_card(dataset))
     return variant.with_summary(report, dataset, archives, resize)

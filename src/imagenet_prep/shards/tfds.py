@@ -24,6 +24,7 @@ from imagenet_prep.formats.resize import ResizeSpec
 from imagenet_prep.runtime import stage_state, variant
 from imagenet_prep.runtime.files import write_atomic
 from imagenet_prep.runtime.pool import Workers
+from imagenet_prep.runtime.storage import as_path
 from imagenet_prep.shards import engine
 from imagenet_prep.shards.order import Bounds
 from imagenet_prep.sources.archives import TEST, TRAIN, VAL
@@ -126,7 +127,7 @@ def write_tfds(
     if not from_folders and archives is None:
         raise PrepError("tfds needs --archives DIR, or --from-folders to read DATASET/train, "
                         "DATASET/val (and DATASET/test)")
-    dataset = Path(dataset)
+    dataset = as_path(dataset)
     if resize is not None and (from_folders or resize.image_format != "jpeg"):
         raise OptionError("tfds --resize reads the archives (not --from-folders) and stores "
                           "JPEG, the encoding of TFDS's image feature (not --image-format webp)")

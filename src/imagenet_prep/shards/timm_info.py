@@ -13,5 +13,5 @@ def write_timm_info(folder: Path) -> None:
     """(Re)write folder/_info.json from the split indexes there, when it differs."""
     text = info_from_indexes(folder)
     path = folder / TIMM_INFO
-    if text is not None and (not path.is_file() or path.read_text() != text):
+    if text is not None and (not path.is_file() or path.read_bytes() != text.encode()):
         write_atomic(path, text)

@@ -34,6 +34,7 @@ from imagenet_prep.formats.webdataset import (
 from imagenet_prep.runtime import variant
 from imagenet_prep.runtime.files import write_atomic
 from imagenet_prep.runtime.pool import Workers
+from imagenet_prep.runtime.storage import as_path
 from imagenet_prep.shards import cards, engine
 from imagenet_prep.shards.order import Bounds, count_bounds, size_bounds
 from imagenet_prep.shards.timm_info import write_timm_info
@@ -124,7 +125,7 @@ class WdsFormat(engine.ShardFormat, record=layout.WDS_RECORD, report=layout.WDS_
         text = wids_index(f"imagenet-{layout.WDS_PREFIX[split]}",
                           [(e["name"], e["samples"], e["bytes"]) for e in entries])
         path = self.root / layout.wds_index_name(split)
-        if not path.is_file() or path.read_text() != text:
+        if not path.is_file() or path.read_bytes() != text.encode():  # damaged: not text
             write_atomic(path, text)
         write_timm_info(self.root)  # timm's split table, from the indexes
 
@@ -167,16 +168,16 @@ def write_wds(
         raise PrepError("wds --from-folders needs the dataset folder that holds train/ and val/")
     if not from_folders and archives is None:
         raise PrepError("wds needs --archives DIR, or --from-folders DATASET")
-    out = Path(out)
+    out = as_path(out)
     if resize is not None and from_folders:
         raise OptionError("--resize reads the archives: give --archives, not --from-folders")
-    for folder in dict.fromkeys((out, *((Path(dataset),) if dataset is not None else ()))):
+    for folder in dict.fromkeys((out, *((as_path(dataset),) if dataset is not None else ()))):
         variant.claim(folder, resize)
     cut: dict[str, Any] = {"shard_samples": shard_samples} if shard_samples is not None else \
         {"shard_size": shard_size}
     report = engine.write_shards(
         WdsFormat(out, {"seed": seed, **cut, **({"resize": resize.text} if resize else {})}),
-        dataset=out if dataset is None else Path(dataset),
+        dataset=out if dataset is None else as_path(dataset),
         archives=archives, from_folders=from_folders, labels=labels, splits=splits,
         workers=workers, policy=policy, boxes_csv=boxes_csv, subset=subset)
     cards.write_wds_card(out)  # so Hugging Face `datasets` reads the folder without guessing

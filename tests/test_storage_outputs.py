@@ -1,0 +1,190 @@
+"""Outputs beyond TFRecord written into a bucket (issue 17): WebDataset shards and what goes
+beside them, and `prepare --only tensorflow --wds`, against a real S3 protocol server
+(moto's server mode on loopback): the objects a run on local disk writes, resumed after a
+kill, proved by `check`, and mended after damage."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from helpers import run_cli, tree_digest
+
+pytest.importorskip("s3fs")
+moto_server = pytest.importorskip("moto.server")
+
+BUCKET = "outputs"
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """(s3fs filesystem, environment for the CLI) of a moto S3 server on loopback holding
+    the small replica under s3://outputs/archives; credentials are dummies and the EC2
+    metadata lookup is off (no traffic off this machine)."""
+    import fsspec
+
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    endpoint = f"http://{host}:{port}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+               AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true",
+               AWS_ENDPOINT_URL=endpoint,
+               IMAGENET_PREP_CACHE=str(tmp_path_factory.mktemp("index-cache")))
+    fs = fsspec.filesystem("s3", key="testing", secret="testing",
+                           client_kwargs={"endpoint_url": endpoint}, skip_instance_cache=True)
+    fs.mkdir(BUCKET)
+    yield fs, env
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def archives(s3, replicas):
+    """The small replica uploaded to s3://outputs/archives."""
+    fs, _ = s3
+    fs.put(f"{replicas['small']}/", f"{BUCKET}/archives/", recursive=True)
+    return f"s3://{BUCKET}/archives"
+
+
+def bucket_tree(fs, prefix: str, dst, skip_state: bool = True) -> dict[str, str]:
+    """The objects under s3://outputs/PREFIX, fetched into `dst`, as tree_digest gives."""
+    fs.invalidate_cache()
+    fs.get(f"{BUCKET}/{prefix}/", f"{dst}/", recursive=True)
+    return tree_digest(dst, skip_state)
+
+
+def flip_byte(fs, key: str) -> None:
+    """Corrupt an object: one byte in its middle inverted, the size unchanged."""
+    data = bytearray(fs.cat_file(key))
+    data[len(data) // 2] ^= 0xFF
+    fs.pipe_file(key, bytes(data))
+
+
+BOX_CSV = "imagenet_2012_bounding_boxes.csv"
+WDS = ["--shard-samples", "5"]
+PREPARE = ["--only", "tensorflow", "--wds", "--no-report", "--train-shards", "12",
+           "--val-shards", "2", "--dali-index", "--wds-shard-samples", WDS[1]]
+
+
+@pytest.fixture(scope="module")
+def local_prepared(replicas, tmp_path_factory):
+    """tree_digest of `prepare --only tensorflow --wds` of the small replica on local disk."""
+    local = tmp_path_factory.mktemp("prepared") / "local"
+    run_cli("prepare", "--archives", replicas["small"], "--out", local, *PREPARE)
+    want = tree_digest(local)
+    assert {"imagenet_2012_bounding_boxes.csv", "labels.json", "labels.csv",
+            "tfrecord_train_idx/train-00000-of-00012.idx", "wds/train-000000.tar",
+            "wds/train-000008.tar", "wds/_info.json", "wds/README.md"} <= set(want)
+    return want
+
+
+def test_wds_into_bucket_identical_checked_and_mended(s3, archives, local_prepared, tmp_path):
+    """`wds --out s3://...` writes the shards, indexes, _info.json, the card and the box CSV
+    the local run writes; check proves them; a run after damage to what lies beside the
+    shards (a deleted timm _info.json, a corrupted card) writes those again and no shard."""
+    fs, env = s3
+    url = f"s3://{BUCKET}/wds-only"
+    run_cli("wds", "--out", url, "--archives", archives, *WDS, env=env)
+    # the local prepare's wds/ folder, and the box CSV (made in OUT when no DATASET is given)
+    want = {k.removeprefix("wds/"): v for k, v in local_prepared.items()
+            if k.startswith("wds/") or k == BOX_CSV}
+    assert bucket_tree(fs, "wds-only", tmp_path / "got1") == want
+    assert run_cli("check", url, env=env).stdout.strip().endswith(f"{url}: OK")
+    fs.rm_file(f"{BUCKET}/wds-only/_info.json")
+    flip_byte(fs, f"{BUCKET}/wds-only/README.md")
+    rerun = run_cli("wds", "--out", url, "--archives", archives, *WDS, env=env).stdout
+    assert "all shards were already complete" in rerun
+    assert bucket_tree(fs, "wds-only", tmp_path / "got2") == want
+
+
+def test_prepare_bucket_to_bucket_killed_checked_mended(s3, archives, local_prepared,
+                                                        tmp_path):
+    """The issue's acceptance: `prepare --only tensorflow --wds` from s3:// archives to an
+    s3:// DATASET, killed midway through the WebDataset shards (the tfrecord command's kill
+    is test_storage's) and run again, ends with the objects of the local run;
+    check passes, finds a corrupted and a deleted object (and a deleted labels.json), and
+    the next run mends them."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    fs, env = s3
+    url = f"s3://{BUCKET}/prepared"
+    args = ["prepare", "--archives", archives, "--out", url, *PREPARE, "--workers", "1"]
+    proc = subprocess.Popen([sys.executable, "-m", "imagenet_prep", *args],
+                            env={**env, "IMAGENET_PREP_CONCURRENCY": "1"},
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and time.monotonic() < deadline:
+        fs.invalidate_cache()
+        if fs.exists(f"{BUCKET}/prepared/wds") and sum(  # midway through the last stage
+                k.rsplit("/", 1)[-1].startswith("train-")
+                for k in fs.ls(f"{BUCKET}/prepared/wds")) >= 2:
+            proc.send_signal(signal.SIGKILL)
+            break
+        time.sleep(0.05)  # a listing at most every 50 ms: the server also serves the run
+    assert proc.wait() == -signal.SIGKILL, "the run ended before it could be killed"
+    killed = bucket_tree(fs, "prepared", tmp_path / "killed")
+    assert "wds/train-000008.tar" not in killed and "wds/train.json" not in killed
+    run_cli(*args, env=env)
+    assert bucket_tree(fs, "prepared", tmp_path / "got1") == local_prepared
+    assert run_cli("check", url, env=env).stdout.strip().endswith(f"{url}: OK")
+    flip_byte(fs, f"{BUCKET}/prepared/tfrecord_train/train-00007-of-00012")
+    fs.rm_file(f"{BUCKET}/prepared/wds/validation-000001.tar")
+    fs.rm_file(f"{BUCKET}/prepared/labels.json")
+    proc = run_cli("check", url, check=False, env=env)
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    for damage in (f"{url}/tfrecord_train/train-00007-of-00012: ",
+                   f"{url}/wds: 1 validation shards missing", f"{url}/labels.json"):
+        assert damage in proc.stdout, proc.stdout
+    run_cli(*args, env=env)
+    assert bucket_tree(fs, "prepared", tmp_path / "got2") == local_prepared
+
+
+def test_prepare_dask_local_into_bucket(s3, archives, local_prepared, tmp_path):
+    """Dask workers read the archives from the bucket and upload their shards: no shared
+    folder, the same objects."""
+    pytest.importorskip("distributed")
+    fs, env = s3
+    run_cli("prepare", "--archives", archives, "--out", f"s3://{BUCKET}/dask", *PREPARE,
+            "--dask-local", "2", env=env)
+    assert bucket_tree(fs, "dask", tmp_path / "got") == local_prepared
+
+
+@pytest.mark.parametrize("extra, words", [
+    ([], ("extract, valtree, flatten", "local or shared folder", "--only tensorflow")),
+    (["--only", "tensorflow", "--wds"], ("report is not written into a bucket",
+                                         "--no-report")),
+])
+def test_prepare_folder_outputs_into_bucket_refused(s3, archives, tmp_path, extra, words):
+    """Class trees, flat links (and the report) into a bucket: one line saying what can go
+    there, before anything is written; no local folder named `s3:` appears."""
+    fs, env = s3
+    url = f"s3://{BUCKET}/refused"
+    proc = run_cli("prepare", "--archives", archives, "--out", url, *extra, check=False,
+                   env=env, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"imagenet-prep: error: {url}: "), lines
+    assert all(w in lines[0] for w in words) and "testing" not in lines[0]
+    fs.invalidate_cache()
+    assert not fs.exists(f"{BUCKET}/refused") and not (tmp_path / "s3:").exists()
+
+
+def test_parquet_mds_tfds_into_bucket(s3, archives, replicas, tmp_path):
+    """Parquet, MDS and TFDS shards (with their cards, indexes and metadata) written into a
+    bucket by prepare are the local run's files, and check proves them there."""
+    pytest.importorskip("pyarrow")
+    fs, env = s3
+    args = ["--only", "tensorflow", "--parquet", "--mds", "--tfds", "--no-report",
+            "--train-shards", "1", "--val-shards", "1"]
+    local, url = tmp_path / "local", f"s3://{BUCKET}/loaders"
+    run_cli("prepare", "--archives", replicas["small"], "--out", local, *args)
+    run_cli("prepare", "--archives", archives, "--out", url, *args, env=env)
+    want = tree_digest(local)
+    assert {"parquet/README.md", "mds/train/index.json",
+            "tfds/imagenet2012/5.1.0/dataset_info.json"} <= set(want)
+    assert bucket_tree(fs, "loaders", tmp_path / "got") == want
+    assert run_cli("check", url, env=env).stdout.strip().endswith(f"{url}: OK")

@@ -168,7 +168,10 @@ def check_synsets(dataset: Path, required: bool = False) -> list[str]:
         return problems
     if not path.is_file():
         return []
-    lines = path.read_text().splitlines()
+    try:
+        lines = path.read_text().splitlines()
+    except UnicodeDecodeError:
+        return [f"{path}: not text (damaged)"]
     wnids = [line.split(" ", 1)[0] for line in lines]
     problems = []
     if wnids != sorted(set(wnids)):

@@ -187,6 +187,8 @@ def _index_problems(folder: Path, names: list[str], state: dict) -> list[str]:
         text = path.read_text()
     except FileNotFoundError:
         return [f"{path}: missing"]
+    except UnicodeDecodeError:
+        return [f"{path}: not an MDS index (not text)"]
     if text != want:
         try:
             listed = len(json.loads(text)["shards"])

@@ -69,6 +69,8 @@ def _check_shard(task: _CheckTask) -> tuple[int, list[str]]:
                 problems.append(f"{task.idx_path}: does not match {task.path.name}")
         except FileNotFoundError:
             problems.append(f"{task.idx_path}: missing")
+        except UnicodeDecodeError:
+            problems.append(f"{task.idx_path}: not text (damaged)")
     return n, problems
 
 

@@ -18,7 +18,7 @@ from typing import Any
 from imagenet_prep.formats.torch_save import torch_save_bytes
 from imagenet_prep.layout import TORCHVISION_META, TORCHVISION_RECORD
 from imagenet_prep.runtime import expectation, stage_state
-from imagenet_prep.runtime.files import is_tmp_name, write_atomic
+from imagenet_prep.runtime.files import is_tmp_name, write_if_changed
 from imagenet_prep.sources import metadata
 from imagenet_prep.sources.catalog import class_dirs
 
@@ -48,8 +48,7 @@ def write_meta_bin(dataset: Path) -> dict[str, Any]:
     classes, val = meta_object(dataset)
     data = torch_save_bytes((classes, val), Path(TORCHVISION_META).stem)
     path = dataset / TORCHVISION_META
-    if not path.is_file() or path.read_bytes() != data:
-        write_atomic(path, data)
+    write_if_changed(path, data)
     rec = {"classes": len(classes), "val_images": len(val), "bytes": len(data),
            "sha256": hashlib.sha256(data).hexdigest()}
     stage_state.save(dataset, TORCHVISION_RECORD, rec)

@@ -70,6 +70,16 @@ def write_atomic(final: Path, data: bytes | str, *, fsync: bool = True) -> None:
         f.write(data.encode() if isinstance(data, str) else data)
 
 
+def write_if_changed(final: Path, data: bytes | str) -> bool:
+    """Write a small derived file (card, index, metadata) only when its bytes differ; a
+    damaged one, even one that is no longer text, is rewritten.  True when written."""
+    want = data.encode() if isinstance(data, str) else data
+    if final.is_file() and final.read_bytes() == want:
+        return False
+    write_atomic(final, want)
+    return True
+
+
 _CREATE = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC  # as open(path, "wb")
 
 

@@ -23,7 +23,7 @@ from typing import Any
 from imagenet_prep import layout
 from imagenet_prep.formats import hf_card
 from imagenet_prep.runtime import stage_state
-from imagenet_prep.runtime.files import write_atomic
+from imagenet_prep.runtime.files import write_atomic, write_if_changed
 
 
 def write_wds_card(out: Path) -> Path:
@@ -31,8 +31,7 @@ def write_wds_card(out: Path) -> Path:
     path = out / layout.HF_CARD
     splits = (stage_state.load(out, layout.WDS_RECORD) or {}).get("splits", {})
     text = hf_card.wds_card_text(list(splits))
-    if not path.is_file() or path.read_bytes() != text.encode():  # damaged: not text
-        write_atomic(path, text)
+    write_if_changed(path, text)
     return path
 
 

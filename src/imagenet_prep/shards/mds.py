@@ -25,7 +25,7 @@ from imagenet_prep.errors import OptionError, PrepError
 from imagenet_prep.formats import mds
 from imagenet_prep.formats.resize import ResizeSpec
 from imagenet_prep.runtime import stage_state, variant
-from imagenet_prep.runtime.files import write_atomic
+from imagenet_prep.runtime.files import write_if_changed
 from imagenet_prep.runtime.memory import keep_freed_memory
 from imagenet_prep.runtime.pool import Workers
 from imagenet_prep.runtime.storage import as_path
@@ -105,8 +105,7 @@ class MdsFormat(engine.ShardFormat, record=layout.MDS_RECORD, report=layout.MDS_
         text = mds.index_text([mds.index_entry(Path(e["name"]).name, e["samples"], e["bytes"],
                                                limit) for e in entries])
         path = self.split_folder(split) / layout.MDS_INDEX
-        if not path.is_file() or path.read_text() != text:
-            write_atomic(path, text)
+        write_if_changed(path, text)
 
     def start_over(self) -> str:
         return (f"to start over, delete {self.out} and "

@@ -30,7 +30,7 @@ from imagenet_prep.errors import OptionError, PrepError
 from imagenet_prep.formats import hf_card
 from imagenet_prep.formats.resize import ResizeSpec
 from imagenet_prep.runtime import stage_state, variant
-from imagenet_prep.runtime.files import write_atomic
+from imagenet_prep.runtime.files import write_if_changed
 from imagenet_prep.runtime.pool import Workers
 from imagenet_prep.runtime.storage import as_path
 from imagenet_prep.shards import engine
@@ -219,8 +219,7 @@ def write_card(dataset: Path) -> Path:
     state = stage_state.load(dataset, layout.PARQUET_RECORD) or {"splits": {}}
     path = dataset / layout.PARQUET_DIR / layout.HF_CARD
     text = hf_card.parquet_card_text(list(state["splits"]))
-    if not path.is_file() or path.read_text() != text:
-        write_atomic(path, text)
+    write_if_changed(path, text)
     return path
 
 

@@ -22,7 +22,7 @@ from imagenet_prep.formats import tfds
 from imagenet_prep.formats import tfrecord as tfr
 from imagenet_prep.formats.resize import ResizeSpec
 from imagenet_prep.runtime import stage_state, variant
-from imagenet_prep.runtime.files import write_atomic
+from imagenet_prep.runtime.files import write_if_changed
 from imagenet_prep.runtime.pool import Workers
 from imagenet_prep.runtime.storage import as_path
 from imagenet_prep.shards import engine
@@ -110,8 +110,7 @@ def write_metadata(dataset: Path) -> None:
     folder = dataset / layout.TFDS_DATA
     for name, text in tfds.metadata_files(state).items():
         path = folder / name
-        if not path.is_file() or path.read_text() != text:
-            write_atomic(path, text)
+        write_if_changed(path, text)
 
 
 def write_tfds(

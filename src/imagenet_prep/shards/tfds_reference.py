@@ -16,7 +16,7 @@ from imagenet_prep.layout import (
     TFRECORD_RECORD,
 )
 from imagenet_prep.runtime import expectation, stage_state
-from imagenet_prep.runtime.files import ensure_dir, write_atomic
+from imagenet_prep.runtime.files import ensure_dir, write_if_changed
 
 
 def reference_folder(dataset: Path) -> Path:
@@ -40,7 +40,6 @@ def write_reference_metadata(dataset: Path) -> dict[str, Any]:
     folder = ensure_dir(reference_folder(dataset))
     for name, text in files.items():
         path = folder / name
-        if not path.is_file() or path.read_text() != text:
-            write_atomic(path, text)
+        write_if_changed(path, text)
     return {"folder": str(folder),
             "splits": {s: state["splits"][s]["images"] for s in state["splits"]}}

@@ -109,7 +109,8 @@ class _Records(engine.ShardEncoder):
 
     def written(self) -> dict[str, Any]:
         if self.idx:
-            offsets = accumulate(self.sizes[:-1], initial=0)
+            # an empty shard (fewer images than shards) has an empty index
+            offsets = accumulate(self.sizes[:-1], initial=0) if self.sizes else []
             write_atomic(self.idx, tfr.idx_text(list(zip(offsets, self.sizes, strict=True))),
                          fsync=False)
         return {}

@@ -32,7 +32,7 @@ from imagenet_prep.formats.webdataset import (
     wids_index,
 )
 from imagenet_prep.runtime import variant
-from imagenet_prep.runtime.files import write_atomic
+from imagenet_prep.runtime.files import write_if_changed
 from imagenet_prep.runtime.pool import Workers
 from imagenet_prep.runtime.storage import as_path
 from imagenet_prep.shards import cards, engine
@@ -125,8 +125,7 @@ class WdsFormat(engine.ShardFormat, record=layout.WDS_RECORD, report=layout.WDS_
         text = wids_index(f"imagenet-{layout.WDS_PREFIX[split]}",
                           [(e["name"], e["samples"], e["bytes"]) for e in entries])
         path = self.root / layout.wds_index_name(split)
-        if not path.is_file() or path.read_bytes() != text.encode():  # damaged: not text
-            write_atomic(path, text)
+        write_if_changed(path, text)
         write_timm_info(self.root)  # timm's split table, from the indexes
 
     def start_over(self) -> str:

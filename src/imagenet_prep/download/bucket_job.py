@@ -13,23 +13,21 @@ from __future__ import annotations
 
 import tempfile
 import threading
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 from imagenet_prep.download.auth import Credentials
 from imagenet_prep.download.job import (
+    DestinationSteps,
     _candidates,
     _file_line,
     _Item,
     _origin,
-    _probe_role,
-    _reference_line,
-    resolve_roles,
+    run_job,
 )
 from imagenet_prep.download.s3parts import MultipartObject
-from imagenet_prep.download.sources import Source, open_source
+from imagenet_prep.download.sources import Source
 from imagenet_prep.download.to_bucket import MD5_METADATA, fetch_to_bucket, record_path
 from imagenet_prep.download.transfer import TransferOptions
 from imagenet_prep.errors import PrepError
@@ -107,41 +105,16 @@ def download_to_bucket(
 ) -> dict[str, Any]:
     """Download the archives of `roles` into the bucket prefix `to`; the report (see
     cli/download.py).  Resumes any unfinished upload an earlier run left."""
-    wanted = resolve_roles(roles)
     MultipartObject(to / "probe")  # an unsupported protocol is said before any request
     to.is_dir()  # a missing bucket or missing credentials: said now, in one line
-    t0 = time.monotonic()
-    source = open_source(base_url, credentials, timeout=timeout)
-    try:
-        fetched = options.retry.call(lambda: _fetch_manifests(source, to, log), source.display)
-        ref = reference(to)
-        ref_line = _reference_line(to, fetched, source)  # type: ignore[arg-type]
-        log(ref_line)
-        files: list[dict[str, Any]] = []
-        items: list[_Item] = []
-        for role in wanted:
-            here = _already_there(role, to, ref, verify_existing, progress, log)
-            if here is not None:
-                files.append(here)
-                log(f"{'HERE':<8} {here['name']}  {human_size(here['bytes'])}, already here")
-            else:
-                items.append(_probe_role(role, source, to, ref, options))  # type: ignore[arg-type]
-        files += _upload_items(items, source, to, ref, options, progress, log)
-    finally:
-        source.close()
-    order = {r: i for i, r in enumerate(wanted)}
-    files.sort(key=lambda f: order[f["role"]])
-    done = [f for f in files if f["status"] == "downloaded"]
-    moved = sum(f["downloaded_bytes"] for f in done)
-    seconds = time.monotonic() - t0
-    return {
-        "to": str(to), "base_url": source.display,
-        "reference": ref_line.removeprefix("reference: "), "manifests_fetched": fetched,
-        "files": files, "downloaded_files": len(done),
-        "already_here": len(files) - len(done), "bytes": moved,
-        "parts_uploaded": sum(f["parts_uploaded"] for f in files),
-        "seconds": round(seconds, 3), "mb_per_s": round(moved / 1e6 / seconds, 1) if seconds else 0,
-    }
+    return run_job(to, DestinationSteps(_fetch_manifests, _already_there, _nothing,
+                                        _upload_items),
+                   base_url=base_url, roles=roles, credentials=credentials, opts=options,
+                   timeout=timeout, verify_existing=verify_existing, progress=progress, log=log)
+
+
+def _nothing(to: RemotePath, items: list[_Item]) -> None:
+    """No free-space check: a bucket has no size to fill."""
 
 
 def _upload_items(items: list[_Item], source: Source, to: RemotePath, ref: dict,

@@ -139,33 +139,58 @@ def download_archives(
     streams each archive into a multipart upload instead (download/bucket_job.py).
     """
     opts = options or TransferOptions()
+    roles = resolve_roles(roles)  # an unknown role is said before anything is made
     if isinstance(to, RemotePath):
         from imagenet_prep.download.bucket_job import download_to_bucket
 
         return download_to_bucket(to, base_url=base_url, roles=roles, credentials=credentials,
                                   options=opts, timeout=timeout,
                                   verify_existing=verify_existing, progress=progress, log=log)
-    wanted = resolve_roles(roles)
     to = ensure_dir(Path(to))
     check_writable(to)  # an unwritable folder is said now, not after the probes
+    return run_job(to, DestinationSteps(_fetch_manifests, _already_here, _check_space,
+                                        _download_items),
+                   base_url=base_url, roles=roles, credentials=credentials, opts=opts,
+                   timeout=timeout, verify_existing=verify_existing, progress=progress, log=log)
+
+
+@dataclass(frozen=True)
+class DestinationSteps:
+    """What differs between a download into a folder and one into a bucket
+    (download/bucket_job.py); `run_job` is the rest, shared."""
+
+    fetch_manifests: Callable[[Source, Any, Callable[[str], None]], list[str]]
+    already_here: Callable[..., dict[str, Any] | None]  # (role, to, ref, verify, progress, log)
+    before_transfer: Callable[[Any, list[_Item]], None]  # e.g. the free-space check
+    transfer: Callable[..., list[dict[str, Any]]]  # (items, source, to, ref, opts, progress, log)
+
+
+def run_job(to: Path | RemotePath, steps: DestinationSteps, *, base_url: str,
+            roles: Iterable[str], credentials: Credentials | None, opts: TransferOptions,
+            timeout: tuple[float, float], verify_existing: bool, progress: bool,
+            log: Callable[[str], None]) -> dict[str, Any]:
+    """Manifests, then what is already there, then every missing archive probed before any
+    is fetched, then the transfers; returns the report (see cli/download.py)."""
+    wanted = resolve_roles(roles)
     t0 = time.monotonic()
     source = open_source(base_url, credentials, timeout=timeout)
     try:
-        fetched = opts.retry.call(lambda: _fetch_manifests(source, to, log), source.display)
-        ref = reference(to)
-        ref_line = _reference_line(to, fetched, source)
+        fetched = opts.retry.call(lambda: steps.fetch_manifests(source, to, log),
+                                  source.display)
+        ref = reference(to)  # type: ignore[arg-type]
+        ref_line = _reference_line(to, fetched, source)  # type: ignore[arg-type]
         log(ref_line)
         files: list[dict[str, Any]] = []
         items: list[_Item] = []
         for role in wanted:
-            here = _already_here(role, to, ref, verify_existing, progress, log)
+            here = steps.already_here(role, to, ref, verify_existing, progress, log)
             if here is not None:
                 files.append(here)
                 log(f"{'HERE':<8} {here['name']}  {human_size(here['bytes'])}, already here")
             else:
-                items.append(_probe_role(role, source, to, ref, opts))
-        _check_space(to, items)
-        files += _download_items(items, source, to, ref, opts, progress, log)
+                items.append(_probe_role(role, source, to, ref, opts))  # type: ignore[arg-type]
+        steps.before_transfer(to, items)
+        files += steps.transfer(items, source, to, ref, opts, progress, log)
     finally:
         source.close()
     order = {r: i for i, r in enumerate(wanted)}
@@ -173,13 +198,16 @@ def download_archives(
     fetched_files = [f for f in files if f["status"] == "downloaded"]
     moved = sum(f["downloaded_bytes"] for f in fetched_files)
     seconds = time.monotonic() - t0
-    return {
+    report = {
         "to": str(to), "base_url": source.display,
         "reference": ref_line.removeprefix("reference: "), "manifests_fetched": fetched,
         "files": files, "downloaded_files": len(fetched_files),
         "already_here": len(files) - len(fetched_files), "bytes": moved,
         "seconds": round(seconds, 3), "mb_per_s": round(moved / 1e6 / seconds, 1) if seconds else 0,
     }
+    if any("parts_uploaded" in f for f in files):  # a bucket: multipart parts
+        report["parts_uploaded"] = sum(f["parts_uploaded"] for f in files)
+    return report
 
 
 def _already_here(role: str, to: Path, ref: dict, verify_existing: bool, progress: bool,

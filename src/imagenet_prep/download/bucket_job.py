@@ -12,7 +12,6 @@ reads an object without that metadata through and checks its MD5).
 from __future__ import annotations
 
 import tempfile
-import threading
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -21,10 +20,10 @@ from imagenet_prep.download.auth import Credentials
 from imagenet_prep.download.job import (
     DestinationSteps,
     _candidates,
-    _file_line,
     _Item,
     _origin,
     run_job,
+    transfer_each,
 )
 from imagenet_prep.download.s3parts import MultipartObject
 from imagenet_prep.download.sources import Source
@@ -120,44 +119,14 @@ def _nothing(to: RemotePath, items: list[_Item]) -> None:
 def _upload_items(items: list[_Item], source: Source, to: RemotePath, ref: dict,
                   opts: TransferOptions, progress: bool, log: Callable[[str], None]
                   ) -> list[dict[str, Any]]:
-    out = []
-    lock = threading.Lock()
-    total = sum(i.remote.size or 0 for i in items)
-    all_bar = bar(total, "download", bytes_=True) if progress and len(items) > 1 else None
-    try:
-        for item in items:
-            file_bar = bar(item.remote.size, item.name, bytes_=True) if progress else None
+    def fetch(item: _Item, advance: Callable[[int], None]) -> Any:
+        return fetch_to_bucket(source, item.remote, to / item.name, want_size=item.want_size,
+                               want_md5=item.want_md5, opts=opts, log=log, advance=advance)
 
-            def advance(n: int, fb=file_bar) -> None:
-                with lock:
-                    for b in (fb, all_bar):
-                        if b is not None:
-                            b.update(n)
+    def extra(item: _Item, r: Any) -> tuple[dict[str, Any], str]:
+        return ({"object": str(to / item.name), "part_size": r.part_size, "parts": r.parts,
+                 "parts_uploaded": r.parts_uploaded},
+                f"; {r.parts_uploaded} of {r.parts} parts of {human_size(r.part_size)} "
+                "uploaded this run")
 
-            try:
-                r = fetch_to_bucket(source, item.remote, to / item.name,
-                                    want_size=item.want_size, want_md5=item.want_md5,
-                                    opts=opts, log=log, advance=advance)
-            finally:
-                if file_bar is not None:
-                    file_bar.close()
-            rate = r.downloaded / 1e6 / r.seconds if r.seconds else 0.0
-            entry = {
-                "role": item.role, "name": item.name, "url": item.remote.url,
-                "object": str(to / item.name), "status": "downloaded", "bytes": r.size,
-                "downloaded_bytes": r.downloaded, "seconds": round(r.seconds, 3),
-                "mb_per_s": round(rate, 1), "connections": r.connections,
-                "part_size": r.part_size, "parts": r.parts, "parts_uploaded": r.parts_uploaded,
-                "resumed": r.resumed_from > 0, "resumed_from": r.resumed_from,
-                "restarted": bool(r.restarts), "restart_reasons": r.restarts,
-                "retries": r.retries, "md5": r.md5,
-                "md5_check": "OK" if item.want_md5 else "UNKNOWN",
-                "reference": _origin(item.name, ref),
-            }
-            out.append(entry)
-            log(f"{_file_line(entry)}; {r.parts_uploaded} of {r.parts} parts of "
-                f"{human_size(r.part_size)} uploaded this run")
-    finally:
-        if all_bar is not None:
-            all_bar.close()
-    return out
+    return transfer_each(items, ref, progress, log, fetch, extra)

@@ -282,13 +282,30 @@ def _check_space(to: Path, items: list[_Item]) -> None:
 def _download_items(items: list[_Item], source: Source, to: Path, ref: dict,
                     opts: TransferOptions, progress: bool, log: Callable[[str], None]
                     ) -> list[dict[str, Any]]:
+    def fetch(item: _Item, advance: Callable[[int], None]) -> Any:
+        final = to / item.name
+        advance(bytes_done(final, item.remote))  # what a resume keeps
+        return fetch_file(source, item.remote, final, want_size=item.want_size,
+                          want_md5=item.want_md5, opts=opts, log=log, advance=advance)
+
+    def extra(item: _Item, result: Any) -> tuple[dict[str, Any], str]:
+        return {"md5_seconds_after": round(result.md5_seconds_after, 3)}, ""
+
+    return transfer_each(items, ref, progress, log, fetch, extra)
+
+
+def transfer_each(items: list[_Item], ref: dict, progress: bool, log: Callable[[str], None],
+                  fetch: Callable[[_Item, Callable[[int], None]], Any],
+                  extra: Callable[[_Item, Any], tuple[dict[str, Any], str]]
+                  ) -> list[dict[str, Any]]:
+    """Each item fetched in turn under a file bar and an overall bar; a report entry and a
+    line for each (`extra`: the destination's own fields and the end of its line)."""
     out = []
     total = sum(i.remote.size or 0 for i in items)
     lock = threading.Lock()
     all_bar = bar(total, "download", bytes_=True) if progress and len(items) > 1 else None
     try:
         for item in items:
-            final = to / item.name
             file_bar = bar(item.remote.size, item.name, bytes_=True) if progress else None
 
             def advance(n: int, fb=file_bar) -> None:
@@ -298,14 +315,12 @@ def _download_items(items: list[_Item], source: Source, to: Path, ref: dict,
                             b.update(n)
 
             try:
-                already = bytes_done(final, item.remote)
-                advance(already)
-                result = fetch_file(source, item.remote, final, want_size=item.want_size,
-                                    want_md5=item.want_md5, opts=opts, log=log, advance=advance)
+                result = fetch(item, advance)
             finally:
                 if file_bar is not None:
                     file_bar.close()
             rate = result.downloaded / 1e6 / result.seconds if result.seconds else 0.0
+            fields, tail = extra(item, result)
             entry = {
                 "role": item.role, "name": item.name, "url": item.remote.url,
                 "status": "downloaded", "bytes": result.size,
@@ -315,11 +330,10 @@ def _download_items(items: list[_Item], source: Source, to: Path, ref: dict,
                 "restarted": bool(result.restarts), "restart_reasons": result.restarts,
                 "retries": result.retries,
                 "md5": result.md5, "md5_check": "OK" if item.want_md5 else "UNKNOWN",
-                "md5_seconds_after": round(result.md5_seconds_after, 3),
-                "reference": _origin(item.name, ref),
+                "reference": _origin(item.name, ref), **fields,
             }
             out.append(entry)
-            log(_file_line(entry))
+            log(_file_line(entry) + tail)
     finally:
         if all_bar is not None:
             all_bar.close()

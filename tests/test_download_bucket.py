@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import shutil
 import signal
 import subprocess
@@ -19,6 +18,7 @@ import numpy as np
 import pytest
 from helpers import run_cli
 from mirror_server import MirrorServer
+from s3_server import moto_s3, s3_filesystem
 
 pytest.importorskip("s3fs")
 moto_server = pytest.importorskip("moto.server")
@@ -35,24 +35,12 @@ SMALL_PARTS = ["--part-size", "5MiB", "--connections", "1"]
 
 
 @pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    """(s3fs filesystem, environment for the CLI) of a moto S3 server on loopback with an
-    empty bucket; dummy credentials, no traffic off this machine."""
-    import fsspec
-
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
-               AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true",
-               AWS_ENDPOINT_URL=endpoint)
-    fs = fsspec.filesystem("s3", key="testing", secret="testing",
-                           client_kwargs={"endpoint_url": endpoint}, skip_instance_cache=True)
-    fs.mkdir(BUCKET)
-    yield fs, env
-    server.stop()
+def s3():
+    """(s3fs filesystem, environment for the CLI) of a moto S3 server with an empty bucket."""
+    with moto_s3() as (endpoint, env):
+        fs = s3_filesystem(endpoint)
+        fs.mkdir(BUCKET)
+        yield fs, env
 
 
 @pytest.fixture(autouse=True)

@@ -11,9 +11,10 @@ import socket
 
 import numpy as np
 import pytest
+from s3_server import moto_s3, s3_filesystem
 
 pytest.importorskip("s3fs")
-moto_server = pytest.importorskip("moto.server")
+pytest.importorskip("moto.server")
 
 from imagenet_prep.errors import CorruptArchiveError, PrepError  # noqa: E402
 from imagenet_prep.runtime.storage import RemotePath  # noqa: E402
@@ -27,19 +28,12 @@ SECRET = "testing-secret-value"
 @pytest.fixture(scope="module")
 def s3():
     """The endpoint of a moto S3 server on loopback, with one 6 MiB object."""
-    import fsspec
-
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    fs = fsspec.filesystem("s3", key=KEY, secret=SECRET, skip_instance_cache=True,
-                           client_kwargs={"endpoint_url": endpoint})
-    fs.mkdir(BUCKET)
-    data = np.random.default_rng(0).bytes(6 << 20)
-    fs.pipe_file(f"{BUCKET}/dir with space+plus/archive.tar", data)
-    yield endpoint, data
-    server.stop()
+    with moto_s3() as (endpoint, _):
+        fs = s3_filesystem(endpoint)
+        fs.mkdir(BUCKET)
+        data = np.random.default_rng(0).bytes(6 << 20)
+        fs.pipe_file(f"{BUCKET}/dir with space+plus/archive.tar", data)
+        yield endpoint, data
 
 
 @pytest.fixture

@@ -5,16 +5,16 @@ is still needed."""
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import sys
 
 import pytest
 from helpers import run_cli, tree_digest
+from s3_server import moto_s3, s3_filesystem
 
 pytest.importorskip("s3fs")
-moto_server = pytest.importorskip("moto.server")
+pytest.importorskip("moto.server")
 
 BUCKET = "imagenet"
 SHARDS = ["--train-shards", "4", "--val-shards", "2"]
@@ -22,29 +22,17 @@ SHARDS = ["--train-shards", "4", "--val-shards", "2"]
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
-    """(endpoint URL, environment for the CLI) of a moto S3 server on loopback; credentials
-    are dummies, and the EC2 metadata lookup is off (no traffic off this machine)."""
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
-               AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true",
-               AWS_ENDPOINT_URL=endpoint,
-               IMAGENET_PREP_CACHE=str(tmp_path_factory.mktemp("index-cache")))
-    yield endpoint, env
-    server.stop()
+    """(endpoint URL, environment for the CLI) of a moto S3 server on loopback."""
+    with moto_s3(IMAGENET_PREP_CACHE=str(tmp_path_factory.mktemp("index-cache"))) as served:
+        yield served
 
 
 @pytest.fixture(scope="module")
 def bucket_archives(s3, replicas):
     """The small replica uploaded to s3://imagenet/archives."""
-    import fsspec
 
     endpoint, _ = s3
-    fs = fsspec.filesystem("s3", key="testing", secret="testing",
-                           client_kwargs={"endpoint_url": endpoint}, skip_instance_cache=True)
+    fs = s3_filesystem(endpoint)
     fs.mkdir(BUCKET)
     fs.put(f"{replicas['small']}/", f"{BUCKET}/archives/", recursive=True)
     return f"s3://{BUCKET}/archives"
@@ -140,11 +128,9 @@ def test_index_matches_local_scan(s3, bucket_archives, replicas, tmp_path, monke
 
 
 def test_damaged_object_in_bucket_is_one_line(s3, bucket_archives, tmp_path):
-    import fsspec
 
     endpoint, env = s3
-    fs = fsspec.filesystem("s3", key="testing", secret="testing",
-                           client_kwargs={"endpoint_url": endpoint}, skip_instance_cache=True)
+    fs = s3_filesystem(endpoint)
     fs.copy(f"{BUCKET}/archives", f"{BUCKET}/cut", recursive=True)
     data = fs.cat_file(f"{BUCKET}/cut/ILSVRC2012_img_val.tar")
     fs.pipe_file(f"{BUCKET}/cut/ILSVRC2012_img_val.tar", data[: len(data) // 2])
@@ -277,10 +263,8 @@ def test_dask_probe_names_the_url_a_worker_cannot_read(s3, bucket_archives, monk
 
 def _bucket_tree(endpoint: str, prefix: str, dst) -> dict[str, str]:
     """The objects under s3://imagenet/PREFIX, fetched into `dst`, as tree_digest gives."""
-    import fsspec
 
-    fs = fsspec.filesystem("s3", key="testing", secret="testing",
-                           client_kwargs={"endpoint_url": endpoint}, skip_instance_cache=True)
+    fs = s3_filesystem(endpoint)
     fs.get(f"{BUCKET}/{prefix}/", f"{dst}/", recursive=True)
     return tree_digest(dst)
 
@@ -295,11 +279,9 @@ def test_tfrecord_into_bucket_identical_resumed_and_mended(s3, bucket_archives, 
     import subprocess
     import time
 
-    import fsspec
 
     endpoint, env = s3
-    fs = fsspec.filesystem("s3", key="testing", secret="testing",
-                           client_kwargs={"endpoint_url": endpoint}, skip_instance_cache=True)
+    fs = s3_filesystem(endpoint)
     args = ["--archives", bucket_archives, "--train-shards", "24", "--val-shards", "2",
             "--dali-index", "--workers", "1"]
     local = tmp_path / "local"

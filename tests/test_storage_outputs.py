@@ -5,38 +5,24 @@ kill, proved by `check`, and mended after damage."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 from helpers import run_cli, tree_digest
+from s3_server import moto_s3, s3_filesystem
 
 pytest.importorskip("s3fs")
-moto_server = pytest.importorskip("moto.server")
+pytest.importorskip("moto.server")
 
 BUCKET = "outputs"
 
 
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
-    """(s3fs filesystem, environment for the CLI) of a moto S3 server on loopback holding
-    the small replica under s3://outputs/archives; credentials are dummies and the EC2
-    metadata lookup is off (no traffic off this machine)."""
-    import fsspec
-
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    endpoint = f"http://{host}:{port}"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
-               AWS_DEFAULT_REGION="us-east-1", AWS_EC2_METADATA_DISABLED="true",
-               AWS_ENDPOINT_URL=endpoint,
-               IMAGENET_PREP_CACHE=str(tmp_path_factory.mktemp("index-cache")))
-    fs = fsspec.filesystem("s3", key="testing", secret="testing",
-                           client_kwargs={"endpoint_url": endpoint}, skip_instance_cache=True)
-    fs.mkdir(BUCKET)
-    yield fs, env
-    server.stop()
+    """(s3fs filesystem, environment for the CLI) of a moto S3 server with the bucket."""
+    with moto_s3(IMAGENET_PREP_CACHE=str(tmp_path_factory.mktemp("index-cache"))) as \
+            (endpoint, env):
+        fs = s3_filesystem(endpoint)
+        fs.mkdir(BUCKET)
+        yield fs, env
 
 
 @pytest.fixture(scope="module")

@@ -13,6 +13,7 @@ import csv
 import json
 import os
 import shutil
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -334,4 +335,20 @@ def test_parquet_and_mds_hold_the_subset(pct1, tmp_path):
         assert sorted(r["label"] for r in rows) == sorted(index[w] for w, _ in want)
         mds_index = json.loads((ds / "mds" / split / "index.json").read_text())
         assert sum(s["samples"] for s in mds_index["shards"]) == len(want)
+    assert run_cli("check", ds).stdout.strip().endswith("OK")
+
+
+def test_a_variant_made_later_takes_the_original_subset(pct1, tmp_path):
+    """`tfrecord --resize` on a subset dataset, without --classes/--train-subset, resizes
+    exactly the original's images (its own subset record says so); `check` proves it."""
+    ds = tmp_path / "ds"
+    subprocess.run(["cp", "-a", pct1["ds"], ds], check=True)  # the flat folders' links kept
+    run_cli("tfrecord", ds, "--archives", pct1["archives"], "--resize", "box=16",
+            "--workers", "1")
+    variant = ds / "variants" / "box16"
+    got = _tfrecords(variant)
+    for split in ("train", "val"):
+        assert sorted(n for n, _, _ in got[split]) == sorted(n for _, n in pct1["truth"][split])
+    assert json.loads((variant / ".imagenet-prep" / "subset.json").read_text()) == \
+        json.loads((ds / ".imagenet-prep" / "subset.json").read_text())
     assert run_cli("check", ds).stdout.strip().endswith("OK")

@@ -18,6 +18,7 @@ from imagenet_prep.layout import (
     SUBSET_CLASSES,
     SUBSET_RECORD,
     SUBSET_TRAIN,
+    VARIANTS_DIR,
 )
 from imagenet_prep.runtime import expectation, stage_state
 from imagenet_prep.runtime.files import state_dir, write_atomic
@@ -59,15 +60,25 @@ def _name(s: Subset) -> str:
 
 
 def chosen(dataset: Path, asked: Subset | None) -> Subset:
-    """The subset this run writes: `asked`, or the recorded one when none is asked (FULL
-    for a new dataset); one other than the recorded one is refused.  Writes nothing."""
+    """The subset this run writes: `asked`, or the recorded one when none is asked (for a
+    new dataset, FULL, or the original's subset when it is a resized variant of one); one
+    other than the recorded one is refused.  Writes nothing."""
     before = recorded(dataset)
-    out = asked or before or FULL
+    out = asked or before or _original_subset(dataset) or FULL
     if before is not None and not out.same_as(before):
         raise PrepError(f"{dataset}: holds {_name(before)}; this run asks for {_name(out)}: "
                         "rerun with the same --classes/--train-subset/--subset-labels, or "
                         "start over in an empty folder")
     return before or out  # the same images: as recorded (lists named as the first run did)
+
+
+def _original_subset(variant: Path) -> Subset | None:
+    """The subset of the dataset that `variant` (DATASET/variants/<tag>) resizes: a
+    variant made without --classes/--train-subset holds the same images as its original."""
+    parent = variant.parent
+    if parent.name != VARIANTS_DIR:
+        return None
+    return recorded(parent.parent)
 
 
 def claim(dataset: Path, asked: Subset | None) -> Subset:

@@ -174,3 +174,22 @@ def test_parquet_mds_tfds_into_bucket(s3, archives, replicas, tmp_path):
             "tfds/imagenet2012/5.1.0/dataset_info.json"} <= set(want)
     assert bucket_tree(fs, "loaders", tmp_path / "got") == want
     assert run_cli("check", url, env=env).stdout.strip().endswith(f"{url}: OK")
+
+
+def test_synsets_into_bucket(s3, archives, replicas, tmp_path):
+    """`synsets s3://...` (a dataset of shards, no class folders) lists the train archive's
+    classes with the devkit's words, as the command writes it beside extracted folders;
+    check proves it in the bucket and finds it deleted."""
+    fs, env = s3
+    local = tmp_path / "local"
+    run_cli("extract", "--archives", replicas["small"], "--out", local, "--splits", "train")
+    run_cli("synsets", local, "--archives", replicas["small"])
+    url = f"s3://{BUCKET}/synsets-only"
+    run_cli("synsets", url, "--archives", archives, env=env)
+    fs.invalidate_cache()
+    assert fs.cat_file(f"{BUCKET}/synsets-only/synsets.txt") == \
+        (local / "synsets.txt").read_bytes()
+    assert run_cli("check", url, env=env).stdout.strip().endswith(f"{url}: OK")
+    fs.rm_file(f"{BUCKET}/synsets-only/synsets.txt")
+    proc = run_cli("check", url, env=env, check=False)
+    assert proc.returncode == 1 and "synsets.txt" in proc.stdout + proc.stderr

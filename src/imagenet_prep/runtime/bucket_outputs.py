@@ -3,10 +3,11 @@
 An object store has whole objects and no folders, links or renames: every stage whose
 outputs are files written once through `files.atomic_file` (uploaded whole when a
 URL) can go there; the class trees (extract, valtree's moves), the flat hard links,
-and what is derived from the class folders (synsets.txt, meta.bin, the root card)
-need a POSIX folder.  The report is refused too: from shards it reads the first KiB
-of every record (per-class counts, sampled headers), one ranged request per image in
-a bucket.  Facts relied on: docs/storage.md.
+and what describes the class folders (meta.bin, the root card) need a POSIX folder
+(synsets.txt can go: without class folders it lists the train archive's class
+tars).  The report is refused too: from shards it reads the first KiB of every record
+(per-class counts, sampled headers), one ranged request per image in a bucket.
+Facts relied on: docs/storage.md.
 """
 
 from __future__ import annotations
@@ -19,11 +20,11 @@ from imagenet_prep.runtime.storage import RemotePath, is_remote
 
 # stages whose every output is a whole file written through atomic_file
 BUCKET_STAGES = frozenset({"download", "verify", "bbox", "tfrecord", "wds", "parquet", "mds",
-                           "tfds"})
+                           "tfds", "synsets"})
 
 WHAT_FITS = ("into a bucket, prepare writes --only tensorflow (the box CSV, TFRecords, "
              "--dali-index) with --wds, --parquet, --mds, --tfds, labels.json/csv and the "
-             "state")
+             "state; the synsets command writes synsets.txt")
 
 
 def refuse_folder_stages(dataset: Path | RemotePath, stages: Iterable[str]) -> None:

@@ -326,7 +326,7 @@ def location(text: str) -> Path | RemotePath:
 REMOTE_OK = ("archives",)
 # commands whose DATASET may be a bucket: their outputs are whole objects (shards, indexes,
 # the box CSV, state records); the others need a POSIX folder (class trees, links)
-REMOTE_DATASET = ("tfrecord", "check", "wds", "prepare", "parquet", "mds", "tfds")
+REMOTE_DATASET = ("tfrecord", "check", "wds", "prepare", "parquet", "mds", "tfds", "synsets")
 # `download --to s3://...` streams each archive into a multipart upload (download/to_bucket.py)
 REMOTE_DOWNLOAD = ("download",)
 

@@ -146,7 +146,7 @@ LOCAL_ONLY = ("s3://imagenet/ds", "local or shared folder")
     (["prepare", "--archives", "ARCH", "--out", "s3://imagenet/ds"], LOCAL_ONLY),
     (["extract", "--archives", "ARCH", "--out", "s3://imagenet/ds"],
      ("s3:/imagenet/ds", "looks like a storage URL")),
-    (["report", "s3://imagenet/ds"], ("s3:/imagenet/ds", "looks like a storage URL")),
+    (["flatten", "s3://imagenet/ds"], ("s3:/imagenet/ds", "looks like a storage URL")),
     (["prepare", "--archives", "gs://imagenet/new", "--out", "ds", "--download"],
      ("gs://imagenet/new", "--download writes into s3:// buckets only")),
 ])

@@ -141,11 +141,9 @@ def test_prepare_dask_local_into_bucket(s3, archives, local_prepared, tmp_path):
 
 @pytest.mark.parametrize("extra, words", [
     ([], ("extract, valtree, flatten", "local or shared folder", "--only tensorflow")),
-    (["--only", "tensorflow", "--wds"], ("report is not written into a bucket",
-                                         "--no-report")),
 ])
 def test_prepare_folder_outputs_into_bucket_refused(s3, archives, tmp_path, extra, words):
-    """Class trees, flat links (and the report) into a bucket: one line saying what can go
+    """Class trees and flat links into a bucket: one line saying what can go
     there, before anything is written; no local folder named `s3:` appears."""
     fs, env = s3
     url = f"s3://{BUCKET}/refused"
@@ -193,3 +191,26 @@ def test_synsets_into_bucket(s3, archives, replicas, tmp_path):
     fs.rm_file(f"{BUCKET}/synsets-only/synsets.txt")
     proc = run_cli("check", url, env=env, check=False)
     assert proc.returncode == 1 and "synsets.txt" in proc.stdout + proc.stderr
+
+
+def test_report_of_a_bucket_dataset(s3, archives, replicas, tmp_path):
+    """`prepare --only tensorflow` into a bucket writes the report there too; `report` on
+    the bucket counts what the same command counts on the local run (every record's
+    label, the sample, the thumbnails read by ranged requests)."""
+    import json
+
+    fs, env = s3
+    url = f"s3://{BUCKET}/reported"
+    args = ["--only", "tensorflow", "--train-shards", "3", "--val-shards", "2"]
+    run_cli("prepare", "--archives", archives, "--out", url, *args, env=env)
+    fs.invalidate_cache()
+    assert b"imagenet-prep" in fs.cat_file(f"{BUCKET}/reported/report.html")[:2048]
+    local = tmp_path / "local"
+    run_cli("prepare", "--archives", replicas["small"], "--out", local, *args, "--no-report")
+
+    def summary(where, **kw) -> dict:
+        r = json.loads(run_cli("report", where, "--json", "--no-check", **kw).stdout)
+        return {k: r[k] for k in ("images", "sampled", "classes_shown", "thumbnails")}
+
+    got = summary(url, env=env)
+    assert got == summary(local) and got["thumbnails"] > 0

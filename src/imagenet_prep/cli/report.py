@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from imagenet_prep.cli.common import add_json, add_workers, emit
 from imagenet_prep.errors import PrepError
 from imagenet_prep.layout import REPORT_HTML
 from imagenet_prep.runtime.files import dataset_lock
+from imagenet_prep.runtime.storage import location
 
 DESCRIPTION = ("write one self-contained HTML page (no network, no script): counts, timings "
                "and check, size distributions from a sample of image headers, the converted "
@@ -17,8 +17,8 @@ DESCRIPTION = ("write one self-contained HTML page (no network, no script): coun
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("dataset", type=Path, metavar="DATASET")
-    p.add_argument("--out", type=Path, default=None, metavar="FILE",
+    p.add_argument("dataset", type=location, metavar="DATASET")  # a bucket URL too
+    p.add_argument("--out", type=location, default=None, metavar="FILE",
                    help=f"where to write the page (default: DATASET/{REPORT_HTML})")
     p.add_argument("--classes", type=int, default=24, metavar="N",
                    help="classes on the contact sheet (default 24)")

@@ -24,6 +24,7 @@ from imagenet_prep.report.shards import ShardSplit, shard_files
 from imagenet_prep.report.thumbs import data_uri, facts, thumbnail
 from imagenet_prep.runtime import subset_record
 from imagenet_prep.runtime.files import write_atomic
+from imagenet_prep.runtime.storage import RemotePath, as_path
 from imagenet_prep.runtime.variant import variant_roots
 from imagenet_prep.sources import metadata
 from imagenet_prep.sources.class_tree import has_class_folders
@@ -35,18 +36,23 @@ VAL_CMYK = "ILSVRC2012_val_00019877.JPEG"  # docs/quirks.md: not in TensorFlow's
 
 
 def default_path(dataset: Path) -> Path:
-    return Path(dataset) / REPORT_NAME
+    return as_path(dataset) / REPORT_NAME
 
 
 def check_target(path: Path) -> None:
     """Refuse to replace a file at `path` that an earlier report did not write."""
     try:
-        with open(path, "rb") as f:
-            head = f.read(1024)
+        if isinstance(path, RemotePath):
+            head = path.read_bytes(0, 1024) if path.is_file() else None
+        else:
+            with open(path, "rb") as f:
+                head = f.read(1024)
     except FileNotFoundError:
         return
     except OSError as e:
         raise PrepError(f"{path}: cannot read: {e.strerror}") from None
+    if head is None:  # no such object
+        return
     if GENERATOR.encode() not in head:
         raise PrepError(f"{path}: exists and was not written by imagenet-prep; move it away "
                         "or choose another --out")
@@ -88,7 +94,7 @@ def _sources(dataset: Path, sample: int, seed: int, recorded: list[gather.Record
              workers: int | None) -> dict[str, FolderSplit | ShardSplit]:
     out: dict[str, FolderSplit | ShardSplit] = {}
     for split in ("train", "val"):
-        if has_class_folders(dataset / split):
+        if not isinstance(dataset, RemotePath) and has_class_folders(dataset / split):
             out[split] = FolderSplit(dataset, split)
         elif shard_files(dataset, split):
             names = [(r.shard, r.name) for r in recorded or ()
@@ -152,12 +158,12 @@ def build_report(
 ) -> dict[str, Any]:
     """Write the report page; returns a summary (path, size, seconds, what it shows)."""
     t0 = time.monotonic()
-    dataset = Path(dataset)
+    dataset = as_path(dataset)  # a bucket prefix stays one
     if not dataset.is_dir():
         raise PrepError(f"{dataset}: not a folder")
     if classes < 0 or per_class < 0 or sample < 0:
         raise PrepError("--classes, --per-class and --sample must not be negative")
-    out = Path(out) if out is not None else default_path(dataset)
+    out = as_path(out) if out is not None else default_path(dataset)
     check_target(out)
     recorded = gather.tfrecord_specials(dataset)
     sources = _sources(dataset, sample, seed, recorded, workers)

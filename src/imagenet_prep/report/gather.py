@@ -7,7 +7,6 @@ the list of converted files come from those, and `check` is run as it is.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +28,7 @@ from imagenet_prep.report.loaders import loader_rows
 from imagenet_prep.report.model import Row, SplitView
 from imagenet_prep.report.shards import shard_files
 from imagenet_prep.runtime import stage_state, variant
+from imagenet_prep.runtime.storage import relpath
 from imagenet_prep.runtime.variant import variant_roots
 
 
@@ -140,7 +140,7 @@ def variant_rows(dataset: Path) -> list[Row]:
                         size or None,
                         f"{rec.get('resize')} q{rec.get('quality')} {rec.get('image_format')}: "
                         f"{', '.join(made) or 'nothing finished yet'}{psnr}; "
-                        f"{os.path.relpath(root, dataset)}/"))
+                        f"{relpath(root, dataset)}/"))
     return rows
 
 

@@ -23,6 +23,7 @@ from imagenet_prep.formats.tfrecord import (
     HEADER_BYTES,
     Peek,
     TruncatedRecord,
+    decode_example,
     iter_heads,
     peek,
     peek_filename,
@@ -35,6 +36,7 @@ from imagenet_prep.report.thumbs import HEAD_BYTES, facts_from_head
 from imagenet_prep.runtime import stage_state, subset_record
 from imagenet_prep.runtime.pool import run_tasks
 from imagenet_prep.runtime.progress import bar
+from imagenet_prep.runtime.storage import RemotePath, listdir, local_file
 from imagenet_prep.sources import metadata
 
 PEEK = 1024  # bytes of a record's data read to find its label and where its image starts
@@ -47,7 +49,7 @@ def shard_files(dataset: Path, split: str) -> list[Path]:
     if not folder.is_dir():
         return []
     pattern = tfrecord_shard_pattern(split)
-    found = [(int(m.group(1)), folder / n) for n in os.listdir(folder)
+    found = [(int(m.group(1)), folder / n) for n in listdir(folder)
              if (m := pattern.fullmatch(n))]
     return [p for _, p in sorted(found)]
 
@@ -75,10 +77,15 @@ class ScanResult:
 
 def scan_shard(task: ScanTask) -> ScanResult:
     """Labels of every record, a sample's sizes, the first records of each class."""
+    with local_file(task.path) as local:  # a shard in a bucket: read from one local copy
+        return _scan_file(task, local)
+
+
+def _scan_file(task: ScanTask, local: Path) -> ScanResult:
     res = ScanResult(task.index)
     rng = random.Random(task.sample_key)
-    size = task.path.stat().st_size
-    fd = os.open(task.path, os.O_RDONLY)
+    size = local.stat().st_size
+    fd = os.open(local, os.O_RDONLY)
     try:
         if hasattr(os, "posix_fadvise"):
             os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)  # no read-ahead over the images
@@ -230,7 +237,11 @@ class ShardSplit:
         return out, []
 
     def _read(self, index: int, offset: int, length: int) -> dict[str, list]:
-        with open(self.shards[index], "rb") as f:
+        shard = self.shards[index]
+        if isinstance(shard, RemotePath):  # one ranged read of the record's data
+            start = offset + HEADER_BYTES
+            return decode_example(shard.read_bytes(start, start + length))
+        with open(shard, "rb") as f:
             return read_example(f.fileno(), offset, length)
 
     def pick(self, wnid: str, k: int, seed: int) -> list[tuple[str, bytes]]:

@@ -5,8 +5,8 @@ outputs are files written once through `files.atomic_file` (uploaded whole when 
 URL) can go there; the class trees (extract, valtree's moves), the flat hard links,
 and what describes the class folders (meta.bin, the root card) need a POSIX folder
 (synsets.txt can go: without class folders it lists the train archive's class
-tars).  The report is refused too: from shards it reads the first KiB of every record
-(per-class counts, sampled headers), one ranged request per image in a bucket.
+tars).  The report can go too: it scans each TFRecord shard from one temporary local
+copy (as `check` reads shards in a bucket) and reads its thumbnails by ranged requests.
 Facts relied on: docs/storage.md.
 """
 
@@ -20,23 +20,18 @@ from imagenet_prep.runtime.storage import RemotePath, is_remote
 
 # stages whose every output is a whole file written through atomic_file
 BUCKET_STAGES = frozenset({"download", "verify", "bbox", "tfrecord", "wds", "parquet", "mds",
-                           "tfds", "synsets"})
+                           "tfds", "synsets", "report"})
 
 WHAT_FITS = ("into a bucket, prepare writes --only tensorflow (the box CSV, TFRecords, "
              "--dali-index) with --wds, --parquet, --mds, --tfds, labels.json/csv and the "
-             "state; the synsets command writes synsets.txt")
+             "state and the report; the synsets command writes synsets.txt")
 
 
 def refuse_folder_stages(dataset: Path | RemotePath, stages: Iterable[str]) -> None:
     """One line (exit 2) when DATASET is a bucket and a stage needs a POSIX folder."""
     if not is_remote(dataset):
         return
-    stages = list(stages)
-    posix = [s for s in stages if s not in BUCKET_STAGES and s != "report"]
-    if not posix and "report" in stages:
-        raise OptionError(f"{dataset}: the report is not written into a bucket (it reads a "
-                          "piece of every shard record: one request per image); add "
-                          f"--no-report; {WHAT_FITS}")
+    posix = [s for s in stages if s not in BUCKET_STAGES]
     if posix:
         raise OptionError(f"{dataset}: {', '.join(posix)} need a local or shared folder "
                           f"(class trees, flat links, files made from them); {WHAT_FITS}")

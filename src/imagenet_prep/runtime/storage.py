@@ -326,7 +326,8 @@ def location(text: str) -> Path | RemotePath:
 REMOTE_OK = ("archives",)
 # commands whose DATASET may be a bucket: their outputs are whole objects (shards, indexes,
 # the box CSV, state records); the others need a POSIX folder (class trees, links)
-REMOTE_DATASET = ("tfrecord", "check", "wds", "prepare", "parquet", "mds", "tfds", "synsets")
+REMOTE_DATASET = ("tfrecord", "check", "wds", "prepare", "parquet", "mds", "tfds", "synsets",
+                  "report")
 # `download --to s3://...` streams each archive into a multipart upload (download/to_bucket.py)
 REMOTE_DOWNLOAD = ("download",)
 
@@ -347,10 +348,6 @@ def bind(args: Any, options: dict[str, Any]) -> None:
             if key == "to" and args.command in REMOTE_DOWNLOAD:
                 setattr(args, key, value.with_options(options))
                 continue
-            if key in ("dataset", "out") and args.command == "report":
-                raise OptionError(
-                    f"{value}: report reads the start of every record (a request per image "
-                    "in a bucket); run it on a local copy of the dataset")
             if key not in REMOTE_OK:
                 raise OptionError(
                     f"{value}: {key.replace('_', '-')} must be a local or shared folder "

@@ -11,9 +11,7 @@ reads an object without that metadata through and checks its MD5).
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Callable, Iterable
-from pathlib import Path
 from typing import Any
 
 from imagenet_prep.download.auth import Credentials
@@ -30,31 +28,9 @@ from imagenet_prep.download.sources import Source
 from imagenet_prep.download.to_bucket import MD5_METADATA, fetch_to_bucket, record_path
 from imagenet_prep.download.transfer import TransferOptions
 from imagenet_prep.errors import PrepError
-from imagenet_prep.runtime.files import write_atomic
 from imagenet_prep.runtime.progress import bar
 from imagenet_prep.runtime.storage import RemotePath
-from imagenet_prep.sources.archives import MD5SUMS, SIZES, human_size, md5_file, reference
-
-
-def _fetch_manifests(source: Source, to: RemotePath, log: Callable[[str], None]) -> list[str]:
-    """The mirror's MD5SUMS and SIZES as objects under `to`, if verify's parser takes them."""
-    got = {name: data for name in (MD5SUMS, SIZES)
-           if (data := source.fetch_small(name)) is not None}
-    if not got:
-        return []
-    with tempfile.TemporaryDirectory(prefix="imagenet-prep-manifests-") as tmp:
-        for name, data in got.items():
-            (Path(tmp) / name).write_bytes(data)
-        try:
-            reference(Path(tmp))
-        except PrepError as e:
-            where = f"{source.display.rstrip('/')}/"
-            log(f"ignoring {' and '.join(got)} from {source.display}: "
-                f"{str(e).replace(tmp + '/', where)}")
-            return []
-    for name, data in got.items():
-        write_atomic(to / name, data)
-    return list(got)
+from imagenet_prep.sources.archives import human_size, md5_file
 
 
 def _already_there(role: str, to: RemotePath, ref: dict, verify_existing: bool,
@@ -106,8 +82,7 @@ def download_to_bucket(
     cli/download.py).  Resumes any unfinished upload an earlier run left."""
     MultipartObject(to / "probe")  # an unsupported protocol is said before any request
     to.is_dir()  # a missing bucket or missing credentials: said now, in one line
-    return run_job(to, DestinationSteps(_fetch_manifests, _already_there, _nothing,
-                                        _upload_items),
+    return run_job(to, DestinationSteps(_already_there, _nothing, _upload_items),
                    base_url=base_url, roles=roles, credentials=credentials, opts=options,
                    timeout=timeout, verify_existing=verify_existing, progress=progress, log=log)
 

@@ -71,23 +71,22 @@ def resolve_roles(items: Iterable[str]) -> tuple[str, ...]:
     return tuple(r for r in ORDER if r in roles)
 
 
-def _fetch_manifests(source: Source, to: Path, log: Callable[[str], None]) -> list[str]:
-    """Copy the mirror's MD5SUMS and SIZES into `to` if they parse; returns the names copied.
+def _fetch_manifests(source: Source, to: Path | RemotePath, log: Callable[[str], None]
+                     ) -> list[str]:
+    """Copy the mirror's MD5SUMS and SIZES into `to` (a folder or a bucket prefix) if they
+    parse; returns the names copied.
 
     They are checked with verify's own parser in a temporary folder first, so a
-    mirror's broken list never lands in `to` (it is reported and left out).
+    mirror's broken list never lands in `to` (it is reported and left out); each is then
+    written whole (renamed into place, or uploaded as one object).
     """
     got = {name: data for name in (MD5SUMS, SIZES)
            if (data := source.fetch_small(name)) is not None}
     if not got:
         return []
-    try:
-        tmp_dir = tempfile.TemporaryDirectory(dir=to, prefix=".manifests-")
-    except OSError as e:
-        raise os_error(to, e) from None
-    with tmp_dir as tmp:
+    with tempfile.TemporaryDirectory(prefix="imagenet-prep-manifests-") as tmp:
         for name, data in got.items():
-            write_atomic(Path(tmp) / name, data)
+            (Path(tmp) / name).write_bytes(data)
         try:
             reference(Path(tmp))
         except PrepError as e:
@@ -95,11 +94,8 @@ def _fetch_manifests(source: Source, to: Path, log: Callable[[str], None]) -> li
             log(f"ignoring {' and '.join(got)} from {source.display}: "
                 f"{str(e).replace(tmp + os.sep, where)}")
             return []
-        for name in got:
-            try:
-                os.replace(Path(tmp) / name, to / name)
-            except OSError as e:
-                raise os_error(to / name, e) from None
+    for name, data in got.items():
+        write_atomic(to / name, data)
     return list(got)
 
 
@@ -148,8 +144,7 @@ def download_archives(
                                   verify_existing=verify_existing, progress=progress, log=log)
     to = ensure_dir(Path(to))
     check_writable(to)  # an unwritable folder is said now, not after the probes
-    return run_job(to, DestinationSteps(_fetch_manifests, _already_here, _check_space,
-                                        _download_items),
+    return run_job(to, DestinationSteps(_already_here, _check_space, _download_items),
                    base_url=base_url, roles=roles, credentials=credentials, opts=opts,
                    timeout=timeout, verify_existing=verify_existing, progress=progress, log=log)
 
@@ -159,7 +154,6 @@ class DestinationSteps:
     """What differs between a download into a folder and one into a bucket
     (download/bucket_job.py); `run_job` is the rest, shared."""
 
-    fetch_manifests: Callable[[Source, Any, Callable[[str], None]], list[str]]
     already_here: Callable[..., dict[str, Any] | None]  # (role, to, ref, verify, progress, log)
     before_transfer: Callable[[Any, list[_Item]], None]  # e.g. the free-space check
     transfer: Callable[..., list[dict[str, Any]]]  # (items, source, to, ref, opts, progress, log)
@@ -175,7 +169,7 @@ def run_job(to: Path | RemotePath, steps: DestinationSteps, *, base_url: str,
     t0 = time.monotonic()
     source = open_source(base_url, credentials, timeout=timeout)
     try:
-        fetched = opts.retry.call(lambda: steps.fetch_manifests(source, to, log),
+        fetched = opts.retry.call(lambda: _fetch_manifests(source, to, log),
                                   source.display)
         ref = reference(to)  # type: ignore[arg-type]
         ref_line = _reference_line(to, fetched, source)  # type: ignore[arg-type]

@@ -32,6 +32,7 @@ from imagenet_prep.runtime.storage import as_path
 from imagenet_prep.shards import engine
 from imagenet_prep.shards.order import Bounds, size_bounds
 from imagenet_prep.shards.parquet import default_splits
+from imagenet_prep.shards.planned_sizes import planned_sizes
 from imagenet_prep.sources.catalog import Catalog
 from imagenet_prep.sources.subset import Subset
 
@@ -94,7 +95,8 @@ class MdsFormat(engine.ShardFormat, record=layout.MDS_RECORD, report=layout.MDS_
         return name in layout.MDS_SPLIT.values()  # a split folder nothing recorded
 
     def bounds(self, split: str, cat: Catalog, order: np.ndarray) -> Bounds:
-        return size_bounds(cat.sizes[order] + SAMPLE_OVERHEAD, self.options["shard_size"])
+        return size_bounds(planned_sizes(cat, order, self.options.get("resize"))
+                           + SAMPLE_OVERHEAD, self.options["shard_size"])
 
     def encoder(self, task: engine.ShardTask) -> engine.ShardEncoder:
         return _Samples(task, self.options["shard_size"])

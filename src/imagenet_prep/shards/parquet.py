@@ -35,6 +35,7 @@ from imagenet_prep.runtime.pool import Workers
 from imagenet_prep.runtime.storage import as_path
 from imagenet_prep.shards import engine
 from imagenet_prep.shards.order import Bounds, size_bounds
+from imagenet_prep.shards.planned_sizes import planned_sizes
 from imagenet_prep.sources.catalog import Catalog
 from imagenet_prep.sources.subset import Subset
 
@@ -185,7 +186,8 @@ class ParquetFormat(engine.ShardFormat, record=layout.PARQUET_RECORD,
         return bool(layout.PARQUET_SHARD_RE.fullmatch(name))
 
     def bounds(self, split: str, cat: Catalog, order: np.ndarray) -> Bounds:
-        bounds = size_bounds(cat.sizes[order] + ROW_OVERHEAD, self.options["shard_size"])
+        bounds = size_bounds(planned_sizes(cat, order, self.options.get("resize")) + ROW_OVERHEAD,
+                             self.options["shard_size"])
         if len(bounds) > MAX_SHARDS:
             raise OptionError(f"{split}: {len(bounds):,} Parquet files, more than the "
                               f"{MAX_SHARDS:,} five-digit names hold; choose a larger "

@@ -37,6 +37,7 @@ from imagenet_prep.runtime.pool import Workers
 from imagenet_prep.runtime.storage import as_path
 from imagenet_prep.shards import cards, engine
 from imagenet_prep.shards.order import Bounds, count_bounds, size_bounds
+from imagenet_prep.shards.planned_sizes import planned_sizes
 from imagenet_prep.shards.timm_info import write_timm_info
 from imagenet_prep.sources import metadata
 from imagenet_prep.sources.catalog import Catalog
@@ -93,7 +94,7 @@ class WdsFormat(engine.ShardFormat, record=layout.WDS_RECORD, report=layout.WDS_
     """OUT/train-NNNNNN.tar, ... and one wids index per split, all in one folder."""
 
     root: Path
-    options: dict[str, int]  # seed, and shard_samples or shard_size
+    options: dict[str, Any]  # seed, shard_samples or shard_size, resize (a variant)
 
     def folder(self, split: str) -> Path:
         return self.root
@@ -108,7 +109,7 @@ class WdsFormat(engine.ShardFormat, record=layout.WDS_RECORD, report=layout.WDS_
         if "shard_samples" in self.options:
             bounds = count_bounds(len(cat), self.options["shard_samples"])
         else:
-            sizes = cat.sizes[order]
+            sizes = planned_sizes(cat, order, self.options.get("resize"))
             bounds = size_bounds((sizes + (-sizes % BLOCK)) + SAMPLE_OVERHEAD,
                                  self.options["shard_size"])
         if len(bounds) > layout.WDS_MAX_SHARDS:  # names hold six digits

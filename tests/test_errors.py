@@ -344,6 +344,18 @@ def test_workers_out_of_range(small_replica, tmp_path, command, n):
     assert not out.exists()
 
 
+@pytest.mark.parametrize("n", ["10000", "0"])
+def test_dask_local_out_of_range(small_replica, tmp_path, n):
+    """--dask-local N starts N processes here, as --workers does: the same limits, exit 2
+    before Dask starts, nothing written."""
+    out = tmp_path / "out"
+    proc = run_cli("tfrecord", out, "--archives", small_replica, "--dask-local", n,
+                   check=False, timeout=60)
+    why = f"at most {max_workers()} on this machine" if n == "10000" else "must be at least 1"
+    one_line(proc, 2, "--dask-local", why, f"not {n}")
+    assert not out.exists()
+
+
 def test_workers_rule_in_the_library():
     assert check_workers(None) is None and check_workers(1) == 1
     for n in (0, -1, max_workers() + 1):

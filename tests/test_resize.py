@@ -375,3 +375,23 @@ def test_size_cut_counts_the_stored_bytes(command, files, replicas, tmp_path):
     # schema's class names), which no cut counts
     assert all(0.75 * asked <= s <= 1.15 * asked for s in sizes[:-1]), sizes
     assert run_cli("check", ds).stdout.strip().endswith(": OK")
+
+
+def test_a_cut_planned_otherwise_is_named(small_replica, tmp_path):
+    """A variant whose state records another cut of the same images (an earlier version
+    planned size cuts from the input bytes) is refused in one line saying so, not as
+    'other images'; nothing is rewritten."""
+    ds = tmp_path / "ds"
+    opts = ("wds", ds, "--archives", small_replica, "--resize", "box=16", "--shard-size",
+            "20000")
+    run_cli(*opts)
+    root = ds / "variants" / "box16" / "wds"
+    state_path = root / ".imagenet-prep" / "wds.json"
+    state = json.loads(state_path.read_text())
+    state["splits"]["train"]["shards"] += 3
+    state_path.write_text(json.dumps(state))
+    before = tree_digest(root)
+    proc = run_cli(*opts, check=False)
+    assert proc.returncode != 0 and len(proc.stderr.strip().splitlines()) == 1
+    assert "train shards were cut into" in proc.stderr and "same images" in proc.stderr
+    assert tree_digest(root) == before

@@ -450,6 +450,12 @@ def check_state(
             + start_over)
     for split, info in splits.items():
         before = state["splits"].get(split)
+        if before is not None and before != info and "shards" in info and \
+                {**before, "shards": info["shards"]} == info:  # same images, another cut
+            raise PrepError(
+                f"{folders[split]}: the {split} shards were cut into {before.get('shards')} "
+                f"before and {info['shards']} now (the same images: an earlier imagenet-prep "
+                "planned the cut otherwise); " + start_over)
         if before is not None and before != info:
             raise PrepError(
                 f"{folders[split]}: written from other {split} images or boxes "

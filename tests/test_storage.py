@@ -145,8 +145,9 @@ LOCAL_ONLY = ("s3://imagenet/ds", "local or shared folder")
 @pytest.mark.parametrize("command, words", [
     (["prepare", "--archives", "ARCH", "--out", "s3://imagenet/ds"], LOCAL_ONLY),
     (["extract", "--archives", "ARCH", "--out", "s3://imagenet/ds"],
-     ("s3:/imagenet/ds", "looks like a storage URL")),
-    (["flatten", "s3://imagenet/ds"], ("s3:/imagenet/ds", "looks like a storage URL")),
+     ("s3://imagenet/ds", "out must be a local or shared folder for extract")),
+    (["flatten", "s3://imagenet/ds"],
+     ("s3://imagenet/ds", "dataset must be a local or shared folder for flatten")),
     (["prepare", "--archives", "gs://imagenet/new", "--out", "ds", "--download"],
      ("gs://imagenet/new", "--download writes into s3:// buckets only")),
 ])

@@ -349,17 +349,20 @@ def bind(args: Any, options: dict[str, Any]) -> None:
                 setattr(args, key, value.with_options(options))
                 continue
             if key not in REMOTE_OK:
-                raise OptionError(
-                    f"{value}: {key.replace('_', '-')} must be a local or shared folder "
-                    f"for {args.command} (class trees and links need one); a bucket URL is "
-                    f"taken by --archives, by the DATASET of {', '.join(REMOTE_DATASET)}, "
-                    "and by download --to")
+                raise _local_only(str(value), key, args.command)
             setattr(args, key, value.with_options(options))
         elif isinstance(value, Path) and _MANGLED_URL.match(str(value)):
             # a URL that an option still parses as a Path (s3://b/x became s3:/b/x):
             # refused rather than made into a local folder named `s3:`
-            raise OptionError(f"{value}: looks like a storage URL; "
-                              f"{key.replace('_', '-')} must be a local or shared folder")
+            raise _local_only(str(value).replace(":/", "://", 1), key, args.command)
+
+
+def _local_only(url: str, key: str, command: str) -> OptionError:
+    """The one-line refusal of a bucket URL where a folder is needed, with what takes one."""
+    return OptionError(
+        f"{url}: {key.replace('_', '-')} must be a local or shared folder for {command} "
+        f"(class trees and links need one); a bucket URL is taken by --archives, by the "
+        f"DATASET of {', '.join(REMOTE_DATASET)}, and by download --to")
 
 
 def open_input(path: Path | RemotePath, buffering: int = -1) -> Any:

@@ -287,3 +287,22 @@ def test_resized_variant_loads_in_tfds(written, tmp_path):
         proc = run_cli("tfds", ds, "--resize", "box=24", *extra, check=False)
         lines = proc.stderr.strip().splitlines()
         assert proc.returncode != 0 and len(lines) == 1, proc.stderr
+
+
+def test_a_variant_counts_its_resized_sizes_for_the_shard_count(replicas, tmp_path,
+                                                                  monkeypatch):
+    """TFDS's count follows the split's bytes: a box=16 variant, some 5x smaller than its
+    originals, gets fewer shards than they do (TFDS's bounds scaled down so that a
+    replica's megabytes span several shards)."""
+    from imagenet_prep.shards import engine
+    from imagenet_prep.shards.tfds import TfdsFormat
+
+    monkeypatch.setattr(tfds_format, "MIN_SHARD_BYTES", 16 << 10)
+    monkeypatch.setattr(tfds_format, "MAX_SHARD_BYTES", 256 << 10)
+    cat = engine.split_catalog("train", tmp_path, replicas["medium"], False, "auto")
+    counts = {}
+    for resize in (None, "box=16 q90 jpeg"):
+        fmt = TfdsFormat(tmp_path, {"version": tfds_format.VERSION,
+                                    **({"resize": resize} if resize else {})})
+        counts[resize] = len(fmt.bounds("train", cat, fmt.order("train", cat)))
+    assert counts[None] >= 16 and counts["box=16 q90 jpeg"] <= counts[None] // 4, counts

@@ -27,6 +27,7 @@ from imagenet_prep.runtime.pool import Workers
 from imagenet_prep.runtime.storage import as_path
 from imagenet_prep.shards import engine
 from imagenet_prep.shards.order import Bounds
+from imagenet_prep.shards.planned_sizes import planned_sizes
 from imagenet_prep.sources.archives import TEST, TRAIN, VAL
 from imagenet_prep.sources.catalog import Catalog
 from imagenet_prep.sources.subset import Subset
@@ -77,8 +78,9 @@ class TfdsFormat(engine.ShardFormat, record=layout.TFDS_RECORD, report=layout.TF
     def bounds(self, split: str, cat: Catalog, order: np.ndarray) -> Bounds:
         """TFDS's count and cut, from the Examples' sizes (exact unless an image is converted
         to RGB JPEG or resized, whose new size is not known before it is written: a
-        resized variant keeps the count and cut of its originals)."""
-        sizes = tfds.example_sizes(np.char.str_len(cat.names.raw), cat.labels, cat.sizes)
+        resized variant counts its images' sizes as planned_sizes estimates them)."""
+        image_sizes = planned_sizes(cat, np.arange(len(cat)), self.options.get("resize"))
+        sizes = tfds.example_sizes(np.char.str_len(cat.names.raw), cat.labels, image_sizes)
         ends = tfds.shard_ends(len(cat), tfds.shard_count(int(sizes.sum()), len(cat)))
         return list(zip([0, *ends[:-1]], ends, strict=True))
 

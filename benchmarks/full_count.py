@@ -7,7 +7,9 @@ images per class, 514k training box XMLs; 32x24 JPEGs, so it fits on a small dis
 is built once (~5 min) into the cache and reused.  The stages then run one by one
 through the CLI, in the order `prepare --only all --wds` runs them, each in a fresh
 process, followed by `check`: seconds, the largest single process's peak RSS and
-the process tree's.  `cp -al` of the same class trees is the baseline of `flatten`.
+its own memory (USS, without the pages a forked worker shares with the main
+process), the process tree's summed RSS and its PSS (measure.py says how each is
+taken).  `cp -al` of the same class trees is the baseline of `flatten`.
 Targets (issue 18): every process <= 256 MB, `flatten` >= 0.5x `cp -al`.
 """
 
@@ -45,8 +47,12 @@ def _steps(archives: Path, ds: Path, workers: int) -> list[tuple[str, list[str]]
         # tiny images here would otherwise put the whole split in one shard)
         ("wds", ["wds", str(ds), "--archives", str(archives), "--shard-samples", "9000", *w]),
         ("tfds", ["tfds", str(ds), "--archives", str(archives), *w]),
-        ("parquet", ["parquet", str(ds), "--archives", str(archives), *w]),
-        ("mds", ["mds", str(ds), "--archives", str(archives), *w]),
+        # likewise: ImageNet's rows a file (500 MB / 110 KB, about 4,500) and samples a
+        # shard (64 MiB / 110 KB, about 610) at these images' 1.18 KB mean; at the
+        # defaults a worker would hold a catalog of 400,000 rows, which no real run does
+        ("parquet", ["parquet", str(ds), "--archives", str(archives), "--shard-size", "5.4MB",
+                     *w]),
+        ("mds", ["mds", str(ds), "--archives", str(archives), "--shard-size", "720KB", *w]),
         ("check", ["check", str(ds), *w]),
     ]
 
@@ -69,9 +75,10 @@ def run_full_count(a: argparse.Namespace) -> dict[str, Any]:
                 continue
             s = measure.run([*CLI, *args])
             rows.append({"stage": stage, "seconds": s.seconds, "max_rss": s.max_rss,
-                         "tree_rss": s.tree_rss})
+                         "tree_rss": s.tree_rss, "max_own": s.max_own, "tree_pss": s.tree_pss})
             print(f"  {stage:<9} {s.seconds:8.1f} s  largest process "
-                  f"{tables._mb(s.max_rss):>8}  tree {tables._mb(s.tree_rss):>8}", flush=True)
+                  f"{tables._mb(s.max_rss):>8} (own {tables._mb(s.max_own)})  tree "
+                  f"{tables._mb(s.tree_rss):>8} (PSS {tables._mb(s.tree_pss)})", flush=True)
         copy = work / "cp-al"
         # the baseline of flatten, which needs the trees extract writes
         base = measure.run("true") if "extract" not in chosen else measure.run(
@@ -87,9 +94,11 @@ def run_full_count(a: argparse.Namespace) -> dict[str, Any]:
              f"== full count: {counts['train']:,} train, {counts['val']:,} val, "
              f"{counts['test']:,} test images, {counts['bbox_train']:,} box XMLs "
              f"({FULL_PARAMS.width}x{FULL_PARAMS.height} JPEGs), --workers {a.workers}",
-             f"   {'stage':<10} {'seconds':>8} {'largest process':>16} {'process tree':>13}"]
+             f"   {'stage':<10} {'seconds':>8} {'largest process':>16} {'its own':>8} "
+             f"{'process tree':>13} {'tree PSS':>9}"]
     lines += [f"   {r['stage']:<10} {r['seconds']:8.1f} {tables._mb(r['max_rss']):>16} "
-              f"{tables._mb(r['tree_rss']):>13}" for r in rows]
+              f"{tables._mb(r['max_own']):>8} {tables._mb(r['tree_rss']):>13} "
+              f"{tables._mb(r['tree_pss']):>9}" for r in rows]
     prep = sum(r["seconds"] for r in rows if r["stage"] != "check")
     lines.append(f"   {'prepare':<10} {prep:8.1f}   (sum of the stages above but check)")
     lines.append(f"   baseline: cp -al of train/ and val/: {base.seconds:.1f} s")

@@ -52,6 +52,20 @@ def run_cli(*args: str | Path, check: bool = True, **kw) -> subprocess.Completed
     return proc
 
 
+def one_line(proc: subprocess.CompletedProcess, code: int | None, *parts: str,
+             secret: str | None = None) -> str:
+    """The single stderr line of a failed run (`imagenet-prep: error: ...`), after checking
+    its exit code (None: any but 0), its `parts`, and that `secret` is not in it."""
+    assert proc.returncode != 0 if code is None else proc.returncode == code, \
+        (proc.returncode, proc.stderr)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("imagenet-prep: error: "), proc.stderr
+    for part in parts:
+        assert part in lines[0], (part, lines[0])
+    assert secret is None or secret not in lines[0]  # no credential in any message
+    return lines[0]
+
+
 @contextlib.contextmanager
 def tmpfs(where: Path, opts: str):
     """A small tmpfs mounted at `where` for the test, or a visible skip where not permitted."""

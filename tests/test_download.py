@@ -19,7 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from helpers import run_cli, tmpfs
+from helpers import one_line, run_cli, tmpfs
 from mirror_server import MirrorServer
 
 from imagenet_prep.download import Credentials, RetryPolicy, TransferOptions, download_archives
@@ -88,15 +88,6 @@ def partial(to: Path, srv: MirrorServer, name: str = TRAIN, after: int = 40_000)
     assert state is not None and state["done"] == [[0, after]]
     assert not (to / name).exists()
     return after
-
-
-def one_line_error(proc: subprocess.CompletedProcess, *parts: str) -> str:
-    assert proc.returncode == 1, proc.stderr
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("imagenet-prep: error: "), proc.stderr
-    for part in parts:
-        assert part in lines[0], lines[0]
-    return lines[0]
 
 
 def test_full_download_verifies(mirror, small_replica, tmp_path):
@@ -253,7 +244,7 @@ def test_401_says_credentials_and_never_shows_them(small_replica, tmp_path):
         url = srv.url.replace("://", "://me:s3cr3t-pass@")
         proc = run_cli("download", "--to", to, "--base-url", url, "--header",
                        "X-Token: s3cr3t-header", "--cookies", jar, check=False)
-    line = one_line_error(proc, "HTTP 401", "--cookies FILE", "--header", "--netrc",
+    line = one_line(proc, 1, "HTTP 401", "--cookies FILE", "--header", "--netrc",
                           f"{srv.url}ILSVRC2012_devkit_t12.tar.gz")
     assert "@" not in line
     assert not any(s in proc.stdout + proc.stderr for s in SECRETS)

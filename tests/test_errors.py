@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 from expected import seed_extraction
-from helpers import assert_only_complete_files, run_cli, tmpfs, tree_digest
+from helpers import assert_only_complete_files, one_line, run_cli, tmpfs, tree_digest
 
 from imagenet_prep.errors import (
     AccessError,
@@ -44,16 +44,6 @@ from imagenet_prep.runtime.signals import sigterm_as_interrupt
 
 NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
 INTERRUPTED = "imagenet-prep: interrupted; run the same command again to resume"
-
-
-def one_line(proc: subprocess.CompletedProcess, code: int, *parts: str) -> str:
-    """The single stderr line of a failed run, after checking its exit code and parts."""
-    assert proc.returncode == code, (proc.returncode, proc.stderr)
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("imagenet-prep: error: "), proc.stderr
-    for part in parts:
-        assert part in lines[0], (part, lines[0])
-    return lines[0]
 
 
 def tmp_files(root: Path) -> list[str]:

@@ -12,21 +12,13 @@ import time
 from pathlib import Path
 
 import pytest
-from helpers import run_cli, tree_digest
+from helpers import one_line, run_cli, tree_digest
 
 from imagenet_prep.layout import STATE_DIR
 from imagenet_prep.replica.build import make_replica
 from imagenet_prep.sources.archives import TRAIN
 
 SHARDS = ("--train-shards", "3", "--val-shards", "2")
-
-
-def _one_line_error(proc: subprocess.CompletedProcess, *needles: str) -> None:
-    assert proc.returncode not in (0, None), proc.stdout
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("imagenet-prep: error: "), proc.stderr
-    for n in needles:
-        assert n in lines[0], lines[0]
 
 
 @pytest.fixture(scope="module")
@@ -85,8 +77,8 @@ def test_killed_extract_is_not_ok_and_not_a_source(tmp_path, big_replica):
     proc = run_cli("check", ds, check=False)
     assert proc.returncode == 1
     assert "extraction did not finish" in proc.stdout
-    _one_line_error(run_cli("tfrecord", ds, "--from-folders", check=False),
-                    "extraction did not finish")
+    one_line(run_cli("tfrecord", ds, "--from-folders", check=False), None,
+             "extraction did not finish")
     assert not (ds / "tfrecord_train").exists()
     run_cli("extract", "--archives", big_replica, "--out", ds)  # the rerun completes it
     assert run_cli("check", ds).stdout.strip().endswith(": OK")
@@ -116,7 +108,7 @@ def test_check_says_a_run_is_in_progress(tmp_path, prepared):
     (ds / "train" / ".x.JPEG.ipart").write_bytes(b"in flight")  # a run's temporary file
     with dataset_lock(ds):
         proc = run_cli("check", ds, check=False)
-    _one_line_error(proc, "another imagenet-prep run")
+    one_line(proc, None, "another imagenet-prep run")
 
 
 def test_check_knows_what_was_asked(tmp_path, prepared):
@@ -137,8 +129,8 @@ def test_deleted_class_folder_is_restored_by_prepare(tmp_path, prepared):
     wnid = sorted(os.listdir(ds / "train"))[0]
     shutil.rmtree(ds / "train" / wnid)
     assert f"train/{wnid}: 0 files" in run_cli("check", ds, check=False).stdout
-    _one_line_error(run_cli("wds", ds, "--from-folders", "--out", tmp_path / "w", check=False),
-                    f"{ds / 'train' / wnid}: 0 images")
+    one_line(run_cli("wds", ds, "--from-folders", "--out", tmp_path / "w", check=False), None,
+             f"{ds / 'train' / wnid}: 0 images")
     run_cli("prepare", "--archives", archives, "--out", ds, "--only", "all", *SHARDS,
             "--no-report")
     assert tree_digest(ds) == tree_digest(clean)
@@ -179,7 +171,7 @@ def test_shards_need_every_archive_of_their_splits(tmp_path, small_replica, comm
     (archives / TRAIN).rename(archives / "ILSVRC2012_IMG_TRAIN.tar")
     ds = tmp_path / "ds"
     proc = run_cli(command, ds, "--archives", archives, check=False)
-    _one_line_error(proc, f"{archives / TRAIN}: missing", "differs only in case")
+    one_line(proc, None, f"{archives / TRAIN}: missing", "differs only in case")
     assert not any(ds.rglob("*-0000*")) if ds.exists() else True
 
 
@@ -192,7 +184,7 @@ def test_tfrecords_refuse_other_archives_of_the_same_names(tmp_path, prepared):
     make_replica(other, classes=4, train_per_class=12, val_per_class=3, test=5, size=(64, 48),
                  seed=8, workers=1)
     proc = run_cli("tfrecord", ds, "--archives", other, *SHARDS, check=False)
-    _one_line_error(proc, f"{other / TRAIN}: not the archive this dataset was made from")
+    one_line(proc, None, f"{other / TRAIN}: not the archive this dataset was made from")
     assert tree_digest(ds) == tree_digest(clean)
     assert not (ds / STATE_DIR / "damaged.json").exists()
 

@@ -12,12 +12,12 @@ Facts relied on (part sizes and counts, ETags of parts): docs/storage.md.
 from __future__ import annotations
 
 import base64
-import io
 from dataclasses import dataclass
 from typing import Any
 
 from imagenet_prep.errors import OptionError
 from imagenet_prep.runtime.storage import RemotePath, errors
+from imagenet_prep.runtime.window import Window
 
 MIN_PART = 5 << 20  # S3: every part but the last is at least 5 MiB ...
 MAX_PART = 5 << 30  # ... and at most 5 GiB
@@ -31,7 +31,7 @@ class Part:
     etag: str  # without quotes; the part's MD5 in hex unless the bucket encrypts with KMS
 
 
-class PartBody(io.RawIOBase):
+class PartBody(Window):
     """A part's buffer as a seekable file, so the client reads it in small pieces.
 
     Handed a bytes-like Body, botocore and aiohttp make whole copies of it (three
@@ -39,32 +39,8 @@ class PartBody(io.RawIOBase):
     """
 
     def __init__(self, buf: bytes | bytearray) -> None:
-        super().__init__()
-        self._view = memoryview(buf).cast("B")
-        self._pos = 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
-        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._pos, io.SEEK_END: len(self._view)}[whence]
-        self._pos = max(0, base + offset)
-        return self._pos
-
-    def readinto(self, b: Any) -> int:
-        n = max(0, min(len(b), len(self._view) - self._pos))
-        memoryview(b).cast("B")[:n] = self._view[self._pos:self._pos + n]
-        self._pos += n
-        return n
-
-    def __len__(self) -> int:
-        return len(self._view)
+        view = memoryview(buf).cast("B")
+        super().__init__(lambda n, at: view[at:at + n], 0, len(view))
 
 
 def part_size_for(size: int, wanted: int) -> int:

@@ -12,15 +12,14 @@ import io
 import os
 import tarfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
 from imagenet_prep.errors import CorruptArchiveError, UnsafeArchiveError
 from imagenet_prep.runtime.storage import RemotePath, open_input
-
-Pread = Callable[[int, int], bytes]  # (size, offset) -> bytes, as os.pread without the fd
+from imagenet_prep.runtime.window import Pread, Window
 
 BLOCK = 512
 
@@ -32,34 +31,6 @@ class Member:
     name: str
     offset: int
     size: int
-
-
-class _Window(io.RawIOBase):
-    """A read-only, seekable view of bytes [start, start + length) of a file."""
-
-    def __init__(self, pread: Pread, start: int, length: int) -> None:
-        self._pread, self._start, self._length, self._pos = pread, start, length, 0
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return True
-
-    def tell(self) -> int:
-        return self._pos
-
-    def seek(self, pos: int, whence: int = 0) -> int:
-        base = {0: 0, 1: self._pos, 2: self._length}[whence]
-        self._pos = base + pos
-        return self._pos
-
-    def readinto(self, buf) -> int:  # type: ignore[override]
-        want = min(len(buf), max(0, self._length - self._pos))
-        data = self._pread(want, self._start + self._pos) if want else b""
-        buf[: len(data)] = data
-        self._pos += len(data)
-        return len(data)
 
 
 def safe_member_name(archive: Path | str, name: str) -> str:
@@ -160,7 +131,7 @@ def iter_members(
         if length == 0:
             raise CorruptArchiveError(f"{label}: empty file, not a tar archive")
         _sniff(label, pread(BLOCK, start))
-        window = _Window(pread, start, length)
+        window = Window(pread, start, length)
         try:
             tf = tarfile.open(fileobj=window, mode="r:")  # type: ignore[arg-type]
         except tarfile.TarError as e:

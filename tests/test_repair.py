@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import tarfile
 from pathlib import Path
 
 import pytest
@@ -107,3 +108,29 @@ def test_extract_of_a_fresh_replica_equals_the_repaired_one(tmp_path):
     shutil.rmtree(ds / "bbox_train")
     _extract(archives, ds)
     assert tree_digest(ds) == clean
+
+
+def test_damaged_box_xmls_are_mended_not_read_for_labels(tmp_path, small_replica):
+    """The validation labels come from the box archive, not from DATASET/bbox_val: a
+    truncated, a deleted and a relabelled extracted XML are outputs to mend, and the
+    rerun of a subset (whose extract picks validation images by label) used to stop on
+    them ('unreadable XML', 'missing: no box XML', 'sources disagree')."""
+    ds, classes = tmp_path / "ds", tmp_path / "classes.txt"
+    with tarfile.open(small_replica / TRAIN) as t:  # a subset: extract reads the labels
+        classes.write_text("\n".join(sorted(m.name[:-4] for m in t)[:2]) + "\n")
+    args = ("prepare", "--archives", small_replica, "--out", ds, "--only", "all",
+            "--classes", classes, "--no-report", "--train-shards", "2", "--val-shards", "2")
+    run_cli(*args)
+    clean = tree_digest(ds)
+    xmls = sorted((ds / "bbox_val" / "val").iterdir())
+    xmls[0].write_bytes(xmls[0].read_bytes()[:100])
+    xmls[1].unlink()
+    text = xmls[2].read_text()
+    wnid = text.split("<name>")[1].split("</name>")[0]
+    other = "n00000000" if wnid != "n00000000" else "n99999999"
+    xmls[2].write_text(text.replace(wnid, other))
+    problems = run_cli("check", ds, check=False).stdout
+    assert all(x.name in problems for x in xmls[:3])
+    run_cli(*args)
+    assert tree_digest(ds) == clean
+    assert run_cli("check", ds).stdout.strip().endswith(": OK")

@@ -160,9 +160,10 @@ def _labels_from(
         assert archives is not None
         return devkit_labels(archives / DEVKIT)
     if source == "bbox":
-        folder = dataset / "bbox_val" / "val" if dataset is not None else None
-        if folder is not None and folder.is_dir():
-            return bbox_labels(names, folder=folder, archive=None)
-        assert archives is not None
-        return bbox_labels(names, folder=None, archive=archives / BBOX_VAL)
+        # the archive (an input) when it is there: the extracted XMLs are an output, which
+        # the run reading these labels may be about to mend (damaged, deleted)
+        if archives is not None and (archives / BBOX_VAL).is_file():
+            return bbox_labels(names, folder=None, archive=archives / BBOX_VAL)
+        assert dataset is not None
+        return bbox_labels(names, folder=dataset / "bbox_val" / "val", archive=None)
     return bundled_labels(names)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gzip
 import os
 import shutil
+import tarfile
 import threading
 from collections import Counter
 from pathlib import Path
@@ -11,6 +13,7 @@ from pathlib import Path
 import pytest
 from expected import bbox_val_truth, devkit_truth, devkit_words, seed_extraction
 from helpers import run_cli, tree_digest
+from tarutil import tar_bytes
 
 from imagenet_prep.check import check_dataset
 from imagenet_prep.cli import main
@@ -19,6 +22,7 @@ from imagenet_prep.folders.extract import extract
 from imagenet_prep.folders.flatten import flatten
 from imagenet_prep.folders.synsets import write_synsets
 from imagenet_prep.folders.valtree import valtree
+from imagenet_prep.sources.archives import BBOX_VAL
 
 
 def _files(root: Path) -> dict[str, bytes]:
@@ -90,14 +94,19 @@ def test_valtree_bbox_source_from_archive_only(small_replica, tmp_path):
 
 
 def test_valtree_refuses_disagreeing_sources(archives_copy, tmp_path):
+    """The devkit and the box archive (the labels' inputs) disagree on one image."""
     ds = tmp_path / "ds"
     extract(archives_copy, ds, splits=("val", "bbox_val"), workers=1)
     truth = devkit_truth(archives_copy)
     first = sorted(truth)[1]
-    xml = ds / "bbox_val" / "val" / (first[:-5] + ".xml")
     other = next(w for w in set(truth.values()) if w != truth[first])
-    xml.write_text(xml.read_text().replace(f"<name>{truth[first]}</name>",
-                                           f"<name>{other}</name>", 1))
+    box_archive = archives_copy / BBOX_VAL
+    with tarfile.open(box_archive) as t:
+        members = {m.name: t.extractfile(m).read() for m in t if m.isfile()}
+    name = next(n for n in members if n.endswith(first[:-5] + ".xml"))
+    members[name] = members[name].replace(f"<name>{truth[first]}</name>".encode(),
+                                          f"<name>{other}</name>".encode(), 1)
+    box_archive.write_bytes(gzip.compress(tar_bytes(members), mtime=0))
     with pytest.raises(LabelError, match=first):
         valtree(ds, archives_copy, "auto")
     assert main(["valtree", str(ds), "--archives", str(archives_copy)]) == 1

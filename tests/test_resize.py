@@ -375,6 +375,12 @@ def test_size_cut_counts_the_stored_bytes(command, files, replicas, tmp_path):
     # schema's class names), which no cut counts
     assert all(0.75 * asked <= s <= 1.15 * asked for s in sizes[:-1]), sizes
     assert run_cli("check", ds).stdout.strip().endswith(": OK")
+    if command == "wds":  # the sampled plan is the main process's: any workers, same cut
+        one = tmp_path / "one"
+        run_cli(command, one, "--archives", replicas["medium"], "--resize", "box=32",
+                "--shard-size", str(asked), "--workers", "1")
+        assert tree_digest(one / "variants" / "box32" / "wds") == \
+            tree_digest(ds / "variants" / "box32" / "wds")
 
 
 def test_a_cut_planned_otherwise_is_named(small_replica, tmp_path):

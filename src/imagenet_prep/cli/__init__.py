@@ -82,11 +82,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         with sigterm_as_interrupt():  # SIGTERM stops as Ctrl-C does (exit 143)
-            from imagenet_prep.runtime.pool import check_workers
+            workers, local = getattr(args, "workers", None), getattr(args, "dask_local", None)
+            if workers is not None or local is not None:  # 0, -1, 10000: refused at once
+                from imagenet_prep.runtime.pool import check_workers
 
-            # 0, -1, 10000: refused at once; --dask-local starts processes on this machine too
-            check_workers(getattr(args, "workers", None))
-            check_workers(getattr(args, "dask_local", None), "--dask-local")
+                check_workers(workers)
+                check_workers(local, "--dask-local")  # it starts processes here too
             from imagenet_prep.runtime import storage
 
             storage.bind(args, storage.parse_storage_options(args.storage_option))

@@ -22,11 +22,11 @@ from imagenet_prep.sources.catalog import Catalog
 SAMPLE = 256  # 0.4 s (box=64) to 1.1 s (short=256) per split here, whatever its size
 
 
-def planned_sizes(cat: Catalog, order: np.ndarray, resize: str | None) -> np.ndarray:
-    """The bytes each image of `order` is planned to store: its input size, scaled by
-    the sample's stored/input ratio when the output is a resized variant."""
-    sizes = cat.sizes[order]
-    if resize is None or not len(order):
+def planned_sizes(cat: Catalog, order: np.ndarray | None, resize: str | None) -> np.ndarray:
+    """The bytes each image of `order` (None: the catalog's order) is planned to store:
+    its input size, scaled by the sample's stored/input ratio for a resized variant."""
+    sizes = cat.sizes if order is None else cat.sizes[order]
+    if resize is None or not len(sizes):
         return sizes
     return np.ceil(sizes * stored_ratio(cat, resize)).astype(np.int64)
 

@@ -79,7 +79,7 @@ class TfdsFormat(engine.ShardFormat, record=layout.TFDS_RECORD, report=layout.TF
         """TFDS's count and cut, from the Examples' sizes (exact unless an image is converted
         to RGB JPEG or resized, whose new size is not known before it is written: a
         resized variant counts its images' sizes as planned_sizes estimates them)."""
-        image_sizes = planned_sizes(cat, np.arange(len(cat)), self.options.get("resize"))
+        image_sizes = planned_sizes(cat, None, self.options.get("resize"))
         sizes = tfds.example_sizes(np.char.str_len(cat.names.raw), cat.labels, image_sizes)
         ends = tfds.shard_ends(len(cat), tfds.shard_count(int(sizes.sum()), len(cat)))
         return list(zip([0, *ends[:-1]], ends, strict=True))

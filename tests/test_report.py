@@ -340,3 +340,17 @@ def test_shard_scan_reads_records_of_any_key_order(tmp_path):
     assert list(r.found) == ["f1.JPEG"] and [len(v) for v in r.firsts.values()] == [2, 1]
     shard.write_bytes(b"".join(records)[:-7])
     assert "truncated" in scan_shard(ScanTask(0, shard, 0.0, "k", frozenset())).problems[0]
+
+
+def test_a_record_damaged_past_its_head_is_a_problem_on_the_page(shards_only, tmp_path):
+    """The scan reads each record's head; a contact-sheet record damaged further on (a key
+    that is not text) is listed among the page's read problems instead of stopping it."""
+    ds = tmp_path / "ds"
+    shutil.copytree(shards_only, ds)
+    shards = sorted(ds.glob("tfrecord_train/*-of-*"))  # the validation shards stay whole
+    for shard in shards:  # every record's file name key, at the same length
+        shard.write_bytes(shard.read_bytes().replace(b"image/filename", b"image/fil\xffname"))
+    assert main(["report", str(ds), "--workers", "1", "--no-check"]) == 0
+    html = (ds / "report.html").read_text()
+    assert 'id="read-problems"' in html and ": record at byte " in html
+    assert_thumbnails_decode(read_page(ds / "report.html"))

@@ -5,6 +5,11 @@ kill, proved by `check`, and mended after damage."""
 
 from __future__ import annotations
 
+import json
+import urllib.parse
+import urllib.request
+from collections import Counter
+
 import pytest
 from helpers import run_cli, tree_digest
 from s3_server import moto_s3, s3_filesystem
@@ -214,3 +219,52 @@ def test_report_of_a_bucket_dataset(s3, archives, replicas, tmp_path):
 
     got = summary(url, env=env)
     assert got == summary(local) and got["thumbnails"] > 0
+
+
+def _full_reads(endpoint: str, run) -> Counter:
+    """Requests that read an object from its first byte (a download, or the first block of
+    a front-to-back read), per key, while `run()` runs: from the server's own recorder,
+    which writes to the current folder of this process (the server is a thread here)."""
+    def api(what: str) -> bytes:
+        req = urllib.request.Request(f"{endpoint}/moto-api/recorder/{what}",
+                                     method="GET" if what.startswith("download") else "POST")
+        with urllib.request.urlopen(req) as r:
+            return r.read()
+
+    api("reset-recording")
+    api("start-recording")
+    try:
+        run()
+    finally:
+        api("stop-recording")
+    reads: Counter = Counter()
+    for line in api("download-recording").decode().splitlines():
+        entry = json.loads(line)
+        headers = {k.lower(): v for k, v in entry["headers"].items()}
+        if entry["method"] == "GET" and headers.get("range", "bytes=0-").startswith("bytes=0-"):
+            reads[urllib.parse.urlsplit(entry["url"]).path] += 1
+    return reads
+
+
+def test_a_bucket_report_reads_each_shard_once(s3, archives, tmp_path, monkeypatch):
+    """`report` and its check share one download of each TFRecord shard in a bucket (the
+    check reuses the scan's read of the records), and the check still finds damage."""
+    fs, env = s3
+    url = f"s3://{BUCKET}/reported-once"
+    run_cli("prepare", "--archives", archives, "--out", url, "--only", "tensorflow",
+            "--train-shards", "3", "--val-shards", "2", "--no-report", env=env)
+    monkeypatch.chdir(tmp_path)
+    got: dict = {}
+
+    def report() -> None:
+        got.update(json.loads(run_cli("report", url, "--json", env=env).stdout))
+
+    reads = _full_reads(env["AWS_ENDPOINT_URL"], report)
+    shards = {k: n for k, n in reads.items() if "/tfrecord_" in k}
+    assert got["check"] is True and len(shards) == 5 and set(shards.values()) == {1}, reads
+    damaged = sorted(fs.ls(f"{BUCKET}/reported-once/tfrecord_val"))[-1]
+    flip_byte(fs, damaged)
+    proc = run_cli("report", url, "--json", env=env, check=False)
+    assert json.loads(proc.stdout)["check"] is False
+    proc = run_cli("check", url, env=env, check=False)
+    assert proc.returncode == 1 and damaged.rsplit("/", 1)[1] in proc.stdout

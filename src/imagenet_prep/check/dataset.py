@@ -9,8 +9,9 @@ have only those).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from imagenet_prep.check.extracted import prove_extracted
 from imagenet_prep.check.folders import (
@@ -42,6 +43,9 @@ from imagenet_prep.layout import (
 )
 from imagenet_prep.runtime import expectation, stage_state
 from imagenet_prep.runtime.pool import Workers
+
+if TYPE_CHECKING:
+    from imagenet_prep.check.tfrecord import RecordsPass
 
 
 def _outputs_from_records(dataset: Path) -> dict[str, dict[str, Any]]:
@@ -81,10 +85,14 @@ def asked_outputs(dataset: Path) -> dict[str, dict[str, Any]]:
     return outputs
 
 
-def check_dataset(dataset: Path, workers: Workers = None) -> tuple[list[str], dict]:
+def check_dataset(dataset: Path, workers: Workers = None,
+                  prechecked: Mapping[str, RecordsPass] | None = None
+                  ) -> tuple[list[str], dict]:
     """(problems, summary of what was checked, with the damaged files in "damaged").
 
-    Raises NothingToCheck when the folder is not a dataset.
+    `prechecked`: TFRecord shards whose records a caller has already read (the report,
+    which downloads each shard of a bucket once for both).  Raises NothingToCheck when
+    the folder is not a dataset.
     """
     if not dataset.is_dir():
         return [f"{dataset}: not a folder"], {}
@@ -121,7 +129,8 @@ def check_dataset(dataset: Path, workers: Workers = None) -> tuple[list[str], di
         required = tuple(outputs["tfrecord"].get("splits", ()))
         problems += check_tfrecords(dataset, {k: n for k, n in counts.items() if k in required},
                                     workers=workers, dali_index=dali, required=required,
-                                    damaged=shards, classes=sub.classes)
+                                    damaged=shards, classes=sub.classes,
+                                    prechecked=prechecked)
         checked["skipped_images"] = report.get("skipped", [])
     if "wds" in outputs:
         from imagenet_prep.check.wds import check_wds

@@ -168,8 +168,11 @@ def frame(data: bytes) -> bytes:
     return b"".join(frame_parts([data]))
 
 
-def iter_records(path: Path, *, verify: bool = True) -> Iterator[tuple[int, bytes]]:
-    """Yield (byte offset, data) of every record in a TFRecord file, checking both CRCs."""
+def iter_records(path: Path, *, verify: bool = True, name: object = None
+                 ) -> Iterator[tuple[int, bytes]]:
+    """Yield (byte offset, data) of every record in a TFRecord file, checking both CRCs
+    (errors name `name`, when given: the object that `path` is a local copy of)."""
+    where = path if name is None else name
     with open_input(path) as f:
         offset = 0
         while True:
@@ -177,17 +180,17 @@ def iter_records(path: Path, *, verify: bool = True) -> Iterator[tuple[int, byte
             if not head:
                 return
             if len(head) < 12:
-                raise RecordError(f"{path}: truncated record header at byte {offset}")
+                raise RecordError(f"{where}: truncated record header at byte {offset}")
             length_bytes, crc = head[:8], struct.unpack("<I", head[8:])[0]
             if verify and masked_crc(length_bytes) != crc:
-                raise RecordError(f"{path}: length CRC mismatch at byte {offset}")
+                raise RecordError(f"{where}: length CRC mismatch at byte {offset}")
             (length,) = struct.unpack("<Q", length_bytes)
             data = f.read(length)
             foot = f.read(4)
             if len(data) < length or len(foot) < 4:
-                raise RecordError(f"{path}: truncated record at byte {offset}")
+                raise RecordError(f"{where}: truncated record at byte {offset}")
             if verify and masked_crc(data) != struct.unpack("<I", foot)[0]:
-                raise RecordError(f"{path}: data CRC mismatch in the record at byte {offset}")
+                raise RecordError(f"{where}: data CRC mismatch in the record at byte {offset}")
             yield offset, data
             offset += 16 + length
 

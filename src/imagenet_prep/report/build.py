@@ -91,7 +91,7 @@ def _descriptions(dataset: Path) -> dict[str, str]:
 
 
 def _sources(dataset: Path, sample: int, seed: int, recorded: list[gather.Recorded] | None,
-             workers: int | None) -> dict[str, FolderSplit | ShardSplit]:
+             workers: int | None, precheck: bool) -> dict[str, FolderSplit | ShardSplit]:
     out: dict[str, FolderSplit | ShardSplit] = {}
     for split in ("train", "val"):
         if not isinstance(dataset, RemotePath) and has_class_folders(dataset / split):
@@ -100,7 +100,7 @@ def _sources(dataset: Path, sample: int, seed: int, recorded: list[gather.Record
             names = [(r.shard, r.name) for r in recorded or ()
                      if r.split == split and r.reason != "skipped"][:MAX_SPECIALS]
             out[split] = ShardSplit(dataset, split, sample=sample, seed=seed, names=names,
-                                    workers=workers)
+                                    workers=workers, precheck=precheck)
     if not out:
         shards = ", ".join(f"{lay.folder}/" for lay in TFRECORD.values())
         variants = [str(v) for v in variant_roots(dataset)]  # each has its own report
@@ -166,14 +166,16 @@ def build_report(
     out = as_path(out) if out is not None else default_path(dataset)
     check_target(out)
     recorded = gather.tfrecord_specials(dataset)
-    sources = _sources(dataset, sample, seed, recorded, workers)
+    # a bucket's shards are downloaded once: the scan also does check's read of them
+    sources = _sources(dataset, sample, seed, recorded, workers,
+                       precheck=check and isinstance(dataset, RemotePath))
     views: dict[str, SplitView] = {}
     odd: dict[str, list] = {}
     for split, src in sources.items():
         counts, counts_from = src.counts()
         smp, odd[split] = src.sample(counts, sample, seed)
         views[split] = SplitView(split, src.source, counts, counts_from, smp, {},
-                                 problems=list(getattr(src, "problems", [])))
+                                 problems=getattr(src, "problems", []))  # grows as read
 
     known = metadata.wnid_to_index()
     pool = sorted({w for v in views.values() for w in v.counts if w in known})
@@ -192,7 +194,9 @@ def build_report(
             rows.get("train", []), rows.get("val", [])))
 
     specials, total, basis = _specials(dataset, recorded, sources, views, odd)
-    checked = gather.run_check(dataset) if check else None
+    prechecked = {k: v for src in sources.values() if isinstance(src, ShardSplit)
+                  for k, v in src.prechecked.items()}
+    checked = gather.run_check(dataset, prechecked) if check else None
     report = Report(
         dataset=str(dataset), version=__version__,
         rows=gather.summary_rows(dataset, views) + subset_rows(dataset),

@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from imagenet_prep.check.tfrecord import RecordsPass, records_pass
 from imagenet_prep.errors import PrepError
 from imagenet_prep.formats.tfrecord import (
     HEADER_BYTES,
@@ -63,6 +64,8 @@ class ScanTask:
     sample_p: float
     sample_key: str
     names: frozenset[str]  # file names to locate in this shard
+    precheck: bool = False  # also `check`'s read of the records (from the same copy)
+    classes: tuple[str, ...] | None = None  # a subset's classes, for that check
 
 
 @dataclass
@@ -73,12 +76,16 @@ class ScanResult:
     firsts: dict[int, list[tuple[int, int]]] = field(default_factory=dict)  # label -> spans
     found: dict[str, tuple[int, int]] = field(default_factory=dict)  # name -> span
     problems: list[str] = field(default_factory=list)
+    prechecked: RecordsPass | None = None
 
 
 def scan_shard(task: ScanTask) -> ScanResult:
     """Labels of every record, a sample's sizes, the first records of each class."""
     with local_file(task.path) as local:  # a shard in a bucket: read from one local copy
-        return _scan_file(task, local)
+        res = _scan_file(task, local)
+        if task.precheck:
+            res.prechecked = records_pass(task.path, task.classes, True, read_from=local)
+        return res
 
 
 def _scan_file(task: ScanTask, local: Path) -> ScanResult:
@@ -182,8 +189,11 @@ class ShardSplit:
     source = "shards"
 
     def __init__(self, dataset: Path, split: str, *, sample: int, seed: int,
-                 names: Iterable[tuple[str, str]] = (), workers: int | None = None) -> None:
-        """`names`: (shard file name, file name) of records to locate (the converted files)."""
+                 names: Iterable[tuple[str, str]] = (), workers: int | None = None,
+                 precheck: bool = False) -> None:
+        """`names`: (shard file name, file name) of records to locate (the converted files);
+        `precheck`: also do `check`'s read of each shard's records (`self.prechecked`),
+        so a shard in a bucket is downloaded once for both."""
         self.split = split
         self.classes = _label_classes(dataset)
         self.shards = shard_files(dataset, split)
@@ -193,14 +203,16 @@ class ShardSplit:
         for shard, name in names:
             want.setdefault(shard, set()).add(name)
         p = min(1.0, sample / _expected_records(dataset, split, self.shards)) if sample else 0.0
+        subset = None if self.classes == metadata.wnids() else self.classes
         tasks = [ScanTask(i, path, p, f"{seed}/{split}/{path.name}",
-                          frozenset(want.get(path.name, ())))
+                          frozenset(want.get(path.name, ())), precheck, subset)
                  for i, path in enumerate(self.shards)]
         self.by_label: dict[int, int] = {}
         self.firsts: dict[int, list[tuple[int, int, int]]] = {}
         self.located: dict[str, tuple[int, int, int]] = {}
         self.problems: list[str] = []
         self.sampled: list[tuple[int, int, int]] = []
+        self.prechecked: dict[str, RecordsPass] = {}  # shard path -> its records, checked
         waiting: dict[int, ScanResult] = {}  # finished out of order (at most a pool window)
         done = 0
         with bar(len(tasks), f"report: scan {split} shards", unit="shard") as pb:
@@ -221,6 +233,8 @@ class ShardSplit:
         self.located.update({k: (r.index, o, n) for k, (o, n) in r.found.items()})
         self.problems += r.problems
         self.sampled += r.sample
+        if r.prechecked is not None:
+            self.prechecked[str(self.shards[r.index])] = r.prechecked
 
     def counts(self) -> tuple[dict[str, int], str]:
         wnids = self.classes
@@ -236,27 +250,38 @@ class ShardSplit:
             out.sizes.append(s)
         return out, []
 
-    def _read(self, index: int, offset: int, length: int) -> dict[str, list]:
+    def _read(self, index: int, offset: int, length: int, *keys: str) -> list | None:
+        """The first value of each of `keys` in the record, or None when the record is
+        damaged (the scan read only its head; the problem joins the page's)."""
         shard = self.shards[index]
-        if isinstance(shard, RemotePath):  # one ranged read of the record's data
-            start = offset + HEADER_BYTES
-            return decode_example(shard.read_bytes(start, start + length))
-        with open(shard, "rb") as f:
-            return read_example(f.fileno(), offset, length)
+        try:
+            if isinstance(shard, RemotePath):  # one ranged read of the record's data
+                start = offset + HEADER_BYTES
+                ex = decode_example(shard.read_bytes(start, start + length))
+            else:
+                with open(shard, "rb") as f:
+                    ex = read_example(f.fileno(), offset, length)
+            return [ex[k][0] for k in keys]
+        except (ValueError, KeyError, IndexError) as e:  # UnicodeDecodeError is a ValueError
+            self.problems.append(f"{shard}: record at byte {offset}: not a reference Example "
+                                 f"({e!r})")
+            return None
 
     def pick(self, wnid: str, k: int, seed: int) -> list[tuple[str, bytes]]:
         """The first `k` records of the class in shard order (the shards are shuffled)."""
         label = self.classes.index(wnid) + 1 if wnid in self.classes else 0
         out = []
         for index, offset, length in self.firsts.get(label, [])[:k]:
-            ex = self._read(index, offset, length)
-            out.append((ex["image/filename"][0].decode(errors="replace"), ex["image/encoded"][0]))
+            got = self._read(index, offset, length, "image/filename", "image/encoded")
+            if got is not None:
+                out.append((got[0].decode(errors="replace"), got[1]))
         return out
 
     def find(self, names: Iterable[str]) -> dict[str, tuple[str, bytes]]:
         found = {}
         for name in names:
             if name in self.located:
-                ex = self._read(*self.located[name])
-                found[name] = (ex["image/class/synset"][0].decode(), ex["image/encoded"][0])
+                got = self._read(*self.located[name], "image/class/synset", "image/encoded")
+                if got is not None:
+                    found[name] = (got[0].decode(errors="replace"), got[1])
         return found

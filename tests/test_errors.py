@@ -209,6 +209,8 @@ DAMAGES = {
                                           "extract-bbox_val", "valtree", "tfrecord",
                                           "tfrecord-report", "wds/wds")],
     ("bbox", "report", "truncated"), ("prepare", "report", "not an object"),
+    # records check did not read: it said OK, and the next run refused the folder
+    ("prepare", "check", "truncated"), ("wds/wds-report", "check", "empty"),
     ("extract-train", "extract", "truncated"), ("tfrecord", "tfrecord", "empty"),
 ])
 def test_damaged_state_record(prepared, small_replica, tmp_path, record, command, damage):

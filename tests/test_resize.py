@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
 import tarfile
 from pathlib import Path
 
@@ -359,6 +360,29 @@ def test_damage_in_a_variant_is_found_and_mended(variant, small_replica, tmp_pat
             *SHORT, "--workers", "2", "--no-report")
     assert tree_digest(root) == want
     assert run_cli("check", ds).stdout.strip().endswith(": OK")
+
+
+def test_a_variant_record_check_cannot_vouch_for(variant, tmp_path):
+    """The variant's record is what the next run holds it to: damaged, `check` stops with
+    the one line that run gives (it said OK); naming other options than the shards were
+    written with, or gone from beside shards, it is a problem, not an OK."""
+    root = tmp_path / "ds" / "variants" / TAG
+    subprocess.run(["cp", "-a", variant[0], tmp_path / "ds"], check=True)  # links kept
+    record = root / STATE_DIR / "variant.json"
+    good = record.read_text()
+    record.write_text(good[:len(good) // 2])
+    one_line(run_cli("check", tmp_path / "ds", check=False), 5,
+             f"{record}: damaged state record", "delete it to run that stage again")
+    record.write_text(good.replace('"short=40"', '"short=48"'))
+    out = run_cli("check", tmp_path / "ds", check=False).stdout
+    for name in ("tfrecord.json", "wds/.imagenet-prep/wds.json"):
+        assert f"{root / STATE_DIR / name if '/' not in name else root / name}: shards " \
+               f"written as short=40 q90 jpeg, but {record} records short=48 q90 jpeg" in out
+    record.write_text(good)
+    (root / STATE_DIR / "tfrecord.json").unlink()
+    proc = run_cli("check", tmp_path / "ds", check=False)
+    assert proc.returncode == 1 and \
+        f"{root / 'tfrecord_train'}: holds shards that no tfrecord run recorded" in proc.stdout
 
 
 @pytest.mark.parametrize("command, files", [("wds", "wds/train-*.tar"),

@@ -178,6 +178,9 @@ def check_tfrecords(
             continue
         shards, totals, found = _scan_split(dataset, split)
         problems += found
+        if shards and not state:  # the next run refuses shards it has no record of
+            problems.append(f"{folder}: holds shards that no tfrecord run recorded (no "
+                            f"{stage_state.record_path(dataset, TFRECORD_RECORD)})")
         bad: list[Path] = []  # shards to write again (with their index), for the next run
         sizes = {}
         for path in shards.values():

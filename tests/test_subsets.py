@@ -19,9 +19,10 @@ from pathlib import Path
 
 import pytest
 import webdataset
-from helpers import run_cli
+from helpers import one_line, run_cli
 
 from imagenet_prep.cli import main
+from imagenet_prep.layout import STATE_DIR, SUBSET_CLASSES, SUBSET_TRAIN
 from imagenet_prep.replica.build import make_replica
 from imagenet_prep.sources import metadata
 from imagenet_prep.sources.subset import read_classes, read_train, resolve
@@ -316,6 +317,26 @@ def test_a_refused_list_leaves_the_dataset_free_for_the_right_one(pct1, tmp_path
     run_cli("extract", "--archives", pct1["archives"], "--out", ds, "--classes", "imagenette",
             "--train-subset", "1pct")
     assert {n for _, n in _tree(ds / "train")} == pct1["train_files"]
+
+
+def test_a_claim_cut_short_before_its_record_resumes(pct1, tmp_path):
+    """The first run with a subset writes its lists, then its record (subset.json), with
+    the expectation already written: killed in between, the rerun with the same subset
+    goes on (it was refused as "holds the whole of ILSVRC2012"); another subset, or none,
+    is refused in one line, and `check` names the missing record."""
+    ds = tmp_path / "ds"
+    (ds / STATE_DIR).mkdir(parents=True)
+    for name in ("expect.json", SUBSET_CLASSES, SUBSET_TRAIN):
+        shutil.copy(pct1["ds"] / STATE_DIR / name, ds / STATE_DIR / name)
+    a = pct1["archives"]
+    for other in (("--classes", "imagenette"), ()):
+        one_line(run_cli("extract", "--archives", a, "--out", ds, *other, check=False), 1,
+                 "subset.json: missing, but", SUBSET_CLASSES, "rerun with the same")
+    assert "subset.json: missing" in run_cli("check", ds, check=False).stdout
+    run_cli("extract", "--archives", a, "--out", ds, "--classes", "imagenette",
+            "--train-subset", "1pct")
+    assert {n for _, n in _tree(ds / "train")} == pct1["train_files"]
+    assert (ds / STATE_DIR / "subset.json").is_file()
 
 
 def test_parquet_and_mds_hold_the_subset(pct1, tmp_path):

@@ -9,6 +9,7 @@ so one dataset never mixes two subsets, or a subset and the whole.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 from imagenet_prep.errors import PrepError
@@ -47,6 +48,11 @@ def recorded(dataset: Path) -> Subset | None:
     folder nothing was asked of yet."""
     rec = stage_state.load(dataset, SUBSET_RECORD)
     if rec is None:
+        if _list_path(dataset, SUBSET_CLASSES).is_file():
+            raise PrepError(f"{stage_state.record_path(dataset, SUBSET_RECORD)}: missing, but "
+                            f"{_list_path(dataset, SUBSET_CLASSES)} lists a subset: rerun with "
+                            "the same --classes/--train-subset/--subset-labels to record it "
+                            "again, or start over in an empty folder")
         made = expectation.load(dataset)
         return FULL if made and made.get("outputs") else None
     classes = _read_list(dataset, SUBSET_CLASSES, rec["classes_sha256"])
@@ -63,6 +69,8 @@ def chosen(dataset: Path, asked: Subset | None) -> Subset:
     """The subset this run writes: `asked`, or the recorded one when none is asked (for a
     new dataset, FULL, or the original's subset when it is a resized variant of one); one
     other than the recorded one is refused.  Writes nothing."""
+    if asked is not None and _lists_without_record(dataset, asked):
+        return asked  # a claim cut short after its lists: `claim` records it again
     before = recorded(dataset)
     out = asked or before or _original_subset(dataset) or FULL
     if before is not None and not out.same_as(before):
@@ -70,6 +78,28 @@ def chosen(dataset: Path, asked: Subset | None) -> Subset:
                         "rerun with the same --classes/--train-subset/--subset-labels, or "
                         "start over in an empty folder")
     return before or out  # the same images: as recorded (lists named as the first run did)
+
+
+def _list_text(names: Iterable[str]) -> str:
+    return "".join(f"{n}\n" for n in names)
+
+
+def _lists_without_record(dataset: Path, asked: Subset) -> bool:
+    """The lists `claim` writes first hold `asked`, and its record, written last, is not
+    there: a run killed in between (or a deleted record) is resumed with the same subset."""
+    if asked.full or stage_state.load(dataset, SUBSET_RECORD) is not None:
+        return False
+    want = {SUBSET_CLASSES: _list_text(asked.classes),
+            SUBSET_TRAIN: None if asked.train_files is None else
+            _list_text(sorted(asked.train_files))}
+    for name, text in want.items():
+        try:
+            if _list_path(dataset, name).read_text(encoding="utf-8") != text:
+                return False
+        except FileNotFoundError:
+            if text is not None:
+                return False
+    return True
 
 
 def _original_subset(variant: Path) -> Subset | None:
@@ -88,11 +118,10 @@ def claim(dataset: Path, asked: Subset | None) -> Subset:
     chosen_ = chosen(dataset, asked)
     if not chosen_.full and stage_state.load(dataset, SUBSET_RECORD) is None:
         state_dir(dataset)
-        write_atomic(_list_path(dataset, SUBSET_CLASSES),
-                     "".join(f"{w}\n" for w in chosen_.classes))
+        write_atomic(_list_path(dataset, SUBSET_CLASSES), _list_text(chosen_.classes))
         if chosen_.train_files is not None:
             write_atomic(_list_path(dataset, SUBSET_TRAIN),
-                         "".join(f"{n}\n" for n in sorted(chosen_.train_files)))
+                         _list_text(sorted(chosen_.train_files)))
         stage_state.save(dataset, SUBSET_RECORD, chosen_.identity())
     if not chosen_.full:
         write_label_files(dataset, chosen_)

@@ -380,9 +380,11 @@ def test_a_variant_record_check_cannot_vouch_for(variant, tmp_path):
                f"written as short=40 q90 jpeg, but {record} records short=48 q90 jpeg" in out
     record.write_text(good)
     (root / STATE_DIR / "tfrecord.json").unlink()
+    (root / "wds" / STATE_DIR / "wds.json").unlink()
     proc = run_cli("check", tmp_path / "ds", check=False)
-    assert proc.returncode == 1 and \
-        f"{root / 'tfrecord_train'}: holds shards that no tfrecord run recorded" in proc.stdout
+    assert proc.returncode == 1
+    for folder, stage in (("tfrecord_train", "tfrecord"), ("wds", "wds")):
+        assert f"{root / folder}: holds shards that no {stage} run recorded" in proc.stdout
 
 
 @pytest.mark.parametrize("command, files", [("wds", "wds/train-*.tar"),

@@ -147,6 +147,9 @@ def check_wds(folder: Path, sample: int = 20, workers: int | None = None,
             problems.append(f"{folder / entry}: leftover temporary file")
         elif m := WDS_SHARD_RE.fullmatch(entry):
             by_prefix[m.group(1)][int(m.group(2))] = folder / entry
+    if not state and any(by_prefix.values()):  # the next run refuses shards it has no record of
+        problems.append(f"{folder}: holds shards that no wds run recorded (no "
+                        f"{stage_state.record_path(folder, WDS_RECORD)})")
     for split, prefix in WDS_PREFIX.items():
         shards = by_prefix[prefix]
         recorded = state.get("splits", {}).get(split)

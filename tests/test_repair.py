@@ -11,6 +11,7 @@ from helpers import run_cli, tree_digest
 
 from imagenet_prep.errors import PrepError
 from imagenet_prep.folders.extract import extract
+from imagenet_prep.layout import FILES_DIR, STATE_DIR
 from imagenet_prep.replica.build import make_replica
 from imagenet_prep.sources.archives import TRAIN, VAL, require_archives
 
@@ -133,4 +134,21 @@ def test_damaged_box_xmls_are_mended_not_read_for_labels(tmp_path, small_replica
     assert all(x.name in problems for x in xmls[:3])
     run_cli(*args)
     assert tree_digest(ds) == clean
+    assert run_cli("check", ds).stdout.strip().endswith(": OK")
+
+
+@pytest.mark.parametrize("damage", ["cut mid-line", "not text"])
+def test_a_damaged_manifest_piece_is_listed_and_its_part_extracted_again(extracted, damage):
+    """A manifest piece (STATE_DIR/files/SPLIT/*.tsv) vouches for its files' sizes and
+    CRC32Cs: damaged, `check` lists it (it stopped with 'delete the file and rerun') and
+    the next extract treats it as absent, copying that part again and writing it anew."""
+    archives, ds, clean = extracted
+    piece = sorted((ds / STATE_DIR / FILES_DIR / "train").iterdir())[0]
+    good = piece.read_bytes()
+    piece.write_bytes(good[:len(good) // 2 + 3] if damage == "cut mid-line" else b"\x00\xff\n")
+    proc = run_cli("check", ds, check=False)
+    assert proc.returncode == 1 and f"{piece}: line " in proc.stdout
+    assert "is damaged (a manifest of extracted files)" in proc.stdout
+    _extract(archives, ds)
+    assert tree_digest(ds) == clean and piece.read_bytes() == good
     assert run_cli("check", ds).stdout.strip().endswith(": OK")

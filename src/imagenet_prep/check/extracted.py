@@ -14,7 +14,13 @@ from pathlib import Path
 
 from imagenet_prep.layout import extract_record
 from imagenet_prep.runtime import stage_state
-from imagenet_prep.runtime.file_manifest import file_crc32c, load_piece, piece_paths
+from imagenet_prep.runtime.file_manifest import (
+    DamagedPiece,
+    file_crc32c,
+    load_piece,
+    load_piece_to_redo,
+    piece_paths,
+)
 from imagenet_prep.runtime.pool import Workers, run_tasks
 
 
@@ -54,7 +60,10 @@ def _prove_piece(task: _PieceCheck) -> tuple[int, list[str], list[str]]:
     folder_of = dict(task.folders)
     problems: list[str] = []
     damaged: list[str] = []
-    entries = load_piece(task.piece)
+    try:
+        entries = load_piece(task.piece)
+    except DamagedPiece as e:
+        return 0, [str(e)], []
     for name, (size, crc) in entries.items():
         rel = _where(task, name, folder_of)
         path = task.dataset / rel
@@ -87,7 +96,7 @@ def prove_extracted(dataset: Path, splits: list[str], workers: Workers = None
             continue
         tasks = [_PieceCheck(dataset, split, path) for path in piece_paths(dataset, split)]
         if split == "val" and (folder_of := _val_folders(dataset)):
-            tasks = [replace(t, folders=tuple((n, folder_of[n]) for n in load_piece(t.piece)
+            tasks = [replace(t, folders=tuple((n, folder_of[n]) for n in load_piece_to_redo(t.piece)
                                               if n in folder_of)) for t in tasks]
         files = 0
         for n, more, bad in run_tasks(_prove_piece, tasks, workers):

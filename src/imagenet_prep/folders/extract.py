@@ -25,7 +25,7 @@ from imagenet_prep.layout import EXTRACT_SPLITS, extract_record
 from imagenet_prep.runtime import expectation, stage_state, subset_record, variant
 from imagenet_prep.runtime.file_manifest import (
     damaged_files,
-    load_piece,
+    load_piece_to_redo,
     piece_dir,
     piece_path,
     save_piece,
@@ -104,7 +104,7 @@ def copy_members(task: CopyTask) -> tuple[str, int, int, int, int]:
     folder = os.fspath(task.folder)
     present = set(os.listdir(folder))  # one listing instead of a failed lstat per image
     placed = dict(task.placed)
-    known = load_piece(task.piece) if task.piece is not None else {}
+    known = load_piece_to_redo(task.piece) if task.piece is not None else {}
     rows: list[tuple[str, int, int]] = []
     written = skipped = 0
     transform = None if task.resize is None else resized_bytes(task.resize)
@@ -222,7 +222,7 @@ class _GzManifest:
             self.flush()
             self.top, self.changed = top, False
             path = self._path(top)
-            self.known = load_piece(path) if path is not None else {}
+            self.known = load_piece_to_redo(path) if path is not None else {}
             # a folder met again (an archive not grouped by folder) keeps its earlier rows
             self.rows = [(n, *e) for n, e in self.known.items()] if top in self.seen else []
             self.seen.add(top)

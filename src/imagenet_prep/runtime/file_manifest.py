@@ -35,8 +35,13 @@ def piece_path(dataset: Path, split: str, key: str) -> Path:
     return piece_dir(dataset, split) / f"{key or split}.tsv"
 
 
+class DamagedPiece(PrepError):
+    """A manifest piece with a line that is not `name<TAB>size<TAB>crc32c`."""
+
+
 def load_piece(path: Path) -> dict[str, Entry]:
-    """name -> (size, crc32c) of a piece; {} when absent.  A damaged piece is refused."""
+    """name -> (size, crc32c) of a piece; {} when absent.  A damaged piece raises
+    DamagedPiece (`check` lists it; `load_piece_to_redo` is what a run reads)."""
     try:
         text = path.read_text(encoding="utf-8", errors="surrogateescape")
     except FileNotFoundError:
@@ -47,9 +52,18 @@ def load_piece(path: Path) -> dict[str, Entry]:
             name, size, crc = line.split("\t")
             out[name] = (int(size), int(crc, 16))
         except ValueError:
-            raise PrepError(f"{path}: line {n} is damaged; delete the file and rerun to "
-                            "extract that part again") from None
+            raise DamagedPiece(f"{path}: line {n} is damaged (a manifest of extracted "
+                               "files); the next run extracts that part again") from None
     return out
+
+
+def load_piece_to_redo(path: Path) -> dict[str, Entry]:
+    """`load_piece` for a run: a damaged piece vouches for nothing, so its task copies
+    its files again (as when the piece is missing) and writes it anew."""
+    try:
+        return load_piece(path)
+    except DamagedPiece:
+        return {}
 
 
 def piece_text(rows: list[tuple[str, int, int]]) -> str:

@@ -11,7 +11,7 @@ import urllib.request
 from collections import Counter
 
 import pytest
-from helpers import run_cli, tree_digest
+from helpers import one_line, run_cli, tree_digest
 from s3_server import moto_s3, s3_filesystem
 
 pytest.importorskip("s3fs")
@@ -268,3 +268,6 @@ def test_a_bucket_report_reads_each_shard_once(s3, archives, tmp_path, monkeypat
     assert json.loads(proc.stdout)["check"] is False
     proc = run_cli("check", url, env=env, check=False)
     assert proc.returncode == 1 and damaged.rsplit("/", 1)[1] in proc.stdout
+    fs.pipe_file(f"{BUCKET}/reported-once/.imagenet-prep/prepare.json", b"[1")
+    one_line(run_cli("check", url, env=env, check=False), 5,  # check reads every record
+             f"{url}/.imagenet-prep/prepare.json: damaged state record")

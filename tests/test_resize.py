@@ -132,13 +132,18 @@ def test_images_smaller_than_the_target(kind):
 
 
 def test_fast_path_matches_the_reference_path():
-    """The reduced decode applies (500x375 -> box 64 decodes at 1/4) and stays close to the
-    full decode with the same filter; without reduction the two are identical."""
+    """The reduced decode applies (500x375 decodes at 2/8 for box=64, at 6/8 for short=256,
+    at 7/8 for short=300) and stays close to the full decode with the same filter; without
+    reduction (short=370) the two are identical."""
+    assert [resize.eighths(500, 375, resize.target_size(resize.parse(r), 500, 375))
+            for r in ("box=64", "short=160", "short=256", "short=300", "short=370")] == \
+        [2, 4, 6, 7, 8]
     im = Image.radial_gradient("L").resize((500, 375)).convert("RGB")
     buf = io.BytesIO()
     im.save(buf, "JPEG", quality=92)
-    assert resize.fast_vs_reference(buf.getvalue(), "x", resize.parse("box=64")) > 40
-    assert resize.fast_vs_reference(buf.getvalue(), "x", resize.parse("short=300")) == \
+    for recipe in ("box=64", "short=256", "short=300"):
+        assert resize.fast_vs_reference(buf.getvalue(), "x", resize.parse(recipe)) > 40
+    assert resize.fast_vs_reference(buf.getvalue(), "x", resize.parse("short=370")) == \
         float("inf")
     assert resize.fast_vs_reference(buf.getvalue(), "x", resize.parse("short=400")) is None
     exact = resize.parse("box=64", full_decode=True)  # --full-decode: the reference's pixels

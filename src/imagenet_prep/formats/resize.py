@@ -1,10 +1,12 @@
 """Resized variants: the geometry rule, the fast resize and the stored bytes of one image.
 
-The fast path asks libjpeg for a reduced decode (DCT scaling by 1/2, 1/4 or 1/8
-through Pillow's `draft`) while the reduced image stays at least the target size in
-both directions, then resamples once with Lanczos to the exact size and encodes
-once.  docs/resize.md states the rules (rounding, images too small to shrink,
-colour modes) and what the reduced decode costs in quality (PSNR).
+The fast path decodes a YCbCr or grayscale JPEG with libjpeg-turbo's TurboJPEG
+interface (through simplejpeg) at M/8 of its size, M = 1..8, the smallest scale at
+which the decoded image is still at least the target in both directions, then
+resamples once with Lanczos to the exact size and encodes once.  Other images take
+Pillow's `draft` (1/2, 1/4 or 1/8).  docs/resize.md states the rules (rounding,
+images too small to shrink, colour modes) and what the reduced decode costs in
+quality (PSNR).
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import simplejpeg
 from PIL import Image, features
 
 from imagenet_prep.errors import BadImageError, OptionError
@@ -139,7 +142,7 @@ def versions() -> dict[str, str | None]:
 
     return {"pillow": PIL.__version__, "libjpeg": features.version("jpg"),
             "libjpeg_turbo": features.version_feature("libjpeg_turbo"),
-            "libwebp": features.version("webp")}
+            "libwebp": features.version("webp"), "simplejpeg": simplejpeg.__version__}
 
 
 def _open(data: bytes, where: str) -> Image.Image:
@@ -173,10 +176,52 @@ def _encode(im: Image.Image, spec: ResizeSpec) -> bytes:
     return out.getvalue()
 
 
+def eighths(width: int, height: int, size: tuple[int, int]) -> int:
+    """The smallest M in 1..8 whose decode at M/8 (each side rounded up, as libjpeg does)
+    is still at least `size` in both directions."""
+    for m in range(1, 8):
+        if -(-width * m // 8) >= size[0] * DRAFT_MARGIN and \
+                -(-height * m // 8) >= size[1] * DRAFT_MARGIN:
+            return m
+    return 8
+
+
+def _turbojpeg_resized(data: bytes, spec: ResizeSpec) -> Image.Image | None:
+    """The fast path of a YCbCr or grayscale JPEG: TurboJPEG's decode at M/8 (accurate
+    DCT, smooth upsampling), resampled from the original's exact area in it; None when it
+    does not apply (other colour spaces, a side under 8 pixels, anything TurboJPEG
+    refuses or warns about), and the caller decodes with Pillow."""
+    try:
+        height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
+    except ValueError:
+        return None
+    # from 8 pixels up, each M gives another size: the decode below is at exactly M/8
+    if colorspace not in ("YCbCr", "Gray") or min(width, height) < 8:
+        return None
+    size = target_size(spec, width, height)
+    if size is None:
+        return None
+    m = eighths(width, height, size)
+    reduced = (-(-width * m // 8), -(-height * m // 8))
+    gray = colorspace == "Gray"
+    try:
+        pixels = simplejpeg.decode_jpeg(data, "GRAY" if gray else "RGB",
+                                        min_width=reduced[0], min_height=reduced[1],
+                                        min_factor=8 / m - 1e-9)
+    except ValueError:
+        return None
+    if pixels.shape[:2] != reduced[::-1]:
+        return None
+    im = _pixels(Image.fromarray(pixels[..., 0] if gray else pixels), spec)
+    return im.resize(size, FILTER, box=(0, 0, width * m / 8, height * m / 8))
+
+
 def decode_resized(data: bytes, where: str, spec: ResizeSpec, fast: bool = True
                    ) -> Image.Image | None:
     """The resized pixels (fast: reduced JPEG decode first; else the reference path, a full
-    decode), or None when the image keeps its size."""
+    decode with Pillow), or None when the image keeps its size."""
+    if fast and not spec.full_decode and (im := _turbojpeg_resized(data, spec)) is not None:
+        return im
     im = _open(data, where)
     try:
         size = target_size(spec, *im.size)

@@ -74,7 +74,8 @@ def add_quality(root: Path, quality: dict[str, Any]) -> None:
 
 def _libs(v: dict[str, Any]) -> str:
     return (f"Pillow {v.get('pillow')} (libjpeg {v.get('libjpeg')}, "
-            f"libjpeg-turbo {v.get('libjpeg_turbo')}, libwebp {v.get('libwebp')})")
+            f"libjpeg-turbo {v.get('libjpeg_turbo')}, libwebp {v.get('libwebp')}), "
+            f"simplejpeg {v.get('simplejpeg')}")
 
 
 SAMPLE = 48  # images in the quality sample: enough for a mean, about half a second

@@ -151,6 +151,21 @@ def test_fast_path_matches_the_reference_path():
     assert resize.fast_vs_reference(buf.getvalue(), "x", exact) == float("inf")
 
 
+def test_a_jpeg_turbojpeg_warns_about_takes_pillows_path():
+    """TurboJPEG (strict) refuses a JPEG with stray bytes before a marker, which libjpeg
+    only warns about; such an image is decoded by Pillow, as before, not lost."""
+    buf = io.BytesIO()
+    Image.radial_gradient("L").resize((200, 150)).convert("RGB").save(buf, "JPEG")
+    good = buf.getvalue()
+    at = good.index(b"\xff\xda")  # start of scan
+    stray = good[:at] + b"\x00\x00\x00" + good[at:]
+    spec = resize.parse("box=64")
+    assert resize._turbojpeg_resized(good, spec) is not None
+    assert resize._turbojpeg_resized(stray, spec) is None
+    out, w, h, _ = resize.resized_image(stray, "x", spec)
+    assert (w, h) == (64, 64) == _decode(out).size
+
+
 # --- every output of a variant ----------------------------------------------------------
 
 def test_class_trees_and_flat_folders(variant, small_replica):

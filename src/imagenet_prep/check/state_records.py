@@ -18,6 +18,7 @@ from imagenet_prep.layout import (
     DAMAGED_RECORD,
     MDS_RECORD,
     PARQUET_RECORD,
+    STATE_DIR,
     TFDS_RECORD,
     TFRECORD_RECORD,
     VARIANT_RECORD,
@@ -34,7 +35,7 @@ def read_all(dataset: Path) -> None:
     """Load every state record `dataset` (and its WebDataset folder, which keeps its own)
     holds: a damaged one raises DamagedStateError."""
     for root in (dataset, dataset / WDS_DIR):
-        folder = stage_state.record_path(root, VARIANT_RECORD).parent
+        folder = root / STATE_DIR
         for entry in sorted(listdir(folder)) if folder.is_dir() else ():
             name, json = entry.rpartition(".")[::2]
             if json == "json" and name not in NOT_READ:

@@ -101,13 +101,17 @@ def _scan_file(task: ScanTask, local: Path) -> ScanResult:
                 try:
                     _visit(fd, offset, length, head, task, rng, res)
                 except (ValueError, KeyError, IndexError) as e:
-                    res.problems.append(f"{task.path}: record at byte {offset}: "
-                                        f"not a reference Example ({e!r})")
+                    res.problems.append(_not_an_example(task.path, offset, e))
         except TruncatedRecord as e:
             res.problems.append(f"{task.path}: record at byte {e.offset}: truncated {e.part}")
     finally:
         os.close(fd)
     return res
+
+
+def _not_an_example(path: Path, offset: int, e: Exception) -> str:
+    """The page's line for a record whose Example does not decode."""
+    return f"{path}: record at byte {offset}: not a reference Example ({e!r})"
 
 
 def _visit(fd: int, offset: int, length: int, head: bytes, task: ScanTask, rng: random.Random,
@@ -263,8 +267,7 @@ class ShardSplit:
                     ex = read_example(f.fileno(), offset, length)
             return [ex[k][0] for k in keys]
         except (ValueError, KeyError, IndexError) as e:  # UnicodeDecodeError is a ValueError
-            self.problems.append(f"{shard}: record at byte {offset}: not a reference Example "
-                                 f"({e!r})")
+            self.problems.append(_not_an_example(shard, offset, e))
             return None
 
     def pick(self, wnid: str, k: int, seed: int) -> list[tuple[str, bytes]]:

@@ -7,7 +7,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from helpers import run_cli, tree_digest
+from helpers import one_line, run_cli, tree_digest
 
 from imagenet_prep.errors import PrepError
 from imagenet_prep.folders.extract import extract
@@ -151,4 +151,24 @@ def test_a_damaged_manifest_piece_is_listed_and_its_part_extracted_again(extract
     assert "is damaged (a manifest of extracted files)" in proc.stdout
     _extract(archives, ds)
     assert tree_digest(ds) == clean and piece.read_bytes() == good
+    assert run_cli("check", ds).stdout.strip().endswith(": OK")
+
+
+def test_a_damaged_list_of_damaged_files_is_written_again_by_check(extracted):
+    """check's note to the next run (STATE_DIR/damaged.json), itself damaged: the run
+    stops with one line that says to run check again (not "delete it to run that stage
+    again": it is no stage), check writes it anew, and the run then mends the file."""
+    archives, ds, clean = extracted
+    image = sorted(_first_class(ds).iterdir())[0]
+    image.write_bytes(b"")
+    assert run_cli("check", ds, check=False).returncode == 1
+    note = ds / STATE_DIR / "damaged.json"
+    assert image.name in note.read_text()
+    note.write_text(note.read_text()[:9])
+    proc = run_cli("extract", "--archives", archives, "--out", ds, check=False)
+    one_line(proc, 5, f"{note}: damaged state record (not valid JSON",
+             f"run `imagenet-prep check {ds}` to write it again")
+    assert run_cli("check", ds, check=False).returncode == 1
+    _extract(archives, ds)
+    assert tree_digest(ds) == clean
     assert run_cli("check", ds).stdout.strip().endswith(": OK")

@@ -98,6 +98,10 @@ DAMAGED = DAMAGED_RECORD
 
 
 def damaged_files(dataset: Path) -> list[str]:
-    """Paths (relative to DATASET) that the last `check` found damaged."""
-    rec = stage_state.load(dataset, DAMAGED)
+    """Paths (relative to DATASET) that the last `check` found damaged.
+
+    A damaged list is not guessed at (the files it named would go unmended): `check`
+    writes it anew."""
+    rec = stage_state.load(dataset, DAMAGED,
+                           f"run `imagenet-prep check {dataset}` to write it again")
     return list(rec.get("files", [])) if isinstance(rec, dict) else []

@@ -151,19 +151,21 @@ def _join(where: str, key: str) -> str:
     return f"{where}.{key}" if where else str(key)
 
 
-def _damaged(path: Path, why: str) -> DamagedStateError:
-    return DamagedStateError(
-        f"{path}: damaged state record ({why}); delete it to run that stage again "
-        "from its start")
+RERUN = "delete it to run that stage again from its start"
+
+
+def _damaged(path: Path, why: str, remedy: str = RERUN) -> DamagedStateError:
+    return DamagedStateError(f"{path}: damaged state record ({why}); {remedy}")
 
 
 # --- load and save ----------------------------------------------------------------------
 
 
-def load(dataset: Path, name: str) -> dict[str, Any] | None:
+def load(dataset: Path, name: str, remedy: str = RERUN) -> dict[str, Any] | None:
     """The record `name`, or None when that stage has not finished.
 
-    A record that is not JSON, or not of its shape, raises DamagedStateError.
+    A record that is not JSON, or not of its shape, raises DamagedStateError, whose line
+    ends with `remedy` (what the user does about it).
     """
     path = record_path(dataset, name)
     try:
@@ -171,17 +173,17 @@ def load(dataset: Path, name: str) -> dict[str, Any] | None:
     except FileNotFoundError:
         return None
     except UnicodeDecodeError:
-        raise _damaged(path, "not UTF-8 text") from None
+        raise _damaged(path, "not UTF-8 text", remedy) from None
     except OSError as e:
         raise os_error(path, e, "read") from None
     try:
         data = json.loads(text)
     except ValueError as e:
         why = "empty" if not text.strip() else f"not valid JSON: {getattr(e, 'msg', e)}"
-        raise _damaged(path, why) from None
+        raise _damaged(path, why, remedy) from None
     problem = shape_problem(data, SCHEMAS.get(name, Fields({})))
     if problem is not None:
-        raise _damaged(path, problem)
+        raise _damaged(path, problem, remedy)
     return data
 
 

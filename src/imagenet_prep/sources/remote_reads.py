@@ -12,7 +12,7 @@ through it; a URL that fails once (expired, refused, a server that ignores Range
 that range and every later one of the object back through the SDK, which retries and
 names the error as usual.  A signed URL is a credential: it never appears in an error
 (every failure of the signed path is retried through the SDK, whose errors name the
-bucket URL only).  IMAGENET_PREP_SIGNED_READS=0 turns signed reads off.
+bucket URL only) nor in fsspec's DEBUG log.  IMAGENET_PREP_SIGNED_READS=0 turns signed reads off.
 
 All requests of a process share fsspec's event loop and connection pool: a request is
 a coroutine on that loop, not a thread.  See docs/storage.md.
@@ -21,7 +21,9 @@ a coroutine on that loop, not a thread.  See docs/storage.md.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import re
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
@@ -37,6 +39,26 @@ def signed_reads_enabled() -> bool:
     return os.environ.get(SIGNED_ENV, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
+_QUERY = re.compile(r"\?\S*")
+
+
+class _WithoutQueries(logging.Filter):
+    """fsspec's HTTP filesystem logs each URL it reads at DEBUG: the query of a signed
+    URL (key ID, signature) is cut from the message before any handler sees it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        if "?" in text:
+            record.msg, record.args = _QUERY.sub("?(query not logged)", text), None
+        return True
+
+
+def _quiet_about_signatures() -> None:
+    logger = logging.getLogger("fsspec.http")
+    if not any(isinstance(f, _WithoutQueries) for f in logger.filters):
+        logger.addFilter(_WithoutQueries())
+
+
 def _http_filesystem() -> Any:
     """fsspec's HTTP filesystem (one per process, shared by every reader): the signature's
     percent-escapes sent as they are; proxies from the environment, as botocore takes
@@ -45,6 +67,7 @@ def _http_filesystem() -> Any:
     import aiohttp
     import fsspec
 
+    _quiet_about_signatures()
     return fsspec.filesystem("http", encoded=True, client_kwargs={
         "trust_env": True,
         "timeout": aiohttp.ClientTimeout(total=None, sock_connect=60, sock_read=60)})

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 # --- the dataset folder ------------------------------------------------------------------
 
 STATE_DIR = ".imagenet-prep"  # state records, reports and the lock live here
+LOCK_NAME = "lock"  # STATE_DIR/lock: flock'ed on disk, a renewed object in a bucket
 TMP_SUFFIX = ".ipart"  # a file being written is `.NAME.ipart` in its final folder
 EXTRACT_SPLITS = ("train", "val", "test", "bbox_train", "bbox_val")  # DATASET/<split>/
 FLAT_DIR = {"train": "train_flatten", "val": "val_flatten"}

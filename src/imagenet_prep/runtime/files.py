@@ -1,4 +1,4 @@
-"""Atomic file writes and the dataset lock.
+"""Atomic file writes and the dataset lock (in a bucket: runtime/bucket_lock.py).
 
 Every output is written as `.NAME.ipart` in its final folder and renamed when
 complete, so a final name always holds a finished file and a rerun only has to
@@ -16,12 +16,11 @@ from pathlib import Path
 from typing import IO
 
 from imagenet_prep.errors import AccessError, LockedError, NoSpaceError, PrepError, os_error
-from imagenet_prep.layout import STATE_DIR, TMP_SUFFIX
+from imagenet_prep.layout import LOCK_NAME, STATE_DIR, TMP_SUFFIX
 from imagenet_prep.runtime.storage import RemotePath
 
 __all__ = ["os_error"]  # re-exported: the stages import it from here
 
-LOCK_NAME = "lock"  # DATASET/.imagenet-prep/lock
 # Lock fds of this process (closed in forked workers) -> the dataset a writer holds, or
 # None for a read-only hold (report on a dataset it cannot write).
 _held_locks: dict[int, Path | None] = {}
@@ -159,8 +158,11 @@ def dataset_lock(dataset: Path, *, read_only: bool = False) -> Iterator[None]:
     existing lock file opened for reading (writers stay out while it reads), or read
     without a lock when it has none.
     """
-    if isinstance(dataset, RemotePath):  # no lock in a bucket: one run per prefix at a time
-        yield
+    if isinstance(dataset, RemotePath):  # an object created only where none is
+        from imagenet_prep.runtime.bucket_lock import bucket_lock
+
+        with bucket_lock(dataset, read_only=read_only):
+            yield
         return
     lock = Path(dataset) / STATE_DIR / LOCK_NAME
     writer = True

@@ -440,3 +440,21 @@ def test_cli_from_folders_prepare_and_check(replicas, tmp_path):
     bad = run_cli("wds", "--archives", arch, check=False)
     assert bad.returncode == 1 and "give --out DIR" in bad.stderr
     assert run_cli("check", folders / "wds").stdout.strip().endswith("OK")
+
+
+@pytest.mark.parametrize("damage", ["truncated", "not an index"])
+def test_a_damaged_index_of_a_split_finished_later_is_written_again(replica_wds, tmp_path, damage):
+    """The train index damaged: the rerun's validation split finishes first and writes
+    timm's _info.json from the indexes, which read the damaged one (a JSONDecodeError
+    traceback, found by random damage to a bucket dataset); it is now left out until the
+    train split writes it again, and the folder ends as it was."""
+    arch, src, _ = replica_wds
+    out = tmp_path / "wds"
+    shutil.copytree(src, out)
+    index = out / "train.json"
+    index.write_text(index.read_text()[:100] if damage == "truncated" else '{"shardlist": 3}')
+    assert any("train.json" in p for p in check_wds(out))
+    write_wds(out, archives=arch, shard_samples=10, workers=2, splits=("train", "val", "test"))
+    assert shard_files(out) == shard_files(src)
+    assert (out / "_info.json").read_bytes() == (src / "_info.json").read_bytes()
+    assert check_wds(out) == []

@@ -17,14 +17,28 @@ from imagenet_prep.layout import WDS_PREFIX, wds_index_name
 NAME = "imagenet-1k"
 
 
+def _shardlist(path: Path) -> list[dict] | None:
+    """The index's shards; None when it is absent or damaged (a rerun writes it again, and
+    the table with it, when its split finishes: this split may finish first)."""
+    try:
+        shards = json.loads(path.read_text())["shardlist"]
+        if all(isinstance(s["url"], str) and isinstance(s["nsamples"], int) for s in shards):
+            return shards
+    except FileNotFoundError:
+        return None
+    except (ValueError, KeyError, TypeError):  # not JSON, not UTF-8, not an index
+        pass
+    return None
+
+
 def info_from_indexes(folder: Path) -> str | None:
-    """The _info.json text for the split indexes present in `folder` (None: none is)."""
+    """The _info.json text for the split indexes present and readable in `folder` (None:
+    none is)."""
     splits = {}
     for split, prefix in WDS_PREFIX.items():
-        path = folder / wds_index_name(split)
-        if not path.is_file():
+        shards = _shardlist(folder / wds_index_name(split))
+        if shards is None:
             continue
-        shards = json.loads(path.read_text())["shardlist"]
         splits[prefix] = {
             "name": prefix, "num_samples": sum(s["nsamples"] for s in shards),
             "filenames": [s["url"] for s in shards],

@@ -458,3 +458,17 @@ def test_a_damaged_index_of_a_split_finished_later_is_written_again(replica_wds,
     assert shard_files(out) == shard_files(src)
     assert (out / "_info.json").read_bytes() == (src / "_info.json").read_bytes()
     assert check_wds(out) == []
+
+
+def test_check_compares_the_whole_index(replica_wds, tmp_path):
+    """An index whose shard list still matches but whose other bytes changed (its name, a
+    file size) is what no run writes: check named nothing, and the rerun rewrote it."""
+    arch, src, _ = replica_wds
+    out = tmp_path / "wds"
+    shutil.copytree(src, out)
+    index = out / "validation.json"
+    good = index.read_text()
+    index.write_text(good.replace('"imagenet-validation"', '"imagenet-valiXation"'))
+    assert check_wds(out) == [f"{index}: differs from the index of the shards' recorded states"]
+    write_wds(out, archives=arch, shard_samples=10, workers=2, splits=("train", "val", "test"))
+    assert index.read_text() == good and check_wds(out) == []

@@ -11,8 +11,8 @@ from imagenet_prep.layout import TIMM_INFO
 def check_timm_info(folder: Path) -> list[str]:
     path = folder / TIMM_INFO
     try:
-        want = info_from_indexes(folder)
-    except (ValueError, KeyError, TypeError):
+        want = info_from_indexes(folder, strict=True)
+    except ValueError:
         return []  # an unreadable index is reported by the index check
     if want is None:
         return []

@@ -12,7 +12,7 @@ from imagenet_prep.check.timm_info import check_timm_info
 from imagenet_prep.errors import PrepError
 from imagenet_prep.formats.images import stored_image_problems
 from imagenet_prep.formats.resize import from_text
-from imagenet_prep.formats.webdataset import INDEX_KIND, iter_samples, sample_key
+from imagenet_prep.formats.webdataset import INDEX_KIND, iter_samples, sample_key, wids_index
 from imagenet_prep.layout import (
     WDS_PREFIX,
     WDS_RECORD,
@@ -107,11 +107,14 @@ def _check_local_shard(task: _CheckTask, local: Path) -> tuple[str, int, list[st
     return task.path.name, samples, problems
 
 
-def _check_index(folder: Path, split: str, shards: dict[int, Path], counts: dict[str, int]
-                 ) -> list[str]:
+def _check_index(folder: Path, split: str, shards: dict[int, Path], counts: dict[str, int],
+                 recorded: dict[str, dict]) -> list[str]:
+    """The split's index lists its shards with their counts, and is, byte for byte, the
+    index the run writes from the shards' states (`recorded`: shard name -> state)."""
     path = folder / wds_index_name(split)
     try:
-        doc = json.loads(path.read_text())
+        text = path.read_text()
+        doc = json.loads(text)
         listed = [(s["url"], s["nsamples"]) for s in doc["shardlist"]]
         kind = doc.get("__kind__")
     except FileNotFoundError:
@@ -124,6 +127,11 @@ def _check_index(folder: Path, split: str, shards: dict[int, Path], counts: dict
         problems.append(f"{path}: lists {len(listed)} shards / {sum(n for _, n in listed)} "
                         f"samples, the folder holds {len(want)} / "
                         f"{sum(n or 0 for _, n in want)}")
+    elif not problems and all(name in recorded for name, _ in want):
+        states = [recorded[name] for name, _ in want]
+        if text != wids_index(f"imagenet-{WDS_PREFIX[split]}",
+                              [(e["name"], e["samples"], e["bytes"]) for e in states]):
+            problems.append(f"{path}: differs from the index of the shards' recorded states")
     return problems
 
 
@@ -174,7 +182,7 @@ def check_wds(folder: Path, sample: int = 20, workers: int | None = None,
         problems += [p for name in sorted(results) for p in results[name][1]]
         if damaged is not None:  # shards to write again, for the next run
             damaged += [folder / name for name in sorted(results) if results[name][1]]
-        problems += _check_index(folder, split, shards, counts)
+        problems += _check_index(folder, split, shards, counts, state.get("shards", {}))
         if recorded is not None:
             skipped = sum(len(e["skipped"]) for e in state.get("shards", {}).values()
                           if e.get("split") == split)

@@ -17,9 +17,10 @@ from imagenet_prep.layout import WDS_PREFIX, wds_index_name
 NAME = "imagenet-1k"
 
 
-def _shardlist(path: Path) -> list[dict] | None:
+def _shardlist(path: Path, strict: bool) -> list[dict] | None:
     """The index's shards; None when it is absent or damaged (a rerun writes it again, and
-    the table with it, when its split finishes: this split may finish first)."""
+    the table with it, when its split finishes: this split may finish first); `strict`:
+    a damaged one raises ValueError."""
     try:
         shards = json.loads(path.read_text())["shardlist"]
         if all(isinstance(s["url"], str) and isinstance(s["nsamples"], int) for s in shards):
@@ -28,15 +29,17 @@ def _shardlist(path: Path) -> list[dict] | None:
         return None
     except (ValueError, KeyError, TypeError):  # not JSON, not UTF-8, not an index
         pass
+    if strict:
+        raise ValueError(f"{path}: not a shard index")
     return None
 
 
-def info_from_indexes(folder: Path) -> str | None:
+def info_from_indexes(folder: Path, strict: bool = False) -> str | None:
     """The _info.json text for the split indexes present and readable in `folder` (None:
-    none is)."""
+    none is); `strict`: a damaged index raises ValueError."""
     splits = {}
     for split, prefix in WDS_PREFIX.items():
-        shards = _shardlist(folder / wds_index_name(split))
+        shards = _shardlist(folder / wds_index_name(split), strict)
         if shards is None:
             continue
         splits[prefix] = {

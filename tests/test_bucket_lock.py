@@ -165,3 +165,14 @@ def test_a_lock_taken_over_is_neither_renewed_nor_removed(s3, monkeypatch):
                   renewed=time.time())
         time.sleep(0.3)
     assert json.loads(fs.cat_file(_lock_key("taken")))["run"] == "other"
+
+
+def test_a_filesystem_without_conditional_writes_looks_first():
+    """Other protocols (here fsspec's memory://) are looked at before the lock is written:
+    a second run is refused while the first holds it."""
+    ds = RemotePath("memory://lock-test/ds")
+    with bucket_lock.bucket_lock(ds):
+        rec = json.loads(bucket_lock.lock_object(ds).read_bytes())
+        assert not bucket_lock._create(bucket_lock.lock_object(ds), {"run": "other"})
+        assert json.loads(bucket_lock.lock_object(ds).read_bytes()) == rec
+    assert not bucket_lock.lock_object(ds).exists()

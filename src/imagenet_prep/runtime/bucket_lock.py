@@ -94,7 +94,11 @@ def _refusal(dataset: RemotePath, lock: RemotePath, rec: dict[str, Any]) -> Lock
 
 
 def _create(lock: RemotePath, rec: dict[str, Any]) -> bool:
-    """Write the lock only where none is; False when one is there."""
+    """Write the lock only where none is; False when one is there.  s3fs sends the write
+    with If-None-Match; for other protocols, whose filesystems may ignore `mode`, the
+    object is looked for first (a window of one request)."""
+    if lock.protocol not in ("s3", "s3a") and lock.exists():
+        return False
     try:
         with errors(lock.url, "write", lock.options):
             lock.fs.pipe_file(lock.path, json.dumps(rec).encode(), mode="create")

@@ -133,7 +133,7 @@ ds = RemotePath(sys.argv[1], {"key": sys.argv[2], "secret": sys.argv[3],
                               "client_kwargs": {"endpoint_url": sys.argv[4]}})
 time.sleep(max(0.0, float(sys.argv[5]) - time.time()))
 try:
-    rec = bucket_lock._acquire(ds, bucket_lock.lock_object(ds))
+    rec = bucket_lock._acquire("{who}", bucket_lock.lock_object(ds))
     print("got", rec["run"], flush=True)
 except LockedError:
     print("refused", flush=True)

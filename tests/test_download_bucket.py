@@ -167,6 +167,26 @@ def test_interrupted_and_killed_upload_resumes_at_the_next_part(s3, mirror, mirr
     assert uploads(fs, "resume") == [] and not fs.exists(record)
 
 
+def test_a_second_download_of_one_object_is_refused(s3, mirror):
+    """A download into a bucket holds NAME.part.lock, as one to a folder flocks NAME.part:
+    while a live run elsewhere holds it, another is refused in one line and starts no
+    upload; a dead holder's lock is taken over, and the run leaves none behind."""
+    fs, env = s3
+    lock = f"{BUCKET}/locked/{TRAIN}.part.lock"
+    fs.pipe_file(lock, json.dumps({"host": "dl-node", "pid": 99, "run": "x",
+                                   "renewed": time.time()}).encode())
+    args = ("download", "--to", f"s3://{BUCKET}/locked", "--base-url", mirror.url,
+            "--only", "train", *SMALL_PARTS)
+    one_line_error(run_cli(*args, check=False, env=env), 1,
+                   f"s3://{BUCKET}/locked/{TRAIN}: another imagenet-prep download "
+                   "(pid 99 on dl-node) is writing this object", f"delete s3://{lock}")
+    assert uploads(fs, "locked") == []
+    fs.pipe_file(lock, json.dumps({"host": "dl-node", "pid": 99, "run": "x",
+                                   "renewed": time.time() - 3600}).encode())
+    run_cli(*args, env=env)
+    assert objects(fs, "locked") == sorted((MD5SUMS, SIZES, TRAIN))
+
+
 def test_wrong_md5_aborts_the_upload(s3, mirror):
     fs, env = s3
     mirror.corrupt = {TRAIN: 7 << 20}  # one byte flipped in the second part

@@ -18,7 +18,9 @@ there with the recorded size and ETag (ListParts), restores the MD5 state and
 continues with the next part.  Parts uploaded after the last record are simply
 uploaded again (same number: the new one replaces it).  Where the MD5 state cannot
 be restored, the finished range is read again from the source and hashed (not
-uploaded again).  Facts relied on: docs/storage.md.
+uploaded again).  While it runs, the download holds `NAME.part.lock` beside the
+object (runtime/bucket_lock.py), as a download to a folder flocks `NAME.part`: two
+runs never feed one upload.  Facts relied on: docs/storage.md.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from imagenet_prep.download.sources import (
 )
 from imagenet_prep.download.transfer import TransferOptions
 from imagenet_prep.errors import PrepError
+from imagenet_prep.runtime.bucket_lock import held
 from imagenet_prep.runtime.files import write_atomic
 from imagenet_prep.runtime.storage import RemotePath
 from imagenet_prep.sources.archives import human_size
@@ -363,11 +366,22 @@ def fetch_to_bucket(
     A wrong size or MD5 aborts the upload (no object under the name) and raises a
     one-line PrepError.  `advance(n)` reports bytes read from the source.
     """
-    t0 = time.monotonic()
     if remote.size is None or not remote.ranges:
         raise PrepError(f"{remote.url}: the server does not serve byte ranges (or does not "
                         "say the size), which streaming into a bucket needs; download to a "
                         "folder and copy it")
+    with held(RemotePath(target.url + ".part.lock", target.options),
+              f"{target}: another imagenet-prep download ({{who}}) is writing this object"):
+        return _stream(source, remote, target, want_size=want_size, want_md5=want_md5,
+                       opts=opts, log=log, advance=advance)
+
+
+def _stream(
+    source: Source, remote: Remote, target: RemotePath, *, want_size: int | None,
+    want_md5: str | None, opts: TransferOptions, log: Callable[[str], None],
+    advance: Callable[[int], None],
+) -> BucketOutcome:
+    t0 = time.monotonic()
     mp = MultipartObject(target)
     start = _starting_point(mp, target, remote, opts.part_size, want_md5, log)
     resumed_from = sum(p.size for p in start.parts)

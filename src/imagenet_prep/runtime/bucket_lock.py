@@ -1,5 +1,5 @@
-"""A run's lock on a dataset in a bucket: an object created only where none is, renewed
-while the run lives.
+"""A run's lock on a dataset in a bucket (or a download on an object there): an object
+created only where none is, renewed while the run lives.
 
 A bucket has no `flock`.  The lock is the object `DATASET/.imagenet-prep/lock`, written
 with a conditional PUT (`If-None-Match: *`; fsspec's `mode="create"`), so of two runs
@@ -10,6 +10,7 @@ over when its holder is a process of this host that no longer exists, or when it
 been renewed for LEASE seconds (runs on other machines: their clocks may differ from ours
 by less than that).  docs/storage.md says what this cannot do (a server that ignores
 conditional writes, two runs that take over one stale lock in the same instant).
+A download into a bucket holds `NAME.part.lock` beside the object the same way.
 """
 
 from __future__ import annotations
@@ -84,13 +85,13 @@ def _gone(rec: dict[str, Any]) -> bool:
     return False
 
 
-def _refusal(dataset: RemotePath, lock: RemotePath, rec: dict[str, Any]) -> LockedError:
+def _refusal(subject: str, lock: RemotePath, rec: dict[str, Any]) -> LockedError:
     who = f"pid {rec.get('pid', '?')} on {rec.get('host', 'an unknown host')}"
     since = f", started {rec['started']}" if "started" in rec else ""
     return LockedError(
-        f"{dataset}: another imagenet-prep run ({who}{since}) is working on this dataset; "
-        f"wait for it to finish (a run that died frees it {LEASE // 60} minutes after its "
-        f"last renewal, or delete {lock} if you are sure no run is left)")
+        f"{subject.format(who=who + since)}; wait for it to finish (a run that died frees "
+        f"it {LEASE // 60} minutes after its last renewal, or delete {lock} if you are sure "
+        "no run is left)")
 
 
 def _create(lock: RemotePath, rec: dict[str, Any]) -> bool:
@@ -107,17 +108,17 @@ def _create(lock: RemotePath, rec: dict[str, Any]) -> bool:
     return True
 
 
-def _acquire(dataset: RemotePath, lock: RemotePath) -> dict[str, Any]:
+def _acquire(subject: str, lock: RemotePath) -> dict[str, Any]:
     rec = _record()
     for _ in range(2):  # once more after removing a dead holder's lock
         if _create(lock, rec):
             return rec
         holder = _read(lock)
         if holder is not None and not _gone(holder):
-            raise _refusal(dataset, lock, holder)
+            raise _refusal(subject, lock, holder)
         if holder is not None:
             lock.unlink(missing_ok=True)
-    raise _refusal(dataset, lock, _read(lock) or {})
+    raise _refusal(subject, lock, _read(lock) or {})
 
 
 def _renew(lock: RemotePath, rec: dict[str, Any], stop: threading.Event) -> None:
@@ -131,20 +132,20 @@ def _renew(lock: RemotePath, rec: dict[str, Any], stop: threading.Event) -> None
 
 
 @contextlib.contextmanager
-def bucket_lock(dataset: RemotePath, *, read_only: bool = False) -> Iterator[None]:
-    """Hold the dataset's lock for one run; with `read_only` (check, a report written
-    elsewhere) take none, but refuse a dataset another live run is working on."""
-    lock = lock_object(dataset)
+def held(lock: RemotePath, subject: str, *, read_only: bool = False) -> Iterator[None]:
+    """Hold the lock object `lock` for one run; with `read_only` take none, but refuse
+    while another live run holds it.  `subject` is the refusal's start, with `{who}`
+    where the holder is named."""
     if lock.url in _held:  # this process holds it already (a stage inside `prepare`)
         yield
         return
     if read_only:
         holder = _read(lock)
         if holder is not None and not _gone(holder):
-            raise _refusal(dataset, lock, holder)
+            raise _refusal(subject, lock, holder)
         yield
         return
-    rec = _acquire(dataset, lock)
+    rec = _acquire(subject, lock)
     _held[lock.url] = rec
     stop = threading.Event()
     renewer = threading.Thread(target=_renew, args=(lock, rec, stop), daemon=True,
@@ -159,3 +160,11 @@ def bucket_lock(dataset: RemotePath, *, read_only: bool = False) -> Iterator[Non
         with contextlib.suppress(Exception):  # left behind, it is taken over as a dead one
             if (_read(lock) or {}).get("run") == rec["run"]:
                 lock.unlink(missing_ok=True)
+
+
+def bucket_lock(dataset: RemotePath, *, read_only: bool = False
+                ) -> contextlib.AbstractContextManager[None]:
+    """The dataset's lock, for one run (`read_only`: check, a report written elsewhere)."""
+    return held(lock_object(dataset),
+                f"{dataset}: another imagenet-prep run ({{who}}) is working on this dataset",
+                read_only=read_only)

@@ -89,7 +89,7 @@ def _refusal(subject: str, lock: RemotePath, rec: dict[str, Any]) -> LockedError
     who = f"pid {rec.get('pid', '?')} on {rec.get('host', 'an unknown host')}"
     since = f", started {rec['started']}" if "started" in rec else ""
     return LockedError(
-        f"{subject.format(who=who + since)}; wait for it to finish (a run that died frees "
+        f"{subject.replace('{who}', who + since)}; wait for it to finish (a run that died frees "
         f"it {LEASE // 60} minutes after its last renewal, or delete {lock} if you are sure "
         "no run is left)")
 

@@ -17,6 +17,7 @@ from typing import IO
 
 from imagenet_prep.errors import AccessError, LockedError, NoSpaceError, PrepError, os_error
 from imagenet_prep.layout import LOCK_NAME, STATE_DIR, TMP_SUFFIX
+from imagenet_prep.runtime.bucket_lock import bucket_lock
 from imagenet_prep.runtime.storage import RemotePath
 
 __all__ = ["os_error"]  # re-exported: the stages import it from here
@@ -159,8 +160,6 @@ def dataset_lock(dataset: Path, *, read_only: bool = False) -> Iterator[None]:
     without a lock when it has none.
     """
     if isinstance(dataset, RemotePath):  # an object created only where none is
-        from imagenet_prep.runtime.bucket_lock import bucket_lock
-
         with bucket_lock(dataset, read_only=read_only):
             yield
         return

@@ -6,6 +6,7 @@ request, and copies automatically where the file system refuses hard links.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -48,11 +49,16 @@ def _place(src: Path, dst: Path, mode: str) -> None:
         with atomic_file(dst) as f, open(src, "rb") as s:
             shutil.copyfileobj(s, f, 1 << 20)
         return
-    if mode == "symlink":
-        os.symlink(os.path.relpath(src, dst.parent), tmp)
-    else:
-        os.link(src, tmp)
-    os.replace(tmp, dst)
+    try:
+        if mode == "symlink":
+            os.symlink(os.path.relpath(src, dst.parent), tmp)
+        else:
+            os.link(src, tmp)
+        os.replace(tmp, dst)
+    except BaseException:  # an error, Ctrl-C or SIGTERM: no temporary name left behind
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def _link_class(src_dir: str, out: str, split: str, wnid: str) -> tuple[int, int]:

@@ -45,11 +45,11 @@ def atomic_file(final: Path, *, fsync: bool = False) -> Iterator[IO[bytes]]:
             yield up
         return
     tmp = tmp_path(final)
-    try:
-        f = open(tmp, "wb")
-    except OSError as e:
-        raise os_error(tmp, e) from None
-    try:
+    try:  # the open inside: a signal handled as it returns must not leave the file
+        try:
+            f = open(tmp, "wb")
+        except OSError as e:
+            raise os_error(tmp, e) from None
         with f:
             yield f
             f.flush()
@@ -89,11 +89,11 @@ def create_atomic(final: str, fill: Callable[[int], None]) -> None:
     name is renamed to `final`, or removed on any failure."""
     head, tail = os.path.split(final)
     tmp = os.path.join(head, f".{tail}{TMP_SUFFIX}")  # tmp_path, on strings
-    try:
-        fd = os.open(tmp, _CREATE, 0o666)
-    except OSError as e:
-        raise os_error(tmp, e) from None
-    try:
+    try:  # the open inside: a signal handled as it returns must not leave the file
+        try:
+            fd = os.open(tmp, _CREATE, 0o666)
+        except OSError as e:
+            raise os_error(tmp, e) from None
         try:
             fill(fd)
         finally:
@@ -145,7 +145,8 @@ def check_writable(folder: Path) -> None:
     except OSError as e:
         _unlink_quietly(probe)
         raise os_error(folder, e) from None
-    _unlink_quietly(probe)
+    finally:  # also on Ctrl-C or SIGTERM
+        _unlink_quietly(probe)
 
 
 @contextlib.contextmanager

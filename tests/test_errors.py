@@ -230,9 +230,33 @@ def test_damaged_state_record(prepared, small_replica, tmp_path, record, command
                      "--val-shards", "2"],
     }[command]
     one_line(run_cli(*args, check=False), 5, f"{path}: damaged state record", says,
-             "delete it to run that stage again")
+             stage_state.start_over(path.parent.parent, name))
     assert digest_without_lock(ds) == before
     assert not (tmp_path / "r.html").exists()
+
+
+@pytest.mark.parametrize("record", ["tfrecord", "wds/wds"])
+def test_a_damaged_shard_record_says_what_makes_the_rerun_mend(prepared, small_replica,
+                                                               tmp_path, record):
+    """A shard stage's record lists its shards: deleted alone, the rerun refuses the shards
+    no record lists, so the damaged-record line names the shard folders too, and doing
+    what it says lets the rerun write the same bytes again."""
+    ds = tmp_path / "ds"
+    shutil.copytree(prepared, ds, symlinks=True)
+    want = tree_digest(ds)
+    folder, _, name = record.rpartition("/")
+    root = ds / folder if folder else ds
+    path = root / ".imagenet-prep" / f"{name}.json"
+    path.write_bytes(path.read_bytes()[:-40])
+    line = one_line(run_cli("check", ds, check=False), 5, f"{path}: damaged state record",
+                    "to start over, delete")
+    for target in line.split("to start over, delete ", 1)[1].replace(" and ", ", ").split(", "):
+        assert Path(target).is_relative_to(ds), target
+        shutil.rmtree(target) if Path(target).is_dir() else Path(target).unlink(missing_ok=True)
+    run_cli("prepare", "--archives", small_replica, "--out", ds, "--wds", "--no-report",
+            "--train-shards", "4", "--val-shards", "2", "--workers", "2")
+    assert tree_digest(ds) == want
+    assert run_cli("check", ds).stdout.strip().endswith(": OK")
 
 
 @pytest.mark.parametrize(("edit", "why"), [

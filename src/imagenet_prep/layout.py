@@ -165,3 +165,16 @@ TORCHVISION_RECORD = "torchvision-meta"
 TIMM_INFO = "_info.json"  # beside the WebDataset shards: timm's wds reader's split table
 TFDS_REFERENCE = "imagenet2012_reference"  # DATASET/tfds/NAME/1.0.0: TFDS's view of TFRECORD
 TFDS_REFERENCE_VERSION = "1.0.0"
+
+
+# --- what a shard stage's record lists: delete both to start that stage over -------------
+
+# Relative to the record's root (DATASET, or DATASET/wds for the WebDataset, whose state
+# lives inside its folder: "." there means the folder itself).
+SHARD_FOLDERS: dict[str, tuple[str, ...]] = {
+    TFRECORD_RECORD: tuple(f for s in TFRECORD.values() for f in (s.folder, s.idx_folder)),
+    WDS_RECORD: (".",),
+    PARQUET_RECORD: (PARQUET_DIR,),
+    MDS_RECORD: (MDS_DIR,),
+    TFDS_RECORD: (TFDS_DATA,),
+}

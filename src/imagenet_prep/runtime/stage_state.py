@@ -26,6 +26,7 @@ from imagenet_prep.layout import (
     PARQUET_RECORD,
     PARQUET_REPORT,
     PREPARE_RECORD,
+    SHARD_FOLDERS,
     STATE_DIR,
     SUBSET_RECORD,
     SYNSETS_RECORD,
@@ -154,20 +155,33 @@ def _join(where: str, key: str) -> str:
 RERUN = "delete it to run that stage again from its start"
 
 
-def _damaged(path: Path, why: str, remedy: str = RERUN) -> DamagedStateError:
+def start_over(root: Path, name: str) -> str:
+    """How to start the stage of record `name` over: a shard stage's record goes with its
+    shard folders (a rerun refuses shards no record lists), any other record alone."""
+    folders = SHARD_FOLDERS.get(name)
+    if folders is None:
+        return RERUN
+    if folders == (".",):  # the state lives inside the folder: deleting it is enough
+        return f"to start over, delete {root}"
+    return (f"to start over, delete {', '.join(str(root / f) for f in folders)} and "
+            f"{record_path(root, name)}")
+
+
+def _damaged(path: Path, why: str, remedy: str) -> DamagedStateError:
     return DamagedStateError(f"{path}: damaged state record ({why}); {remedy}")
 
 
 # --- load and save ----------------------------------------------------------------------
 
 
-def load(dataset: Path, name: str, remedy: str = RERUN) -> dict[str, Any] | None:
+def load(dataset: Path, name: str, remedy: str | None = None) -> dict[str, Any] | None:
     """The record `name`, or None when that stage has not finished.
 
     A record that is not JSON, or not of its shape, raises DamagedStateError, whose line
-    ends with `remedy` (what the user does about it).
+    ends with `remedy`, what the user does about it (by default `start_over`).
     """
     path = record_path(dataset, name)
+    remedy = remedy or start_over(dataset, name)
     try:
         text = path.read_bytes().decode("utf-8")
     except FileNotFoundError:

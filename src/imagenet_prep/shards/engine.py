@@ -182,8 +182,9 @@ class ShardFormat(ABC):
     def finish_split(self, split: str, entries: list[dict]) -> None:
         """After the run: the index files of a split (its shards' entries in order)."""
 
-    @abstractmethod
-    def start_over(self) -> str: ...
+    def start_over(self) -> str:
+        """How the user starts this stage over (what a refusal or a damaged record ends with)."""
+        return stage_state.start_over(self.root, self.record)
 
     @abstractmethod
     def sources(self, dataset: Path, archives: Path | None, from_folders: bool,

@@ -24,7 +24,7 @@ from imagenet_prep import layout
 from imagenet_prep.errors import OptionError, PrepError
 from imagenet_prep.formats import mds
 from imagenet_prep.formats.resize import ResizeSpec
-from imagenet_prep.runtime import stage_state, variant
+from imagenet_prep.runtime import variant
 from imagenet_prep.runtime.files import write_if_changed
 from imagenet_prep.runtime.memory import keep_freed_memory
 from imagenet_prep.runtime.pool import Workers
@@ -108,10 +108,6 @@ class MdsFormat(engine.ShardFormat, record=layout.MDS_RECORD, report=layout.MDS_
                                                limit) for e in entries])
         path = self.split_folder(split) / layout.MDS_INDEX
         write_if_changed(path, text)
-
-    def start_over(self) -> str:
-        return (f"to start over, delete {self.out} and "
-                f"{stage_state.record_path(self.root, layout.MDS_RECORD)}")
 
     def sources(self, dataset: Path, archives: Path | None, from_folders: bool,
                 splits: tuple[str, ...]) -> str:

@@ -200,10 +200,6 @@ class ParquetFormat(engine.ShardFormat, record=layout.PARQUET_RECORD,
     def finish_split(self, split: str, entries: list[dict]) -> None:
         pass  # the card covers every split: written once the run is over
 
-    def start_over(self) -> str:
-        return (f"to start over, delete {self.out} and "
-                f"{stage_state.record_path(self.root, layout.PARQUET_RECORD)}")
-
     def sources(self, dataset: Path, archives: Path | None, from_folders: bool,
                 splits: tuple[str, ...]) -> str:
         return ", ".join(str(dataset / s) for s in splits) if from_folders else \
@@ -233,8 +229,7 @@ def refuse_other_pyarrow(dataset: Path, version: str) -> None:
         raise PrepError(
             f"{dataset / layout.PARQUET_DIR}: written with pyarrow {before}, this is pyarrow "
             f"{version} (whose bytes may differ); install pyarrow=={before} to finish it, or "
-            f"delete {dataset / layout.PARQUET_DIR} and "
-            f"{stage_state.record_path(dataset, layout.PARQUET_RECORD)} to start over")
+            + stage_state.start_over(dataset, layout.PARQUET_RECORD))
 
 
 def default_splits(archives: Path | None, dataset: Path, from_folders: bool

@@ -90,10 +90,6 @@ class TfdsFormat(engine.ShardFormat, record=layout.TFDS_RECORD, report=layout.TF
     def finish_split(self, split: str, entries: list[dict]) -> None:
         """Nothing per split: the metadata covers every split (write_metadata)."""
 
-    def start_over(self) -> str:
-        return (f"to start over, delete {self.root / layout.TFDS_DIR} and "
-                f"{stage_state.record_path(self.root, layout.TFDS_RECORD)}")
-
     def sources(self, dataset: Path, archives: Path | None, from_folders: bool,
                 splits: tuple[str, ...]) -> str:
         if from_folders:

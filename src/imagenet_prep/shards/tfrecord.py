@@ -19,7 +19,7 @@ from imagenet_prep import layout
 from imagenet_prep.errors import OptionError, PrepError
 from imagenet_prep.formats import tfrecord as tfr
 from imagenet_prep.formats.resize import PIL_FORMAT, ResizeSpec, from_text
-from imagenet_prep.runtime import stage_state, variant
+from imagenet_prep.runtime import variant
 from imagenet_prep.runtime.files import write_atomic
 from imagenet_prep.runtime.pool import Workers
 from imagenet_prep.runtime.storage import as_path
@@ -155,11 +155,6 @@ class TFRecordFormat(engine.ShardFormat, record=STATE, report=REPORT, unit="reco
             if not idx.is_file():
                 spans = tfr.record_spans(self.folder(split) / e["name"])
                 write_atomic(idx, tfr.idx_text(spans), fsync=False)
-
-    def start_over(self) -> str:
-        folders = ", ".join(str(self.root / f) for lay in LAYOUT.values()
-                            for f in (lay.folder, lay.idx_folder))
-        return f"to start over, delete {folders} and {stage_state.record_path(self.root, STATE)}"
 
     def sources(self, dataset: Path, archives: Path | None, from_folders: bool,
                 splits: tuple[str, ...]) -> str:

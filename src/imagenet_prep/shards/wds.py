@@ -129,9 +129,6 @@ class WdsFormat(engine.ShardFormat, record=layout.WDS_RECORD, report=layout.WDS_
         write_if_changed(path, text)
         write_timm_info(self.root)  # timm's split table, from the indexes
 
-    def start_over(self) -> str:
-        return f"to start over, delete {self.root}"
-
     def sources(self, dataset: Path, archives: Path | None, from_folders: bool,
                 splits: tuple[str, ...]) -> str:
         return ", ".join(str(dataset / s) for s in splits) if from_folders else \

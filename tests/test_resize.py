@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import json
+import shutil
 import subprocess
 import tarfile
 from pathlib import Path
@@ -380,6 +381,34 @@ def test_damage_in_a_variant_is_found_and_mended(variant, small_replica, tmp_pat
             *SHORT, "--workers", "2", "--no-report")
     assert tree_digest(root) == want
     assert run_cli("check", ds).stdout.strip().endswith(": OK")
+
+
+@pytest.mark.parametrize("gone", ["folder", "record"])
+def test_a_variant_that_is_gone_is_a_problem(variant, small_replica, tmp_path, gone):
+    """DATASET remembers each variant it was asked to hold: with the variant's folder (or
+    only its variant.json) deleted, `check DATASET` names it instead of saying OK over the
+    rest, and the same prepare writes it back byte for byte."""
+    ds, root = tmp_path / "ds", tmp_path / "ds" / "variants" / TAG
+    subprocess.run(["cp", "-a", variant[0], ds], check=True)  # links kept
+    want = tree_digest(root)
+    if gone == "folder":
+        shutil.rmtree(root)
+    else:
+        (root / STATE_DIR / "variant.json").unlink()
+    proc = run_cli("check", ds, check=False)
+    assert proc.returncode == 1, proc.stdout
+    assert (f"problem: {root}: this dataset was asked to hold that variant and it is not "
+            f"there (no variant.json); rerun prepare with --resize short=40 --quality 90 "
+            f"--image-format jpeg to write it again, or delete "
+            f"{ds / STATE_DIR / ('variant-' + TAG + '.json')} if it is no longer wanted"
+            ) in proc.stdout
+    run_cli("prepare", "--archives", small_replica, "--out", ds, "--only", "all", *SHARDS,
+            *SHORT, "--workers", "2", "--no-report")
+    assert tree_digest(root) == want
+    assert run_cli("check", ds).stdout.strip().endswith(": OK")
+    shutil.rmtree(root)  # not wanted any more: its record goes too, as the line says
+    (ds / STATE_DIR / f"variant-{TAG}.json").unlink()
+    one_line(run_cli("check", ds, check=False), 8, "nothing here to check")  # it held no more
 
 
 def test_a_variant_record_check_cannot_vouch_for(variant, tmp_path):

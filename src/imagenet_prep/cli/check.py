@@ -14,7 +14,7 @@ from imagenet_prep.runtime import stage_state
 from imagenet_prep.runtime.file_manifest import DAMAGED
 from imagenet_prep.runtime.files import dataset_lock
 from imagenet_prep.runtime.storage import location
-from imagenet_prep.runtime.variant import variant_roots
+from imagenet_prep.runtime.variant import missing_variants, variant_roots
 
 DESCRIPTION = ("prove every output the dataset was asked to contain (counts, sizes, "
                "checksums, links); exit 1 with a list of problems, 8 when the folder holds "
@@ -42,12 +42,14 @@ def run(args: argparse.Namespace) -> int:
             # a run in progress holds the lock: say so instead of judging a half-made dataset
             stack.enter_context(dataset_lock(args.dataset, read_only=True))
         variants = variant_roots(args.dataset)
+        missing = missing_variants(args.dataset)  # asked for, and gone
         try:
             problems, checked = check_dataset(args.dataset, workers=args.workers)
         except NothingToCheck:
-            if not variants:
+            if not variants and not missing:
                 raise
             problems, checked = [], {"outputs": []}
+        problems += missing
         if checked:
             _note_damaged(args.dataset, checked.get("damaged", []))
         for root in variants:  # each resized variant is a dataset of its own (docs/resize.md)

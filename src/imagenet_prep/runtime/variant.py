@@ -17,9 +17,9 @@ import numpy as np
 
 from imagenet_prep.errors import BadImageError, PrepError
 from imagenet_prep.formats.resize import ResizeSpec, versions
-from imagenet_prep.layout import VARIANT_RECORD, VARIANTS_DIR, variant_folder
+from imagenet_prep.layout import STATE_DIR, VARIANT_RECORD, VARIANTS_DIR, variant_folder
 from imagenet_prep.runtime import stage_state
-from imagenet_prep.runtime.storage import as_path
+from imagenet_prep.runtime.storage import as_path, listdir
 
 
 def folder_of(dataset: Path, spec: ResizeSpec | None) -> Path:
@@ -44,6 +44,7 @@ def claim(root: Path, spec: ResizeSpec | None) -> dict[str, Any] | None:
     want = {**spec.as_dict(), "versions": versions()}
     if rec is None:
         stage_state.save(root, VARIANT_RECORD, want)
+        _note_asked(root, spec)
         return want
     old = {k: rec.get(k) for k in spec.as_dict()}
     if old != spec.as_dict():
@@ -57,7 +58,45 @@ def claim(root: Path, spec: ResizeSpec | None) -> dict[str, Any] | None:
         raise PrepError(
             f"{root}: written with {was}, this run has {_libs(want['versions'])}; outputs "
             f"would mix: delete {root} to start over, or run with the recorded versions")
+    _note_asked(root, spec)
     return rec
+
+
+def _asked_record(tag: str) -> str:
+    return f"{VARIANT_RECORD}-{tag}"  # DATASET/.imagenet-prep/variant-short256.json
+
+
+def _note_asked(root: Path, spec: ResizeSpec) -> None:
+    """DATASET keeps a record of each variant it was asked to hold, so that `check DATASET`
+    finds a variant that is gone (its folder or its record deleted) instead of saying OK."""
+    if root.name != spec.tag or root.parent.name != VARIANTS_DIR:
+        return  # a folder given by hand (`wds --out`): no dataset above it to tell
+    dataset, name = root.parent.parent, _asked_record(spec.tag)
+    if stage_state.load(dataset, name) != spec.as_dict():
+        stage_state.save(dataset, name, spec.as_dict())
+
+
+def missing_variants(dataset: Path) -> list[str]:
+    """Problems: the variants DATASET was asked to hold whose record is not there."""
+    folder = as_path(dataset) / STATE_DIR
+    problems = []
+    prefix, suffix = _asked_record(""), ".json"
+    for entry in sorted(listdir(folder)) if folder.is_dir() else ():
+        if not (entry.startswith(prefix) and entry.endswith(suffix)):
+            continue
+        tag = entry[len(prefix):-len(suffix)]
+        root = as_path(dataset) / variant_folder(tag)
+        asked = stage_state.load(dataset, _asked_record(tag)) or {}
+        if stage_state.load(root, VARIANT_RECORD) is None:
+            flags = (f"--resize {asked.get('resize')} --quality {asked.get('quality')} "
+                     f"--image-format {asked.get('image_format')}"
+                     + (" --full-decode" if asked.get("full_decode") else ""))
+            problems.append(
+                f"{root}: this dataset was asked to hold that variant and it is not there "
+                f"(no {VARIANT_RECORD}.json); rerun prepare with {flags} to write it again, "
+                f"or delete {stage_state.record_path(dataset, _asked_record(tag))} if it is "
+                "no longer wanted")
+    return problems
 
 
 def record(root: Path) -> dict[str, Any] | None:

@@ -39,6 +39,7 @@ def extract_record(split: str) -> str:
 
 
 VALTREE_RECORD = "valtree"
+VALTREE_CLASSES = "valtree-classes.tsv"  # STATE_DIR/: NAME<TAB>WNID of every image valtree grouped
 BBOX_RECORD = "bbox"
 SYNSETS_RECORD = "synsets"
 FLATTEN_RECORD = "flatten"

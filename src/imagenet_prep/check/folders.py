@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from imagenet_prep.layout import (
@@ -21,19 +21,38 @@ from imagenet_prep.layout import (
     extract_record,
     flat_name,
 )
-from imagenet_prep.runtime import stage_state
-from imagenet_prep.runtime.file_manifest import file_crc32c
+from imagenet_prep.runtime import stage_state, val_classes
+from imagenet_prep.runtime.file_manifest import file_crc32c, not_extracted
 from imagenet_prep.runtime.files import is_tmp_name
 from imagenet_prep.sources import metadata
 from imagenet_prep.sources.catalog import class_dirs
-from imagenet_prep.sources.class_tree import iter_tree
+from imagenet_prep.sources.class_tree import class_files, iter_tree
 
 
-def _count_tree(root: Path) -> dict[str, int]:
+def _scan_tree(root: Path) -> tuple[dict[str, int], list[str]]:
+    """(files per class folder, problems): a folder that is not a class of ours, or a
+    folder, link or special file inside a class folder, is read by ImageFolder all the
+    same (as one more class, or as images of that class), so each is named."""
     counts: dict[str, int] = {}
-    for wnid, _ in iter_tree(root):
-        counts[wnid] = counts.get(wnid, 0) + 1
-    return counts
+    strays: list[str] = []
+    known = metadata.wnid_to_index()
+    with os.scandir(root) as top:
+        for e in sorted(top, key=lambda e: e.name):
+            if not e.is_dir(follow_symlinks=False) or e.name not in known:
+                if e.is_dir():  # another folder, or a link to one: ImageFolder's class too
+                    strays.append(f"{e.path}: not a class folder of this dataset (loaders "
+                                  "would read it as one); move it away")
+                continue  # a file: no loader reads it (val's flat images are said below)
+            n = 0
+            with os.scandir(e.path) as inner:
+                for f in inner:
+                    if f.is_file(follow_symlinks=False):
+                        n += not is_tmp_name(f.name)
+                    else:
+                        strays.append(f"{f.path}: not an image of the archive (a folder, "
+                                      f"link or special file in class {e.name}); move it away")
+            counts[e.name] = n
+    return counts, sorted(strays)
 
 
 def _count_files(folder: Path) -> int:
@@ -41,12 +60,47 @@ def _count_files(folder: Path) -> int:
         return sum(1 for e in it if e.is_file() and e.name.endswith(".JPEG"))
 
 
-def _diff_counts(what: str, want: dict[str, int], got: dict[str, int]) -> list[str]:
+def _diff_counts(root: Path, want: dict[str, int], got: dict[str, int],
+                 extra: Callable[[str], list[str]] = lambda wnid: []) -> list[str]:
+    """Classes whose file count is not the recorded one, each with the files it holds
+    beyond what was written (`extra`, when the record can name them)."""
     out = []
     for wnid in sorted(set(want) | set(got)):
         if want.get(wnid, 0) != got.get(wnid, 0):
-            out.append(f"{what}/{wnid}: {got.get(wnid, 0)} files, expected {want.get(wnid, 0)}")
+            out.append(f"{root}/{wnid}: {got.get(wnid, 0)} files, expected {want.get(wnid, 0)}")
+            if got.get(wnid, 0) > want.get(wnid, 0):
+                out += extra(wnid)
     return out
+
+
+def _extra_train(dataset: Path) -> Callable[[str], list[str]]:
+    """The files of a train class folder its manifest does not list (named, so a user finds
+    one stray file among 1,300)."""
+    def extra(wnid: str) -> list[str]:
+        folder = dataset / "train" / wnid
+        names = class_files(folder) if folder.is_dir() else []
+        return [f"{folder / n}: not an image of the archive (extraction did not write it); "
+                "move it away" for n in not_extracted(dataset, wnid, names)]
+    return extra
+
+
+def _misplaced_val(dataset: Path) -> list[str]:
+    """Every grouped validation image in the class folder valtree put it in (a swap
+    between two folders keeps every count and every CRC32C)."""
+    val, classes = dataset / "val", val_classes.load(dataset)
+    if classes is None:
+        return [f"{val_classes.path(dataset)}: missing (the class valtree gave each image); "
+                "run the same command again to write it"]
+    problems = []
+    for wnid, name in iter_tree(val) if val.is_dir() else ():
+        want = classes.get(name)
+        if want is None:
+            problems.append(f"{val / wnid / name}: not an image valtree grouped; move it "
+                            "out of val/")
+        elif want != wnid:
+            problems.append(f"{val / wnid / name}: in the folder of {wnid}, but valtree "
+                            f"grouped it under {want}; the next run moves it back")
+    return problems
 
 
 def check_tmp_files(dataset: Path) -> list[str]:
@@ -69,7 +123,9 @@ def check_splits(dataset: Path) -> list[str]:
         if not folder.is_dir():
             problems.append(f"{folder}: missing (extraction recorded {rec['files']} files)")
         elif split == "train":
-            problems += _diff_counts("train", rec["classes"], _count_tree(folder))
+            counts, strays = _scan_tree(folder)
+            problems += strays + _diff_counts(folder, rec["classes"], counts,
+                                              _extra_train(dataset))
         elif split == "test":
             if (n := _count_files(folder)) != rec["files"]:
                 problems.append(f"{folder}: {n} files, expected {rec['files']}")
@@ -81,7 +137,9 @@ def check_splits(dataset: Path) -> list[str]:
     extracted = stage_state.load(dataset, extract_record("val"))
     grouped = stage_state.load(dataset, VALTREE_RECORD)
     if grouped is not None:
-        problems += _diff_counts("val", grouped["classes"], _count_tree(val))
+        counts, strays = _scan_tree(val) if val.is_dir() else ({}, [])
+        problems += strays + _diff_counts(val, grouped["classes"], counts)
+        problems += _misplaced_val(dataset)
         if val.is_dir() and (flat := [e.name for e in os.scandir(val)
                                       if e.is_file() and e.name.endswith(".JPEG")]):
             problems.append(f"{val}: {len(flat)} images not in class folders, e.g. {flat[0]}")

@@ -15,11 +15,12 @@ from pathlib import Path
 
 from imagenet_prep.errors import PrepError
 from imagenet_prep.layout import FLAT_DIR, FLATTEN_RECORD, flat_name
-from imagenet_prep.runtime import expectation, stage_state, subset_record
+from imagenet_prep.runtime import expectation, stage_state, subset_record, val_classes
+from imagenet_prep.runtime.file_manifest import not_extracted
 from imagenet_prep.runtime.files import atomic_file, ensure_dir, is_tmp_name, os_error, tmp_path
 from imagenet_prep.runtime.progress import bar
 from imagenet_prep.sources.catalog import class_dirs
-from imagenet_prep.sources.class_tree import iter_tree
+from imagenet_prep.sources.class_tree import class_files, iter_tree
 from imagenet_prep.sources.subset import Subset
 
 MODES = ("hardlink", "symlink", "copy")
@@ -104,6 +105,7 @@ def flatten(dataset: Path, splits: tuple[str, ...] = ("train", "val"), mode: str
         root = dataset / split
         if not root.is_dir():
             raise PrepError(f"{root}: folder not found; run extract (and valtree for val) first")
+        _refuse_extra(dataset, split, root)
         out = ensure_dir(dataset / FLAT_DIR[split])
         used, made, kept = mode, 0, 0
         with bar(None, f"flatten {split}") as pb:
@@ -126,6 +128,21 @@ def flatten(dataset: Path, splits: tuple[str, ...] = ("train", "val"), mode: str
     stage_state.save(dataset, FLATTEN_RECORD,  # what `check` proves the links against
                      {"modes": {**modes, **{s: v["mode"] for s, v in summary.items()}}})
     return summary
+
+
+def _refuse_extra(dataset: Path, split: str, root: Path) -> None:
+    """A file in a class folder that extraction did not write (train) or valtree did not
+    group (val) would be flattened as an image of that class: refused by name."""
+    grouped = val_classes.load(dataset) if split == "val" else None
+    for wnid in class_dirs(root):
+        names = class_files(root / wnid)
+        extra = not_extracted(dataset, wnid, names) if split == "train" else \
+            [n for n in names if n not in grouped] if grouped is not None else []
+        if extra:
+            what = "extraction did not write it" if split == "train" else \
+                "valtree did not group it"
+            raise PrepError(f"{root / wnid / extra[0]}: not an image of the archive ({what}); "
+                            f"move it out of {root} and rerun")
 
 
 def _place_each(root: Path, out: Path, split: str, mode: str, pb) -> tuple[int, int]:

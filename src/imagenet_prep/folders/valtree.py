@@ -2,7 +2,9 @@
 
 No journal is needed: every move is a rename inside one folder, and the set of
 images is the union of what is still flat and what is already grouped, so a
-rerun after any interruption pairs the same names with the same labels.
+rerun after any interruption pairs the same names with the same labels, and
+moves an image found in another class folder back to its own.  The class of
+every image is kept for `check` (runtime/val_classes.py).
 """
 
 from __future__ import annotations
@@ -12,7 +14,8 @@ from pathlib import Path
 
 from imagenet_prep.errors import PrepError
 from imagenet_prep.layout import VALTREE_RECORD
-from imagenet_prep.runtime import expectation, stage_state, subset_record
+from imagenet_prep.runtime import expectation, stage_state, subset_record, val_classes
+from imagenet_prep.runtime.file_manifest import DamagedPiece, load_piece, piece_paths
 from imagenet_prep.runtime.files import ensure_dir, is_tmp_name, os_error
 from imagenet_prep.sources.archives import find_archive
 from imagenet_prep.sources.catalog import flat_members
@@ -73,6 +76,7 @@ def valtree(dataset: Path, archives: Path | None = None, source: str = "auto",
     names = sorted(flat | set(grouped))
     if not names:
         raise PrepError(f"{val}: no validation images (*.JPEG)")
+    _refuse_extra(dataset, names, grouped)
     labels = _labels_of(names, archives, dataset, source)
     moved = 0
     made: set[str] = set()
@@ -94,6 +98,25 @@ def valtree(dataset: Path, archives: Path | None = None, source: str = "auto",
     counts: dict[str, int] = {}
     for w in labels:
         counts[w] = counts.get(w, 0) + 1
+    val_classes.save(dataset, names, labels)  # what `check` proves the folders against
     rec = {"files": len(names), "moved": moved, "classes": counts, "source": source}
     stage_state.save(dataset, VALTREE_RECORD, rec)
     return rec
+
+
+def _refuse_extra(dataset: Path, names: list[str], grouped: dict[str, str]) -> None:
+    """An image in val/ that extraction did not write (its manifests do not list it) has
+    no label to be grouped by: named, rather than blamed on the label source."""
+    extracted: set[str] = set()
+    try:
+        for piece in piece_paths(dataset, "val"):
+            extracted.update(load_piece(piece))
+    except DamagedPiece:
+        return  # the manifests cannot say (the next extraction writes the piece again)
+    if not extracted:
+        return  # a val/ folder made by other means: its labels say what it holds
+    for name in names:
+        if name not in extracted:
+            where = dataset / "val" / grouped.get(name, "") / name
+            raise PrepError(f"{where}: not an image of the validation archive (extraction "
+                            "did not write it); move it out of val/ and rerun")

@@ -66,6 +66,17 @@ def load_piece_to_redo(path: Path) -> dict[str, Entry]:
         return {}
 
 
+def not_extracted(dataset: Path, wnid: str, names: list[str]) -> list[str]:
+    """The names of train/WNID/ that its piece does not list: files extraction never
+    wrote there (none when there is no readable piece to say: a tree made otherwise,
+    or a piece the next extraction writes again)."""
+    try:
+        listed = load_piece(piece_path(dataset, "train", wnid))
+    except DamagedPiece:
+        return []
+    return [n for n in names if n not in listed] if listed else []
+
+
 def piece_text(rows: list[tuple[str, int, int]]) -> str:
     return "".join(f"{name}\t{size}\t{crc:08x}\n" for name, size, crc in rows)
 

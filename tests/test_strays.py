@@ -1,0 +1,115 @@
+"""Files imagenet-prep did not write, and images moved between class folders.
+
+Two validation images swapped between class folders keep every count and every
+CRC32C: `check` proves each image is in the folder valtree put it in, and the next
+run moves them back.  A file or folder dropped into a class tree would be loaded
+as an image of that class (or as one more class) by ImageFolder: `check` names
+each one, and the next run refuses by name rather than flattening it or deleting
+what is not its own.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+from helpers import one_line, run_cli, tree_digest
+
+from imagenet_prep.layout import STATE_DIR, VALTREE_CLASSES
+
+PREPARE = ("--only", "pytorch", "--no-report", "--workers", "2")
+
+
+@pytest.fixture(scope="module")
+def prepared(replicas, tmp_path_factory) -> tuple[Path, Path, dict[str, str]]:
+    ds = tmp_path_factory.mktemp("strays") / "ds"
+    run_cli("prepare", "--archives", replicas["small"], "--out", ds, *PREPARE)
+    return replicas["small"], ds, _digest(ds)
+
+
+def _copy(prepared, tmp_path: Path) -> Path:
+    ds = tmp_path / "ds"
+    subprocess.run(["cp", "-a", prepared[1], ds], check=True)  # hard links kept
+    return ds
+
+
+def _problems(ds: Path) -> list[str]:
+    proc = run_cli("check", ds, check=False)
+    assert proc.returncode == 1, proc.stdout
+    return [ln.removeprefix("problem: ") for ln in proc.stdout.splitlines()
+            if ln.startswith("problem: ")]
+
+
+def _digest(ds: Path) -> dict[str, str]:
+    """Every output, and the class list (the records hold counts and timings of each run)."""
+    listed = ds / STATE_DIR / VALTREE_CLASSES
+    return {**tree_digest(ds), VALTREE_CLASSES: listed.read_text() if listed.exists() else ""}
+
+
+def test_val_images_swapped_between_classes_are_found_and_moved_back(prepared, tmp_path):
+    archives, _, clean = prepared
+    ds = _copy(prepared, tmp_path)
+    a_dir, b_dir = sorted(p for p in (ds / "val").iterdir() if p.is_dir())[:2]
+    a, b = sorted(a_dir.iterdir())[0], sorted(b_dir.iterdir())[0]
+    a.rename(b_dir / a.name)
+    b.rename(a_dir / b.name)
+    problems = _problems(ds)
+    assert (f"{b_dir / a.name}: in the folder of {b_dir.name}, but valtree grouped it under "
+            f"{a_dir.name}; the next run moves it back") in problems
+    assert f"{a_dir / b.name}: in the folder of {a_dir.name}, but valtree grouped it under " \
+           f"{b_dir.name}; the next run moves it back" in problems
+    run_cli("prepare", "--archives", archives, "--out", ds, *PREPARE)
+    assert _digest(ds) == clean
+    assert run_cli("check", ds).stdout.strip().endswith(": OK")
+
+
+def test_a_lost_or_damaged_class_list_is_named_and_written_again(prepared, tmp_path):
+    archives, _, clean = prepared
+    ds = _copy(prepared, tmp_path)
+    listed = ds / STATE_DIR / VALTREE_CLASSES
+    listed.unlink()
+    assert f"{listed}: missing (the class valtree gave each image); run the same command " \
+           "again to write it" in _problems(ds)
+    run_cli("prepare", "--archives", archives, "--out", ds, *PREPARE)
+    assert _digest(ds) == clean
+    listed.write_text(listed.read_text().replace("\t", " ", 1))
+    one_line(run_cli("check", ds, check=False), 5, f"{listed}: damaged at line 1")
+    run_cli("prepare", "--archives", archives, "--out", ds, *PREPARE)
+    assert run_cli("check", ds).stdout.strip().endswith(": OK")
+
+
+def test_files_no_stage_wrote_are_named_and_refused_never_deleted(prepared, tmp_path):
+    archives, _, clean = prepared
+    ds = _copy(prepared, tmp_path)
+    wnid_dir = sorted(p for p in (ds / "train").iterdir() if p.is_dir())[0]
+    extra = wnid_dir / "n00000000_1.JPEG"
+    shutil.copyfile(sorted(wnid_dir.iterdir())[0], extra)
+    (wnid_dir / "more").mkdir()
+    (ds / "train" / "my_class").mkdir()
+    val_dir = sorted(p for p in (ds / "val").iterdir() if p.is_dir())[0]
+    val_extra = val_dir / "ILSVRC2012_val_99999999.JPEG"
+    shutil.copyfile(sorted(val_dir.iterdir())[0], val_extra)
+    problems = _problems(ds)
+    for want in (
+            f"{extra}: not an image of the archive (extraction did not write it); move it away",
+            f"{wnid_dir / 'more'}: not an image of the archive (a folder, link or special file "
+            f"in class {wnid_dir.name}); move it away",
+            f"{ds / 'train' / 'my_class'}: not a class folder of this dataset (loaders would "
+            "read it as one); move it away",
+            f"{val_extra}: not an image valtree grouped; move it out of val/"):
+        assert want in problems, (want, problems)
+    before = _digest(ds)
+    for stray, folder in ((val_extra, "val/"), (extra, ds / "train")):
+        proc = run_cli("prepare", "--archives", archives, "--out", ds, *PREPARE, check=False)
+        one_line(proc, 1, f"{stray}: not an image of the", f"move it out of {folder}")
+        assert _digest(ds) == before
+        before.pop(str(stray.relative_to(ds)))
+        stray.rename(tmp_path / stray.name)  # as the line says: nothing of it was lost
+    run_cli("prepare", "--archives", archives, "--out", ds, *PREPARE)
+    assert sorted(_problems(ds)) == sorted(p for p in problems if "folder" in p)
+    (wnid_dir / "more").rmdir()
+    (ds / "train" / "my_class").rmdir()
+    assert _digest(ds) == clean
+    assert run_cli("check", ds).stdout.strip().endswith(": OK")

@@ -5,7 +5,8 @@ CRC32C: `check` proves each image is in the folder valtree put it in, and the ne
 run moves them back.  A file or folder dropped into a class tree would be loaded
 as an image of that class (or as one more class) by ImageFolder: `check` names
 each one, and the next run refuses by name rather than flattening it or deleting
-what is not its own.
+what is not its own.  So does a shard-named file beside the shards that no run
+recorded, which a loader's glob would read.
 """
 
 from __future__ import annotations
@@ -112,4 +113,42 @@ def test_files_no_stage_wrote_are_named_and_refused_never_deleted(prepared, tmp_
     (wnid_dir / "more").rmdir()
     (ds / "train" / "my_class").rmdir()
     assert _digest(ds) == clean
+    assert run_cli("check", ds).stdout.strip().endswith(": OK")
+
+
+SHARDS = ("--only", "tensorflow", "--wds", "--parquet", "--mds", "--tfds", "--train-shards",
+          "3", "--val-shards", "2", "--wds-shard-samples", "20", "--no-report", "--workers", "2")
+
+
+def test_shards_of_another_cut_are_named_and_refused_never_deleted(replicas, tmp_path):
+    """A shard-named file beside the shards that no run recorded (another cut's, or not
+    ours) would be read by a loader's glob: `check` names each, the rerun refuses them by
+    name (it neither deletes them nor says done over them), and once moved away it ends."""
+    ds = tmp_path / "ds"
+    run_cli("prepare", "--archives", replicas["small"], "--out", ds, *SHARDS)
+    clean = tree_digest(ds)
+    copies = {  # an existing shard under the name of another cut's
+        "tfrecord_train/train-00000-of-00003": "tfrecord_train/train-00000-of-00004",
+        "wds/train-000001.tar": "wds/train-000009.tar",
+        "parquet/data/train-00000-of-00001.parquet": "parquet/data/train-00001-of-00002.parquet",
+        "mds/train/shard.00000.mds": "mds/train/shard.00001.mds",
+        "tfds/imagenet2012/5.1.0/imagenet2012-train.tfrecord-00000-of-00001":
+            "tfds/imagenet2012/5.1.0/imagenet2012-train.tfrecord-00001-of-00002",
+    }
+    for src, dst in copies.items():
+        shutil.copyfile(ds / src, ds / dst)
+    problems = _problems(ds)
+    for dst in copies.values():
+        assert any(p.startswith(f"{ds / dst}: ") and p.endswith("; move it away")
+                   for p in problems), (dst, problems)
+    before = tree_digest(ds)
+    proc = run_cli("prepare", "--archives", replicas["small"], "--out", ds, *SHARDS,
+                   check=False)
+    one_line(proc, 1, f"{ds / copies['tfrecord_train/train-00000-of-00003']}: a shard that "
+             "no tfrecord run recorded", "move it away and rerun")
+    assert tree_digest(ds) == before
+    for dst in copies.values():
+        (ds / dst).rename(tmp_path / Path(dst).name)
+    run_cli("prepare", "--archives", replicas["small"], "--out", ds, *SHARDS)
+    assert tree_digest(ds) == clean
     assert run_cli("check", ds).stdout.strip().endswith(": OK")

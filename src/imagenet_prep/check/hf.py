@@ -117,7 +117,7 @@ def _shard_set(folder: Path, names: list[str], pattern, kind: str) -> list[str]:
         if is_tmp_name(name):
             problems.append(f"{folder / name}: leftover temporary file")
         elif pattern.fullmatch(name) and name not in names:
-            problems.append(f"{folder / name}: a {kind} shard no run recorded")
+            problems.append(f"{folder / name}: a {kind} shard no run recorded; move it away")
     return problems
 
 

@@ -88,7 +88,7 @@ def check_tfds(dataset: Path, workers: int | None = None, damaged: list[Path] | 
         elif TFDS_SHARD_RE.fullmatch(name):
             present.add(name)
             if name not in planned:
-                problems.append(f"{folder / name}: a shard no run planned")
+                problems.append(f"{folder / name}: a shard no run planned; move it away")
     missing = [n for n in planned if n not in present or n not in state["shards"]]
     for name in missing:
         problems.append(f"{folder / name}: missing")

@@ -132,8 +132,10 @@ def _same_size(pre: RecordsPass | None, size: int) -> RecordsPass | None:
     return pre if pre is not None and pre.size == size else None
 
 
-def _scan_split(dataset: Path, split: str) -> tuple[dict[int, Path], set[int], list[str]]:
-    """(shard index -> path, totals seen, problems) from the names in a split's folder."""
+def _scan_split(dataset: Path, split: str, cut: int | None
+                ) -> tuple[dict[int, Path], set[int], list[str]]:
+    """(shard index -> path, totals seen, problems) from the names in a split's folder;
+    with the recorded `cut` (shards per split), a shard of another total is named."""
     folder = dataset / TFRECORD[split].folder
     pattern = tfrecord_shard_pattern(split)
     shards: dict[int, Path] = {}
@@ -142,7 +144,10 @@ def _scan_split(dataset: Path, split: str) -> tuple[dict[int, Path], set[int], l
     for entry in sorted(listdir(folder)):
         if is_tmp_name(entry):
             problems.append(f"{folder / entry}: leftover temporary file")
-        elif m := pattern.fullmatch(entry):
+        elif (m := pattern.fullmatch(entry)) and cut is not None and int(m.group(2)) != cut:
+            problems.append(f"{folder / entry}: a shard of another cut than the recorded "
+                            f"{cut} (no tfrecord run wrote it here); move it away")
+        elif m:
             shards[int(m.group(1))] = folder / entry
             totals.add(int(m.group(2)))
         else:
@@ -176,7 +181,8 @@ def check_tfrecords(
                 problems.append(f"{folder}: missing" + (f" (expected {want} records)"
                                                         if want else ""))
             continue
-        shards, totals, found = _scan_split(dataset, split)
+        shards, totals, found = _scan_split(dataset, split,
+                                            state.get("options", {}).get(f"{split}_shards"))
         problems += found
         if shards and not state:  # the next run refuses shards it has no record of
             problems.append(f"{folder}: holds shards that no tfrecord run recorded (no "

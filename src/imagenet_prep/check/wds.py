@@ -165,6 +165,13 @@ def check_wds(folder: Path, sample: int = 20, workers: int | None = None,
             if recorded is not None or (folder / wds_index_name(split)).exists():
                 problems.append(f"{folder}: no {prefix} shards")
             continue
+        if recorded is not None and "shards" in recorded:  # the cut the run recorded
+            for k in sorted(k for k in shards if k >= recorded["shards"]):
+                problems.append(f"{shards.pop(k)}: a shard beyond the recorded "
+                                f"{recorded['shards']} (no wds run wrote it); move it away")
+            if not shards:
+                problems.append(f"{folder}: no {prefix} shards")
+                continue
         missing = [k for k in range(max(shards) + 1) if k not in shards]
         if recorded is not None and recorded.get("shards", len(shards)) > len(shards):
             missing += list(range(max(shards) + 1, recorded["shards"]))

@@ -179,6 +179,17 @@ class ShardFormat(ABC):
         return not is_tmp_name(name)
 
     @abstractmethod
+    def is_shard(self, split: str, name: str) -> bool:
+        """A shard's name, of any cut, in the split's folder."""
+
+    def found_shards(self, split: str) -> list[str]:
+        """The shard files in the split's folder now, named as `shard_name` names them."""
+        try:
+            return [n for n in listdir(self.folder(split)) if self.is_shard(split, n)]
+        except FileNotFoundError:
+            return []
+
+    @abstractmethod
     def finish_split(self, split: str, entries: list[dict]) -> None:
         """After the run: the index files of a split (its shards' entries in order)."""
 
@@ -374,6 +385,21 @@ def write_parts(fd: int, parts: list[bytes], size: int) -> None:
             rest = rest[os.write(fd, rest):]
 
 
+def refuse_strays(fmt: ShardFormat, planned: Iterable[str], recorded: Iterable[str]) -> None:
+    """A shard-named file that this run does not plan and no earlier run recorded (another
+    cut's, or not ours) would sit among the shards, read by a loader's glob
+    (`data/train-*.parquet`) and named by `check` after every rerun: refused by name,
+    never deleted."""
+    allowed = {*planned, *recorded}
+    strays = list(dict.fromkeys(fmt.folder(split) / name for split in fmt.splits
+                                for name in fmt.found_shards(split) if name not in allowed))
+    if strays:
+        more = f" (and {len(strays) - 1} more)" if len(strays) > 1 else ""
+        raise PrepError(f"{strays[0]}{more}: a shard that no {fmt.record} run recorded and "
+                        "this one does not plan (another cut, or not ours); move it away "
+                        "and rerun")
+
+
 def write_shard(task: ShardTask) -> dict[str, Any]:
     """Write one shard; returns its state entry (what it holds)."""
     cat, policy = task.catalog, task.policy
@@ -545,6 +571,8 @@ def write_shards(
         stage_state.load(fmt.root, fmt.record), fmt.options, split_info, stage=fmt.record,
         what=f"{fmt.root}: the {fmt.title}", start_over=fmt.start_over(),
         folders={s: fmt.folder(s) for s in fmt.splits}, is_ours=fmt.is_ours)
+    refuse_strays(fmt, [fmt.shard_name(s, k, len(plans[s][1]))
+                        for s in cats for k in range(len(plans[s][1]))], state["shards"])
     stage_state.save(fmt.root, fmt.record, state)  # before any shard: a rerun can compare
     asked = {**fmt.asked(), "splits": list(cats)}
     if fmt.root != dataset:

@@ -28,7 +28,7 @@ from imagenet_prep.runtime import variant
 from imagenet_prep.runtime.files import write_if_changed
 from imagenet_prep.runtime.memory import keep_freed_memory
 from imagenet_prep.runtime.pool import Workers
-from imagenet_prep.runtime.storage import as_path
+from imagenet_prep.runtime.storage import as_path, listdir
 from imagenet_prep.shards import engine
 from imagenet_prep.shards.order import Bounds, size_bounds
 from imagenet_prep.shards.parquet import default_splits
@@ -93,6 +93,16 @@ class MdsFormat(engine.ShardFormat, record=layout.MDS_RECORD, report=layout.MDS_
 
     def is_ours(self, name: str) -> bool:
         return name in layout.MDS_SPLIT.values()  # a split folder nothing recorded
+
+    def is_shard(self, split: str, name: str) -> bool:
+        return bool(layout.MDS_SHARD_RE.fullmatch(name))
+
+    def found_shards(self, split: str) -> list[str]:
+        try:  # in the split's own folder, named with it (as shard_name names them)
+            names = listdir(self.split_folder(split))
+        except FileNotFoundError:
+            return []
+        return [f"{layout.MDS_SPLIT[split]}/{n}" for n in names if self.is_shard(split, n)]
 
     def bounds(self, split: str, cat: Catalog, order: np.ndarray) -> Bounds:
         return size_bounds(planned_sizes(cat, order, self.options.get("resize"))

@@ -185,6 +185,9 @@ class ParquetFormat(engine.ShardFormat, record=layout.PARQUET_RECORD,
     def is_ours(self, name: str) -> bool:
         return bool(layout.PARQUET_SHARD_RE.fullmatch(name))
 
+    def is_shard(self, split: str, name: str) -> bool:
+        return self.is_ours(name)
+
     def bounds(self, split: str, cat: Catalog, order: np.ndarray) -> Bounds:
         bounds = size_bounds(planned_sizes(cat, order, self.options.get("resize")) + ROW_OVERHEAD,
                              self.options["shard_size"])

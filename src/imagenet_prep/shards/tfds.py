@@ -72,6 +72,9 @@ class TfdsFormat(engine.ShardFormat, record=layout.TFDS_RECORD, report=layout.TF
     def is_ours(self, name: str) -> bool:
         return bool(layout.TFDS_SHARD_RE.fullmatch(name)) or name in _METADATA
 
+    def is_shard(self, split: str, name: str) -> bool:
+        return bool(layout.TFDS_SHARD_RE.fullmatch(name))
+
     def order(self, split: str, cat: Catalog) -> np.ndarray:
         return tfds.record_order(cat.names, split)
 

@@ -138,6 +138,9 @@ class TFRecordFormat(engine.ShardFormat, record=STATE, report=REPORT, unit="reco
     def shard_name(self, split: str, k: int, shards: int) -> str:
         return layout.tfrecord_shard_name(split, k, shards)
 
+    def is_shard(self, split: str, name: str) -> bool:
+        return bool(layout.tfrecord_shard_pattern(split).fullmatch(name))
+
     def bounds(self, split: str, cat: Catalog, order: np.ndarray) -> Bounds:
         return shard_bounds(len(cat), self.options[f"{split}_shards"])
 

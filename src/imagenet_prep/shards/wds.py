@@ -105,6 +105,9 @@ class WdsFormat(engine.ShardFormat, record=layout.WDS_RECORD, report=layout.WDS_
     def is_ours(self, name: str) -> bool:
         return bool(layout.WDS_SHARD_RE.fullmatch(name)) or name in _INDEX_NAMES
 
+    def is_shard(self, split: str, name: str) -> bool:
+        return bool(layout.WDS_SHARD_RE.fullmatch(name))
+
     def bounds(self, split: str, cat: Catalog, order: np.ndarray) -> Bounds:
         if "shard_samples" in self.options:
             bounds = count_bounds(len(cat), self.options["shard_samples"])

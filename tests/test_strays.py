@@ -152,3 +152,39 @@ def test_shards_of_another_cut_are_named_and_refused_never_deleted(replicas, tmp
     run_cli("prepare", "--archives", replicas["small"], "--out", ds, *SHARDS)
     assert tree_digest(ds) == clean
     assert run_cli("check", ds).stdout.strip().endswith(": OK")
+
+
+@pytest.mark.parametrize("copy_in", ["later", "earlier"])  # the copy's folder, sorted
+def test_strays_beside_flat_images_boxes_and_val_copies(prepared, tmp_path, copy_in):
+    """A file in a flat folder that stands for no tree image, a box XML extraction did not
+    write, and a second copy of a validation image under another class: each named by
+    `check`; the run refuses the copy and the flat stray by name; moved away, all ends."""
+    archives, _, clean = prepared
+    ds = _copy(prepared, tmp_path)
+    flat = ds / "train_flatten"
+    flat_stray = flat / "n01440764_99999.JPEG"
+    shutil.copyfile(sorted(flat.iterdir())[0], flat_stray)
+    box_dir = ds / "bbox_val" / "val"
+    box_stray = box_dir / "ILSVRC2012_val_99999999.xml"
+    shutil.copyfile(sorted(box_dir.iterdir())[0], box_stray)
+    a_dir, b_dir = sorted(p for p in (ds / "val").iterdir() if p.is_dir())[:2]
+    if copy_in == "earlier":
+        a_dir, b_dir = b_dir, a_dir
+    copy = b_dir / sorted(a_dir.iterdir())[0].name
+    shutil.copyfile(sorted(b_dir.iterdir())[0], copy)
+    problems = _problems(ds)
+    for want in (f"{flat_stray}: not an image of train/ (no stage put it here); move it away",
+                 f"{box_stray}: not a file of the archive (extraction did not write it); "
+                 "move it away",
+                 f"{copy}: a copy of an image of {a_dir.name}, which is there too; move this "
+                 "copy away"):
+        assert want in problems, (want, problems)
+    for stray, says in ((copy, "(one image in two class folders)"),
+                        (flat_stray, "not an image of")):
+        proc = run_cli("prepare", "--archives", archives, "--out", ds, *PREPARE, check=False)
+        assert says in one_line(proc, 1, f"{stray}: ", "and rerun")
+        stray.rename(tmp_path / stray.name)
+    box_stray.unlink()
+    run_cli("prepare", "--archives", archives, "--out", ds, *PREPARE)
+    assert _digest(ds) == clean
+    assert run_cli("check", ds).stdout.strip().endswith(": OK")

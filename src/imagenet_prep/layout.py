@@ -30,6 +30,12 @@ def flat_name(split: str, wnid: str, name: str) -> str:
     return name if split == "train" else f"{wnid}_{name}"
 
 
+def tree_path(split: str, flat: str) -> str:
+    """The class-tree path (`WNID/NAME`, relative to the split) a flat name stands for."""
+    wnid, _, rest = flat.partition("_")
+    return f"{wnid}/{flat if split == 'train' else rest}"
+
+
 # --- state records (DATASET/.imagenet-prep/NAME.json) --------------------------------------
 
 

@@ -22,11 +22,17 @@ from imagenet_prep.layout import (
     flat_name,
 )
 from imagenet_prep.runtime import stage_state, val_classes
-from imagenet_prep.runtime.file_manifest import file_crc32c, not_extracted
+from imagenet_prep.runtime.file_manifest import (
+    DamagedPiece,
+    file_crc32c,
+    load_piece,
+    not_extracted,
+    piece_paths,
+)
 from imagenet_prep.runtime.files import is_tmp_name
 from imagenet_prep.sources import metadata
 from imagenet_prep.sources.catalog import class_dirs
-from imagenet_prep.sources.class_tree import class_files, iter_tree
+from imagenet_prep.sources.class_tree import class_files, flat_strays, iter_tree
 
 
 def _scan_tree(root: Path) -> tuple[dict[str, int], list[str]]:
@@ -84,6 +90,27 @@ def _extra_train(dataset: Path) -> Callable[[str], list[str]]:
     return extra
 
 
+def _unlisted(dataset: Path, split: str, most: int = 10) -> list[str]:
+    """The first files of a split folder (test, bbox_train, bbox_val) that its manifests do
+    not list: named, so one stray file among 544,546 box XMLs is found.  Only called when
+    the folder holds more files than were extracted."""
+    listed: set[str] = set()
+    try:
+        for piece in piece_paths(dataset, split):
+            listed.update(load_piece(piece))
+    except DamagedPiece:
+        return []  # named as damaged by the manifest check
+    folder, out = dataset / split, []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        dirnames.sort()
+        for name in sorted(filenames):
+            rel = os.path.relpath(os.path.join(dirpath, name), folder)
+            if rel not in listed and not is_tmp_name(name) and len(out) < most:
+                out.append(f"{folder / rel}: not a file of the archive (extraction did not "
+                           "write it); move it away")
+    return out
+
+
 def _misplaced_val(dataset: Path) -> list[str]:
     """Every grouped validation image in the class folder valtree put it in (a swap
     between two folders keeps every count and every CRC32C)."""
@@ -97,6 +124,9 @@ def _misplaced_val(dataset: Path) -> list[str]:
         if want is None:
             problems.append(f"{val / wnid / name}: not an image valtree grouped; move it "
                             "out of val/")
+        elif want != wnid and (val / want / name).is_file():
+            problems.append(f"{val / wnid / name}: a copy of an image of {want}, which is "
+                            f"there too; move this copy away")
         elif want != wnid:
             problems.append(f"{val / wnid / name}: in the folder of {wnid}, but valtree "
                             f"grouped it under {want}; the next run moves it back")
@@ -126,13 +156,13 @@ def check_splits(dataset: Path) -> list[str]:
             counts, strays = _scan_tree(folder)
             problems += strays + _diff_counts(folder, rec["classes"], counts,
                                               _extra_train(dataset))
-        elif split == "test":
-            if (n := _count_files(folder)) != rec["files"]:
-                problems.append(f"{folder}: {n} files, expected {rec['files']}")
         else:
-            n = sum(len(f) for _, _, f in os.walk(folder))
+            n = _count_files(folder) if split == "test" else \
+                sum(len(f) for _, _, f in os.walk(folder))
             if n != rec["files"]:
                 problems.append(f"{folder}: {n} files, expected {rec['files']}")
+            if n > rec["files"]:
+                problems += _unlisted(dataset, split)
     val = dataset / "val"
     extracted = stage_state.load(dataset, extract_record("val"))
     grouped = stage_state.load(dataset, VALTREE_RECORD)
@@ -176,11 +206,13 @@ def check_flat(dataset: Path, required: Iterable[str] = ()) -> list[str]:
             if not same:
                 problems.append(f"{dst}: differs from {src}")
         # every expected name was found above, so any other image there is one too many:
-        # counted, not listed (a set of 1.28 M names would cost ~100 MB)
+        # counted, and only then named (a set of 1.28 M names would cost ~100 MB)
         with os.scandir(out) as it:
             found = sum(1 for e in it if e.name.endswith(".JPEG") and not is_tmp_name(e.name))
         if found > expected:
             problems.append(f"{out}: {found - expected} files not in {split}/")
+            problems += [f"{out / n}: not an image of {split}/ (no stage put it here); move "
+                         "it away" for n in flat_strays(out, root, split)[:10]]
     return problems
 
 

@@ -151,7 +151,8 @@ def _scan_split(dataset: Path, split: str, cut: int | None
             shards[int(m.group(1))] = folder / entry
             totals.add(int(m.group(2)))
         else:
-            problems.append(f"{folder / entry}: not a {TFRECORD[split].prefix} shard")
+            problems.append(f"{folder / entry}: not a {TFRECORD[split].prefix} shard; move it "
+                            "away")
     return shards, totals, problems
 
 

@@ -182,7 +182,7 @@ def _names_in(paths: frozenset[str], prefix: str) -> frozenset[str]:
 def _placed(tasks: list[CopyTask], folder: Path) -> list[CopyTask]:
     """Val tasks told where `valtree` put each image, so a rerun neither copies grouped
     images back into val/ nor misses their damage."""
-    grouped = scan_val(folder)[1]
+    grouped = scan_val(folder)[1]  # a second copy elsewhere is valtree's to refuse
     if not grouped:
         return tasks
     return [replace(t, placed=tuple((n, grouped[n]) for n in t.names if n in grouped))

@@ -28,21 +28,38 @@ def _is_image(name: str) -> bool:
     return name.endswith(".JPEG") and not is_tmp_name(name)
 
 
-def scan_val(val: Path) -> tuple[set[str], dict[str, str]]:
-    """(names still flat in val/, name -> WNID folder for names already grouped)."""
+def scan_val(val: Path) -> tuple[set[str], dict[str, str], dict[str, list[str]]]:
+    """(names still flat in val/, name -> WNID folder for names already grouped, name ->
+    the other folders of a name found in more than one), class folders in sorted order."""
     flat: set[str] = set()
     grouped: dict[str, str] = {}
+    again: dict[str, list[str]] = {}
     known = wnid_to_index()
     with os.scandir(val) as it:
-        for e in it:
-            if e.is_file(follow_symlinks=False) and _is_image(e.name):
-                flat.add(e.name)
-            elif e.is_dir(follow_symlinks=False) and e.name in known:
-                with os.scandir(e.path) as inner:
-                    for f in inner:
-                        if f.is_file(follow_symlinks=False) and _is_image(f.name):
+        entries = sorted(it, key=lambda e: e.name)
+    for e in entries:
+        if e.is_file(follow_symlinks=False) and _is_image(e.name):
+            flat.add(e.name)
+        elif e.is_dir(follow_symlinks=False) and e.name in known:
+            with os.scandir(e.path) as inner:
+                for f in inner:
+                    if f.is_file(follow_symlinks=False) and _is_image(f.name):
+                        if f.name in grouped:
+                            again.setdefault(f.name, []).append(e.name)
+                        else:
                             grouped[f.name] = e.name
-    return flat, grouped
+    return flat, grouped, again
+
+
+def _refuse_copies(val: Path, again: dict[str, list[str]], grouped: dict[str, str],
+                   label: dict[str, str]) -> None:
+    """One image in two class folders: the copy outside its labelled folder is named."""
+    for name, folders in sorted(again.items()):
+        every = [grouped[name], *folders]
+        stray = next((f for f in every if f != label[name]), every[0])
+        other = label[name] if label[name] in every else next(f for f in every if f != stray)
+        raise PrepError(f"{val / stray / name}: also in {val / other}/ (one image in two "
+                        "class folders); move this copy away and rerun")
 
 
 def _labels_of(names: list[str], archives: Path | None, dataset: Path, source: str
@@ -69,7 +86,7 @@ def valtree(dataset: Path, archives: Path | None = None, source: str = "auto",
         raise PrepError(f"{val}: folder not found; run `imagenet-prep extract` first")
     subset_record.claim(dataset, subset)
     expectation.expect(dataset, {"valtree": {"labels": source}}, {})
-    flat, grouped = scan_val(val)
+    flat, grouped, again = scan_val(val)
     both = flat & set(grouped)
     if both:
         raise PrepError(f"{val}: {sorted(both)[0]} is both in val/ and in a class folder")
@@ -78,6 +95,7 @@ def valtree(dataset: Path, archives: Path | None = None, source: str = "auto",
         raise PrepError(f"{val}: no validation images (*.JPEG)")
     _refuse_extra(dataset, names, grouped)
     labels = _labels_of(names, archives, dataset, source)
+    _refuse_copies(val, again, grouped, dict(zip(names, labels, strict=True)))
     moved = 0
     made: set[str] = set()
     for name, wnid in zip(names, labels, strict=True):
@@ -88,8 +106,8 @@ def valtree(dataset: Path, archives: Path | None = None, source: str = "auto",
             ensure_dir(val / wnid)
             made.add(wnid)
         dst = val / wnid / name
-        if dst.exists():
-            raise PrepError(f"{dst}: already exists; refusing to overwrite it")
+        if os.path.lexists(dst):  # not an image scan_val saw: a link, a folder, a device
+            raise PrepError(f"{dst}: exists and is not a regular file; move it away and rerun")
         try:
             os.rename(src, dst)
         except OSError as e:

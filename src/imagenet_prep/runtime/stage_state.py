@@ -75,9 +75,9 @@ _NAMES = {int: "a whole number", float: "a number", str: "a string", list: "a li
 _EXTRACT = Fields({"split": str, "archive": str, "archive_size": int, "files": int,
                    "bytes": int, "classes": MapOf(int)})
 _PAIRS = ListOf(ListOf(str))  # [[name, reason or error], ...]
-_TF_SHARD = Fields({"split": str, "records": int, "bytes": int},
+_TF_SHARD = Fields({"split": str, "name": str, "records": int, "bytes": int},
                    {"crc32c": int, "converted": _PAIRS, "skipped": _PAIRS})
-_WDS_SHARD = Fields({"split": str, "samples": int, "bytes": int},
+_WDS_SHARD = Fields({"split": str, "name": str, "samples": int, "bytes": int},
                     {"crc32c": int, "converted": _PAIRS, "skipped": _PAIRS})
 _SPLIT = Fields({"images": int}, {"shards": int})
 
@@ -108,7 +108,8 @@ SCHEMAS: dict[str, Fields] = {
     SUBSET_RECORD: Fields({"num_classes": int, "classes_sha256": str, "labels": str}),
     VARIANT_RECORD: Fields({"resize": str, "quality": int, "image_format": str,
                             "versions": dict}, {"quality_sample": dict}),
-    TFDS_RECORD: Fields({"shards": MapOf(Fields({"split": str, "records": int, "bytes": int},
+    TFDS_RECORD: Fields({"shards": MapOf(Fields({"split": str, "name": str, "records": int,
+                                                 "bytes": int},
                                                 {"crc32c": int, "example_bytes": int})),
                          "splits": MapOf(_SPLIT)}, {"options": dict}),
     TORCHVISION_RECORD: Fields({"bytes": int, "sha256": str, "classes": int, "val_images": int}),
@@ -146,6 +147,16 @@ def shape_problem(value: Any, spec: Any, where: str = "") -> str | None:
     ok = (isinstance(value, int | float) and not isinstance(value, bool) if spec is float
           else isinstance(value, spec) and not (spec is int and isinstance(value, bool)))
     return None if ok else f"{here} is not {_NAMES.get(spec, spec.__name__)}"
+
+
+def _misnamed_shard(data: dict[str, Any]) -> str | None:
+    """A shard entry filed under another name than its own (the name is what the run
+    writes the shard's index from)."""
+    shards = data.get("shards")
+    for key, entry in shards.items() if isinstance(shards, dict) else ():
+        if isinstance(entry, dict) and "name" in entry and entry["name"] != key:
+            return f"shards.{key}.name is {entry['name']!r}, not {key!r}"
+    return None
 
 
 def _join(where: str, key: str) -> str:
@@ -195,7 +206,7 @@ def load(dataset: Path, name: str, remedy: str | None = None) -> dict[str, Any] 
     except ValueError as e:
         why = "empty" if not text.strip() else f"not valid JSON: {getattr(e, 'msg', e)}"
         raise _damaged(path, why, remedy) from None
-    problem = shape_problem(data, SCHEMAS.get(name, Fields({})))
+    problem = shape_problem(data, SCHEMAS.get(name, Fields({}))) or _misnamed_shard(data)
     if problem is not None:
         raise _damaged(path, problem, remedy)
     return data

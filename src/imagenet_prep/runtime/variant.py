@@ -47,6 +47,7 @@ def claim(root: Path, spec: ResizeSpec | None) -> dict[str, Any] | None:
         _note_asked(root, spec)
         return want
     old = {k: rec.get(k) for k in spec.as_dict()}
+    old["full_decode"] = bool(old["full_decode"])  # absent: a fast-path variant, as check reads it
     if old != spec.as_dict():
         raise PrepError(
             f"{root}: holds the variant {old['resize']} q{old['quality']} "

@@ -11,6 +11,7 @@ import os
 from collections.abc import Iterator
 from pathlib import Path
 
+from imagenet_prep.layout import tree_path
 from imagenet_prep.runtime.files import is_tmp_name
 from imagenet_prep.sources.catalog import class_dirs
 
@@ -31,3 +32,11 @@ def iter_tree(root: Path) -> Iterator[tuple[str, str]]:
     for wnid in class_dirs(root):
         for name in class_files(root / wnid):
             yield wnid, name
+
+
+def flat_strays(flat: Path, root: Path, split: str) -> list[str]:
+    """Sorted images of a flat folder that stand for no file of the class tree `root`: put
+    there by something else (one stat per entry: called only when the counts differ)."""
+    with os.scandir(flat) as it:
+        return sorted(e.name for e in it if e.name.endswith(".JPEG") and not is_tmp_name(e.name)
+                      and not os.path.isfile(root / tree_path(split, e.name)))

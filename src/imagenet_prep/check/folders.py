@@ -32,7 +32,7 @@ from imagenet_prep.runtime.file_manifest import (
 from imagenet_prep.runtime.files import is_tmp_name
 from imagenet_prep.sources import metadata
 from imagenet_prep.sources.catalog import class_dirs
-from imagenet_prep.sources.class_tree import class_files, flat_strays, iter_tree
+from imagenet_prep.sources.class_tree import class_files, count_images, flat_strays, iter_tree
 
 
 def _scan_tree(root: Path) -> tuple[dict[str, int], list[str]]:
@@ -59,11 +59,6 @@ def _scan_tree(root: Path) -> tuple[dict[str, int], list[str]]:
                                       f"link or special file in class {e.name}); move it away")
             counts[e.name] = n
     return counts, sorted(strays)
-
-
-def _count_files(folder: Path) -> int:
-    with os.scandir(folder) as it:
-        return sum(1 for e in it if e.is_file() and e.name.endswith(".JPEG"))
 
 
 def _diff_counts(root: Path, want: dict[str, int], got: dict[str, int],
@@ -157,7 +152,7 @@ def check_splits(dataset: Path) -> list[str]:
             problems += strays + _diff_counts(folder, rec["classes"], counts,
                                               _extra_train(dataset))
         else:
-            n = _count_files(folder) if split == "test" else \
+            n = count_images(folder) if split == "test" else \
                 sum(len(f) for _, _, f in os.walk(folder))
             if n != rec["files"]:
                 problems.append(f"{folder}: {n} files, expected {rec['files']}")
@@ -174,7 +169,7 @@ def check_splits(dataset: Path) -> list[str]:
                                       if e.is_file() and e.name.endswith(".JPEG")]):
             problems.append(f"{val}: {len(flat)} images not in class folders, e.g. {flat[0]}")
     elif extracted is not None:
-        n = _count_files(val) if val.is_dir() else 0
+        n = count_images(val) if val.is_dir() else 0
         if n != extracted["files"]:
             problems.append(f"{val}: {n} files, expected {extracted['files']}")
     return problems
@@ -207,9 +202,7 @@ def check_flat(dataset: Path, required: Iterable[str] = ()) -> list[str]:
                 problems.append(f"{dst}: differs from {src}")
         # every expected name was found above, so any other image there is one too many:
         # counted, and only then named (a set of 1.28 M names would cost ~100 MB)
-        with os.scandir(out) as it:
-            found = sum(1 for e in it if e.name.endswith(".JPEG") and not is_tmp_name(e.name))
-        if found > expected:
+        if (found := count_images(out)) > expected:
             problems.append(f"{out}: {found - expected} files not in {split}/")
             problems += [f"{out / n}: not an image of {split}/ (no stage put it here); move "
                          "it away" for n in flat_strays(out, root, split)[:10]]

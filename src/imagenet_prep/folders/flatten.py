@@ -20,7 +20,7 @@ from imagenet_prep.runtime.file_manifest import not_extracted
 from imagenet_prep.runtime.files import atomic_file, ensure_dir, is_tmp_name, os_error, tmp_path
 from imagenet_prep.runtime.progress import bar
 from imagenet_prep.sources.catalog import class_dirs
-from imagenet_prep.sources.class_tree import class_files, flat_strays, iter_tree
+from imagenet_prep.sources.class_tree import class_files, count_images, flat_strays, iter_tree
 from imagenet_prep.sources.subset import Subset
 
 MODES = ("hardlink", "symlink", "copy")
@@ -123,7 +123,7 @@ def flatten(dataset: Path, splits: tuple[str, ...] = ("train", "val"), mode: str
                     used, made, kept = "copy", 0, 0
             if used != "hardlink":
                 made, kept = _place_each(root, out, split, used, pb)
-        if strays := flat_strays(out, root, split) if _count(out) > made + kept else []:
+        if strays := flat_strays(out, root, split) if count_images(out) > made + kept else []:
             raise PrepError(f"{out / strays[0]}: not an image of {root} (no stage put it "
                             "here); move it away and rerun")
         summary[split] = {"files": made + kept, "created": made, "mode": used}
@@ -131,11 +131,6 @@ def flatten(dataset: Path, splits: tuple[str, ...] = ("train", "val"), mode: str
     stage_state.save(dataset, FLATTEN_RECORD,  # what `check` proves the links against
                      {"modes": {**modes, **{s: v["mode"] for s, v in summary.items()}}})
     return summary
-
-
-def _count(flat: Path) -> int:
-    with os.scandir(flat) as it:
-        return sum(1 for e in it if e.name.endswith(".JPEG") and not is_tmp_name(e.name))
 
 
 def _refuse_extra(dataset: Path, split: str, root: Path) -> None:

@@ -34,6 +34,12 @@ def iter_tree(root: Path) -> Iterator[tuple[str, str]]:
             yield wnid, name
 
 
+def count_images(folder: Path) -> int:
+    """The *.JPEG entries of one folder (a flat folder, test/, a val/ not yet grouped)."""
+    with os.scandir(folder) as it:
+        return sum(1 for e in it if e.name.endswith(".JPEG") and not is_tmp_name(e.name))
+
+
 def flat_strays(flat: Path, root: Path, split: str) -> list[str]:
     """Sorted images of a flat folder that stand for no file of the class tree `root`: put
     there by something else (one stat per entry: called only when the counts differ)."""

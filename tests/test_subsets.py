@@ -373,3 +373,33 @@ def test_a_variant_made_later_takes_the_original_subset(pct1, tmp_path):
     assert json.loads((variant / ".imagenet-prep" / "subset.json").read_text()) == \
         json.loads((ds / ".imagenet-prep" / "subset.json").read_text())
     assert run_cli("check", ds).stdout.strip().endswith("OK")
+
+
+@pytest.mark.parametrize("list_name, damage", [(SUBSET_TRAIN, "flip"), (SUBSET_CLASSES, "delete"),
+                                               (SUBSET_TRAIN, "edit")])
+def test_a_damaged_subset_list_is_named_and_the_same_run_writes_it_back(pct1, tmp_path,
+                                                                       list_name, damage):
+    """A subset list damaged (a flipped bit made it no longer UTF-8: a traceback before),
+    deleted or edited is one problem line of `check`; the same run writes it back, since
+    the record's SHA-256 proves the asked lists are the recorded ones, and another subset
+    is still refused."""
+    ds = tmp_path / "ds"
+    shutil.copytree(pct1["ds"], ds, symlinks=True)
+    path = ds / STATE_DIR / list_name
+    good = path.read_bytes()
+    if damage == "delete":
+        path.unlink()
+    else:
+        data = bytearray(good)
+        data[len(data) // 2] ^= 0x80 if damage == "flip" else 0x01
+        path.write_bytes(bytes(data))
+    proc = run_cli("check", ds, check=False)
+    assert proc.returncode == 1
+    assert f"problem: {path}: " in proc.stdout and "to write it again" in proc.stdout
+    a = pct1["archives"]
+    one_line(run_cli("extract", "--archives", a, "--out", ds, "--classes", "imagenette",
+                     check=False), 1, str(path))
+    run_cli("prepare", "--archives", a, "--out", ds, *PREPARE, "--classes", "imagenette",
+            "--train-subset", "1pct")
+    assert path.read_bytes() == good
+    assert run_cli("check", ds).stdout.strip().endswith(": OK")

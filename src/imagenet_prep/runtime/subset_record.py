@@ -22,7 +22,7 @@ from imagenet_prep.layout import (
     VARIANTS_DIR,
 )
 from imagenet_prep.runtime import expectation, stage_state
-from imagenet_prep.runtime.files import state_dir, write_atomic
+from imagenet_prep.runtime.files import state_dir, write_atomic, write_if_changed
 from imagenet_prep.sources.subset import FULL, Subset, from_lists, label_files, list_sha256
 
 
@@ -30,17 +30,44 @@ def _list_path(dataset: Path, name: str) -> Path:
     return dataset / STATE_DIR / name
 
 
+_REWRITE = "rerun with the same --classes/--train-subset/--subset-labels to write it again"
+
+
 def _read_list(dataset: Path, name: str, sha256: str) -> list[str]:
     path = _list_path(dataset, name)
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
-        raise PrepError(f"{path}: missing (the dataset's subset list); start over in an "
-                        "empty folder") from None
+        raise PrepError(f"{path}: missing (the dataset's subset list); {_REWRITE}, or start "
+                        "over in an empty folder") from None
+    except UnicodeDecodeError:
+        raise PrepError(f"{path}: damaged (not UTF-8 text); {_REWRITE}") from None
     if list_sha256(lines) != sha256:
         raise PrepError(f"{path}: differs from the subset recorded in "
-                        f"{stage_state.record_path(dataset, SUBSET_RECORD)}")
+                        f"{stage_state.record_path(dataset, SUBSET_RECORD)}; {_REWRITE}")
     return lines
+
+
+def _record_asked(dataset: Path, asked: Subset | None) -> dict | None:
+    """The subset record, when `asked` is the subset it records (the same lists, by their
+    SHA-256, and labels): the asked lists can stand in for lists damaged or gone."""
+    if asked is None or asked.full:
+        return None
+    rec = stage_state.load(dataset, SUBSET_RECORD)
+    want = asked.identity()
+    if rec is None or any(rec.get(k) != want[k]
+                          for k in ("classes_sha256", "train_sha256", "labels")):
+        return None
+    return rec
+
+
+def _mend_lists(dataset: Path, asked: Subset | None) -> None:
+    """A run asked for the recorded subset writes back its lists when damaged or gone."""
+    if asked is not None and _record_asked(dataset, asked) is not None:
+        write_if_changed(_list_path(dataset, SUBSET_CLASSES), _list_text(asked.classes))
+        if asked.train_files is not None:
+            write_if_changed(_list_path(dataset, SUBSET_TRAIN),
+                             _list_text(sorted(asked.train_files)))
 
 
 def recorded(dataset: Path) -> Subset | None:
@@ -71,6 +98,10 @@ def chosen(dataset: Path, asked: Subset | None) -> Subset:
     other than the recorded one is refused.  Writes nothing."""
     if asked is not None and _lists_without_record(dataset, asked):
         return asked  # a claim cut short after its lists: `claim` records it again
+    if (rec := _record_asked(dataset, asked)) is not None:  # `claim` mends its lists
+        assert asked is not None
+        return from_lists(rec, asked.classes, None if asked.train_files is None else
+                          sorted(asked.train_files))
     before = recorded(dataset)
     out = asked or before or _original_subset(dataset) or FULL
     if before is not None and not out.same_as(before):
@@ -115,6 +146,7 @@ def claim(dataset: Path, asked: Subset | None) -> Subset:
     """`chosen`, then recorded (a new subset) with its label files (re)written.  Call it
     once the inputs are proven, before writing any output.  A whole dataset gets its label
     files from `prepare` at the end (the stages alone leave its outputs as they were)."""
+    _mend_lists(dataset, asked)
     chosen_ = chosen(dataset, asked)
     if not chosen_.full and stage_state.load(dataset, SUBSET_RECORD) is None:
         state_dir(dataset)

@@ -188,3 +188,22 @@ def test_strays_beside_flat_images_boxes_and_val_copies(prepared, tmp_path, copy
     run_cli("prepare", "--archives", archives, "--out", ds, *PREPARE)
     assert _digest(ds) == clean
     assert run_cli("check", ds).stdout.strip().endswith(": OK")
+
+
+def test_a_link_in_place_of_an_extracted_file_is_named_not_followed(prepared, tmp_path):
+    """A symlink where extraction wrote a file, even to the very same bytes: `check` names
+    it (it had read through it and said OK, while the run refuses to write over a link),
+    the run refuses in one line, and once it is moved away the run writes the file back."""
+    archives, _, clean = prepared
+    ds = _copy(prepared, tmp_path)
+    image = sorted(sorted(p for p in (ds / "train").iterdir() if p.is_dir())[0].iterdir())[0]
+    image.unlink()
+    image.symlink_to(ds / "train_flatten" / image.name)  # the same inode's bytes
+    assert (f"{image}: not a regular file (a link or special file where extraction wrote "
+            "one); move it away") in _problems(ds)
+    proc = run_cli("prepare", "--archives", archives, "--out", ds, *PREPARE, check=False)
+    one_line(proc, 1, f"{image}: exists and is not a regular file; move it away and rerun")
+    image.unlink()
+    run_cli("prepare", "--archives", archives, "--out", ds, *PREPARE)
+    assert _digest(ds) == clean
+    assert run_cli("check", ds).stdout.strip().endswith(": OK")

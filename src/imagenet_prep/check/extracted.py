@@ -9,6 +9,7 @@ relative to DATASET, for the next run to write again.
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -68,10 +69,15 @@ def _prove_piece(task: _PieceCheck) -> tuple[int, list[str], list[str]]:
         rel = _where(task, name, folder_of)
         path = task.dataset / rel
         try:
-            have = path.stat().st_size
+            st = path.lstat()
         except FileNotFoundError:
             problems.append(f"{path}: missing")
             damaged.append(rel)
+            continue
+        have = st.st_size
+        if not stat.S_ISREG(st.st_mode):  # the run refuses to write over it: said so here
+            problems.append(f"{path}: not a regular file (a link or special file where "
+                            "extraction wrote one); move it away")
             continue
         if have != size:
             problems.append(f"{path}: {have} bytes, {size} when extracted")

@@ -34,7 +34,11 @@ lint: $(VENV)/.installed-test
 test: $(VENV)/.installed-test lint
 	$(VENV)/bin/pytest -q
 
-bench: $(VENV)/.installed-test
+$(VENV)/.installed-bench: $(VENV)/.installed-test
+	$(PY) -m pip install -q -e '.[test,bench]'
+	touch $@
+
+bench: $(VENV)/.installed-bench
 	$(PY) benchmarks/run.py
 
 clean:

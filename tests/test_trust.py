@@ -162,6 +162,30 @@ def test_content_damage_is_found_and_mended(tmp_path, prepared, damage):
     assert run_cli("check", ds).returncode == 0
 
 
+@pytest.mark.parametrize("name", ["imagenet_2012_bounding_boxes.csv", "synsets.txt"])
+def test_a_link_to_equal_bytes_in_place_of_a_written_file_is_named_and_replaced(
+        tmp_path, prepared, name):
+    """A symlink where a stage wrote a file, pointing at the very same bytes: `check` read
+    through it and said OK, and the rerun left it (the output then changes with whatever
+    it points at). Now `check` names it and the rerun writes a file of its own in its
+    place; the rename replaces the link, never the file it pointed at."""
+    archives, clean = prepared
+    ds = _copy(clean, tmp_path)
+    elsewhere = tmp_path / "elsewhere"
+    shutil.copyfile(ds / name, elsewhere)
+    (ds / name).unlink()
+    (ds / name).symlink_to(elsewhere)
+    proc = run_cli("check", ds, check=False)
+    assert proc.returncode == 1, proc.stdout
+    assert f"problem: {ds / name}: not a regular file (a link or special file where " \
+        in proc.stdout
+    run_cli("prepare", "--archives", archives, "--out", ds, "--only", "all", *SHARDS,
+            "--no-report")
+    assert not (ds / name).is_symlink() and elsewhere.read_bytes() == (clean / name).read_bytes()
+    assert tree_digest(ds) == tree_digest(clean)
+    assert run_cli("check", ds).returncode == 0
+
+
 # --- 4. missing or misnamed archives -----------------------------------------------------
 
 @pytest.mark.parametrize("command", ["tfrecord", "wds"])

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import stat
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
@@ -229,6 +230,9 @@ def _proved_file(dataset: Path, path: Path, record: str, what: str) -> list[str]
     if rec is None:
         return [f"{path}: {what} did not finish (no record)"]
     try:
+        if not stat.S_ISREG(path.lstat().st_mode):
+            return [f"{path}: not a regular file (a link or special file where {what} wrote "
+                    "one); run the same command again to write it"]
         data = path.read_bytes()
     except FileNotFoundError:
         return [f"{path}: missing"]

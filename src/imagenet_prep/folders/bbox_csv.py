@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import heapq
 import os
+import stat
 import sys
 import time
 from collections.abc import Iterator
@@ -117,14 +118,17 @@ def _sha256(path: Path) -> str:
 
 
 def csv_is_complete(dataset: Path) -> bool:
-    """True when the CSV is the one a finished `bbox` run wrote (size and SHA-256 match)."""
+    """True when the CSV is the one a finished `bbox` run wrote (size and SHA-256 match),
+    as a file of its own: a link to equal bytes is written again (the rename replaces
+    the link, never what it points at)."""
     rec = stage_state.load(dataset, RECORD)
     path = csv_path(dataset)
     try:
-        size = path.stat().st_size
+        st = path.lstat()
     except FileNotFoundError:
         return False
-    return rec is not None and rec.get("bytes") == size and rec.get("sha256") == _sha256(path)
+    return rec is not None and stat.S_ISREG(st.st_mode) and rec.get("bytes") == st.st_size \
+        and rec.get("sha256") == _sha256(path)
 
 
 def write_bbox_csv(

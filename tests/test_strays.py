@@ -207,3 +207,23 @@ def test_a_link_in_place_of_an_extracted_file_is_named_not_followed(prepared, tm
     run_cli("prepare", "--archives", archives, "--out", ds, *PREPARE)
     assert _digest(ds) == clean
     assert run_cli("check", ds).stdout.strip().endswith(": OK")
+
+
+def test_a_folder_in_a_flat_folder_is_named_and_refused(prepared, tmp_path):
+    """A folder dropped into a flat folder, images inside: a loader listing the flat folder
+    would take it for an image. `check` named nothing (it counts *.JPEG entries only) and
+    the run went on; now both name it, and once it is moved away the run ends clean."""
+    archives, _, clean = prepared
+    ds = _copy(prepared, tmp_path)
+    folder = ds / "val_flatten" / "n99999999"
+    folder.mkdir()
+    shutil.copyfile(sorted((ds / "val_flatten").glob("*.JPEG"))[0], folder / "a.JPEG")
+    assert f"{folder}: a folder in a flat folder (no stage put it here); move it away" \
+        in _problems(ds)
+    proc = run_cli("prepare", "--archives", archives, "--out", ds, *PREPARE, check=False)
+    one_line(proc, 1, f"{folder}: a folder in a flat folder (no stage put it here); move it "
+             "away and rerun")
+    folder.rename(tmp_path / folder.name)
+    run_cli("prepare", "--archives", archives, "--out", ds, *PREPARE)
+    assert _digest(ds) == clean
+    assert run_cli("check", ds).stdout.strip().endswith(": OK")

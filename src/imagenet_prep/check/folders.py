@@ -33,7 +33,13 @@ from imagenet_prep.runtime.file_manifest import (
 from imagenet_prep.runtime.files import is_tmp_name
 from imagenet_prep.sources import metadata
 from imagenet_prep.sources.catalog import class_dirs
-from imagenet_prep.sources.class_tree import class_files, count_images, flat_strays, iter_tree
+from imagenet_prep.sources.class_tree import (
+    class_files,
+    count_images,
+    flat_strays,
+    iter_tree,
+    subfolders,
+)
 
 
 def _scan_tree(root: Path) -> tuple[dict[str, int], list[str]]:
@@ -207,6 +213,8 @@ def check_flat(dataset: Path, required: Iterable[str] = ()) -> list[str]:
             problems.append(f"{out}: {found - expected} files not in {split}/")
             problems += [f"{out / n}: not an image of {split}/ (no stage put it here); move "
                          "it away" for n in flat_strays(out, root, split)[:10]]
+        problems += [f"{out / n}: a folder in a flat folder (no stage put it here); move it "
+                     "away" for n in subfolders(out)[:10]]
     return problems
 
 

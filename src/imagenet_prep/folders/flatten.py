@@ -20,7 +20,13 @@ from imagenet_prep.runtime.file_manifest import not_extracted
 from imagenet_prep.runtime.files import atomic_file, ensure_dir, is_tmp_name, os_error, tmp_path
 from imagenet_prep.runtime.progress import bar
 from imagenet_prep.sources.catalog import class_dirs
-from imagenet_prep.sources.class_tree import class_files, count_images, flat_strays, iter_tree
+from imagenet_prep.sources.class_tree import (
+    class_files,
+    count_images,
+    flat_strays,
+    iter_tree,
+    subfolders,
+)
 from imagenet_prep.sources.subset import Subset
 
 MODES = ("hardlink", "symlink", "copy")
@@ -107,6 +113,9 @@ def flatten(dataset: Path, splits: tuple[str, ...] = ("train", "val"), mode: str
             raise PrepError(f"{root}: folder not found; run extract (and valtree for val) first")
         _refuse_extra(dataset, split, root)
         out = ensure_dir(dataset / FLAT_DIR[split])
+        if folders := subfolders(out):
+            raise PrepError(f"{out / folders[0]}: a folder in a flat folder (no stage put it "
+                            "here); move it away and rerun")
         used, made, kept = mode, 0, 0
         with bar(None, f"flatten {split}") as pb:
             if used == "hardlink":

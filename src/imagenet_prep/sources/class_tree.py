@@ -40,6 +40,13 @@ def count_images(folder: Path) -> int:
         return sum(1 for e in it if e.name.endswith(".JPEG") and not is_tmp_name(e.name))
 
 
+def subfolders(folder: Path) -> list[str]:
+    """Sorted folders inside a folder that holds only files (a flat folder): no stage puts
+    one there, and a loader listing the folder would take it for an image."""
+    with os.scandir(folder) as it:
+        return sorted(e.name for e in it if e.is_dir(follow_symlinks=False))
+
+
 def flat_strays(flat: Path, root: Path, split: str) -> list[str]:
     """Sorted images of a flat folder that stand for no file of the class tree `root`: put
     there by something else (one stat per entry: called only when the counts differ)."""

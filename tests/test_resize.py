@@ -422,6 +422,11 @@ def test_a_variant_record_check_cannot_vouch_for(variant, tmp_path):
     record.write_text(good[:len(good) // 2])
     one_line(run_cli("check", tmp_path / "ds", check=False), 5,
              f"{record}: damaged state record", "delete it to run that stage again")
+    # a flipped bit in a library's name: it read as that library missing, check said OK
+    # and the run refused, "written with ... libwebp None"
+    record.write_text(good.replace('"libwebp"', '"libwdbp"'))
+    one_line(run_cli("check", tmp_path / "ds", check=False), 5,
+             f"{record}: damaged state record (versions.libwebp is missing)")
     record.write_text(good.replace('"short=40"', '"short=48"'))
     out = run_cli("check", tmp_path / "ds", check=False).stdout
     for name in ("tfrecord.json", "wds/.imagenet-prep/wds.json"):

@@ -70,8 +70,12 @@ class ListOf:
     item: Any
 
 
+OPTIONAL_STR = (str, type(None))  # a library version: null when the library is absent
 _NAMES = {int: "a whole number", float: "a number", str: "a string", list: "a list",
-          dict: "an object", bool: "true or false"}
+          dict: "an object", bool: "true or false", OPTIONAL_STR: "a string or null"}
+# what formats.resize.versions() records: a flipped key must not read as another version
+_VERSIONS = Fields({lib: OPTIONAL_STR for lib in
+                    ("pillow", "libjpeg", "libjpeg_turbo", "libwebp", "simplejpeg")})
 _EXTRACT = Fields({"split": str, "archive": str, "archive_size": int, "files": int,
                    "bytes": int, "classes": MapOf(int)})
 _PAIRS = ListOf(ListOf(str))  # [[name, reason or error], ...]
@@ -107,7 +111,7 @@ SCHEMAS: dict[str, Fields] = {
     CARD_RECORD: Fields({}, {"bytes": int, "sha256": str, "skipped": str}),
     SUBSET_RECORD: Fields({"num_classes": int, "classes_sha256": str, "labels": str}),
     VARIANT_RECORD: Fields({"resize": str, "quality": int, "image_format": str,
-                            "versions": dict}, {"quality_sample": dict}),
+                            "versions": _VERSIONS}, {"quality_sample": dict}),
     TFDS_RECORD: Fields({"shards": MapOf(Fields({"split": str, "name": str, "records": int,
                                                  "bytes": int},
                                                 {"crc32c": int, "example_bytes": int})),
@@ -146,7 +150,7 @@ def shape_problem(value: Any, spec: Any, where: str = "") -> str | None:
         return None
     ok = (isinstance(value, int | float) and not isinstance(value, bool) if spec is float
           else isinstance(value, spec) and not (spec is int and isinstance(value, bool)))
-    return None if ok else f"{here} is not {_NAMES.get(spec, spec.__name__)}"
+    return None if ok else f"{here} is not {_NAMES.get(spec) or spec.__name__}"
 
 
 def _misnamed_shard(data: dict[str, Any]) -> str | None:

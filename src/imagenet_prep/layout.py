@@ -151,6 +151,7 @@ LABEL_FILES = ("labels.json", "labels.csv")  # DATASET/: every class with every 
 
 VARIANTS_DIR = "variants"  # DATASET/variants/<tag>/: a dataset of its own, same layout
 VARIANT_RECORD = "variant"  # VARIANT/.imagenet-prep/variant.json: options and library versions
+VARIANT_LIBRARIES = ("pillow", "libjpeg", "libjpeg_turbo", "libwebp", "simplejpeg")  # its keys
 
 
 def variant_folder(tag: str) -> str:

@@ -31,6 +31,7 @@ from imagenet_prep.formats.images import (
     jpeg_frame,
     probe,
 )
+from imagenet_prep.layout import VARIANT_LIBRARIES
 
 MODES = ("short", "max", "box")
 FORMATS = ("jpeg", "webp")
@@ -137,12 +138,14 @@ def target_size(spec: ResizeSpec, width: int, height: int) -> tuple[int, int] | 
 
 
 def versions() -> dict[str, str | None]:
-    """The image libraries whose output a variant's bytes are (recorded with the variant)."""
+    """The image libraries whose output a variant's bytes are (recorded with the variant,
+    under the keys layout.VARIANT_LIBRARIES)."""
     import PIL
 
-    return {"pillow": PIL.__version__, "libjpeg": features.version("jpg"),
-            "libjpeg_turbo": features.version_feature("libjpeg_turbo"),
-            "libwebp": features.version("webp"), "simplejpeg": simplejpeg.__version__}
+    found = (PIL.__version__, features.version("jpg"),
+             features.version_feature("libjpeg_turbo"), features.version("webp"),
+             simplejpeg.__version__)
+    return dict(zip(VARIANT_LIBRARIES, found, strict=True))
 
 
 def _open(data: bytes, where: str) -> Image.Image:

@@ -35,6 +35,7 @@ from imagenet_prep.layout import (
     TFRECORD_REPORT,
     TORCHVISION_RECORD,
     VALTREE_RECORD,
+    VARIANT_LIBRARIES,
     VARIANT_RECORD,
     WDS_RECORD,
     WDS_REPORT,
@@ -74,8 +75,7 @@ OPTIONAL_STR = (str, type(None))  # a library version: null when the library is 
 _NAMES = {int: "a whole number", float: "a number", str: "a string", list: "a list",
           dict: "an object", bool: "true or false", OPTIONAL_STR: "a string or null"}
 # what formats.resize.versions() records: a flipped key must not read as another version
-_VERSIONS = Fields({lib: OPTIONAL_STR for lib in
-                    ("pillow", "libjpeg", "libjpeg_turbo", "libwebp", "simplejpeg")})
+_VERSIONS = Fields(dict.fromkeys(VARIANT_LIBRARIES, OPTIONAL_STR))
 _EXTRACT = Fields({"split": str, "archive": str, "archive_size": int, "files": int,
                    "bytes": int, "classes": MapOf(int)})
 _PAIRS = ListOf(ListOf(str))  # [[name, reason or error], ...]

@@ -3,6 +3,8 @@ dataset, outputs are made only from complete inputs, and archives are what they 
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import signal
@@ -186,6 +188,57 @@ def test_a_link_to_equal_bytes_in_place_of_a_written_file_is_named_and_replaced(
     assert run_cli("check", ds).returncode == 0
 
 
+def test_a_stray_box_xml_never_enters_the_csv(tmp_path, prepared):
+    """An XML that extraction did not write, in bbox_train/, when the CSV is made again:
+    its boxes went into the CSV; once it was moved away, `check` said OK over that CSV
+    while the next run refused the shards ("written from other train images or boxes").
+    Now the CSV stage refuses it by name and writes nothing."""
+    archives, clean = prepared
+    ds = _copy(clean, tmp_path)
+    xml = sorted((ds / "bbox_train").rglob("*.xml"))[0]
+    stray = xml.with_name(xml.stem + "0.xml")
+    shutil.copyfile(xml, stray)
+    (ds / "imagenet_2012_bounding_boxes.csv").unlink()
+    proc = run_cli("prepare", "--archives", archives, "--out", ds, "--only", "all", *SHARDS,
+                   "--no-report", check=False)
+    one_line(proc, 1, f"{stray}: not a file of the archive (extraction did not write it); "
+             f"move it out of {ds / 'bbox_train'} and rerun")
+    assert not (ds / "imagenet_2012_bounding_boxes.csv").exists()
+    stray.rename(tmp_path / stray.name)
+    run_cli("prepare", "--archives", archives, "--out", ds, "--only", "all", *SHARDS,
+            "--no-report")
+    assert tree_digest(ds) == tree_digest(clean)
+    assert run_cli("check", ds).returncode == 0
+
+
+def test_shards_made_with_other_boxes_than_the_csv_are_a_problem(tmp_path, prepared):
+    """A box CSV (and its record) other than the one the shards were written with: each
+    CSV is whole, the shards too, but the next run refuses the shards; `check` said OK.
+    Now it names them with the run's remedy, and following it ends clean."""
+    archives, clean = prepared
+    ds = _copy(clean, tmp_path)
+    csv = ds / "imagenet_2012_bounding_boxes.csv"
+    text = csv.read_bytes()
+    other = text[:text.rindex(b"\n", 0, len(text) - 1) + 1]  # one box line fewer
+    csv.write_bytes(other)
+    record = ds / STATE_DIR / "bbox.json"
+    rec = json.loads(record.read_text())
+    rec.update(bytes=len(other), sha256=hashlib.sha256(other).hexdigest())
+    record.write_text(json.dumps(rec))
+    proc = run_cli("check", ds, check=False)
+    assert proc.returncode == 1, proc.stdout
+    line = next(ln for ln in proc.stdout.splitlines() if "tfrecord.json: train shards" in ln)
+    assert f"written with the boxes of another imagenet_2012_bounding_boxes.csv than {csv}; " \
+        "the next run refuses them: to start over, delete " in line
+    one_line(run_cli("prepare", "--archives", archives, "--out", ds, "--only", "all", *SHARDS,
+                     "--no-report", check=False), 1, "written from other train images or boxes")
+    for target in line.split("to start over, delete ", 1)[1].replace(" and ", ", ").split(", "):
+        shutil.rmtree(target) if Path(target).is_dir() else Path(target).unlink(missing_ok=True)
+    run_cli("prepare", "--archives", archives, "--out", ds, "--only", "all", *SHARDS,
+            "--no-report")
+    assert run_cli("check", ds).returncode == 0
+
+
 # --- 4. missing or misnamed archives -----------------------------------------------------
 
 @pytest.mark.parametrize("command", ["tfrecord", "wds"])
@@ -226,3 +279,15 @@ def test_full_verification_records_the_md5s(tmp_path, small_replica):
     assert {a["name"]: a["md5"] for a in archives.values()} == \
         {a["name"]: md5sums[a["name"]] for a in archives.values()}
     assert {"train", "val"} <= set(archives)
+
+
+def test_check_knows_which_shard_stages_read_the_box_csv():
+    """`check` may not import the writers, so it names the shard stages whose samples
+    carry boxes itself: the same set as the formats that read the CSV."""
+    from imagenet_prep.check.state_records import BOXED_RECORDS
+    from imagenet_prep.shards import mds, parquet, tfds, tfrecord, wds  # noqa: F401
+    from imagenet_prep.shards.engine import ShardFormat
+
+    formats = ShardFormat.__subclasses__()
+    assert len(formats) == 5
+    assert set(BOXED_RECORDS) == {f.record for f in formats if f.needs_boxes}

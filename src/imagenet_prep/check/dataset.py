@@ -23,7 +23,7 @@ from imagenet_prep.check.folders import (
 )
 from imagenet_prep.check.hf import check_root_card, check_shards, check_wds_card
 from imagenet_prep.check.loaders import check_loaders, loaders_from_records
-from imagenet_prep.check.state_records import read_all, variant_problems
+from imagenet_prep.check.state_records import boxes_problems, read_all, variant_problems
 from imagenet_prep.check.subset import check_subset
 from imagenet_prep.errors import NothingToCheck
 from imagenet_prep.layout import (
@@ -99,7 +99,7 @@ def check_dataset(dataset: Path, workers: Workers = None,
         return [f"{dataset}: not a folder"], {}
     outputs = asked_outputs(dataset)
     read_all(dataset)  # a damaged state record stops here, as it stops the next run
-    problems = check_tmp_files(dataset) + variant_problems(dataset)
+    problems = check_tmp_files(dataset) + variant_problems(dataset) + boxes_problems(dataset)
     damaged: list[str] = []
     shards: list[Path] = []
     checked: dict[str, Any] = {"outputs": sorted(outputs)}

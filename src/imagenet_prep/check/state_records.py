@@ -15,6 +15,8 @@ from pathlib import Path
 from imagenet_prep.errors import OptionError
 from imagenet_prep.formats.resize import parse
 from imagenet_prep.layout import (
+    BBOX_RECORD,
+    BOX_CSV,
     DAMAGED_RECORD,
     MDS_RECORD,
     PARQUET_RECORD,
@@ -54,13 +56,44 @@ def variant_problems(dataset: Path) -> list[str]:
     except OptionError as e:
         return [f"{where}: not a variant's options ({e})"]
     problems = []
-    for folder, name in ((dataset, TFRECORD_RECORD), (dataset, PARQUET_RECORD),
-                         (dataset, MDS_RECORD), (dataset, TFDS_RECORD),
-                         (dataset / WDS_DIR, WDS_RECORD)):
+    for folder, name in _shard_records(dataset):
         state = stage_state.load(folder, name)
         said = None if state is None else state.get("options", {}).get("resize")
         if state is not None and said != spec.text:
             problems.append(f"{stage_state.record_path(folder, name)}: shards written "
                             f"{'as ' + said if said else 'without resizing'}, but {where} "
                             f"records {spec.text}")
+    return problems
+
+
+def _shard_records(dataset: Path) -> tuple[tuple[Path, str], ...]:
+    """(folder, record name) of each shard stage's state."""
+    return ((dataset, TFRECORD_RECORD), (dataset, PARQUET_RECORD), (dataset, MDS_RECORD),
+            (dataset, TFDS_RECORD), (dataset / WDS_DIR, WDS_RECORD))
+
+
+# the shard stages whose samples carry boxes (`needs_boxes`), which read the CSV
+BOXED_RECORDS = (TFRECORD_RECORD, WDS_RECORD)
+
+
+def boxes_problems(dataset: Path) -> list[str]:
+    """Shards whose train boxes came from another box CSV than the one here (by SHA-256):
+    the next run of that stage refuses them ("written from other train images or
+    boxes"), so `check` says so too instead of OK."""
+    csv = stage_state.load(dataset, BBOX_RECORD)
+    if csv is None:
+        return []
+    problems = []
+    for folder, name in _shard_records(dataset):
+        if name not in BOXED_RECORDS:
+            continue
+        state = stage_state.load(folder, name)
+        train = None if state is None else state["splits"].get("train")
+        if train is not None and train.get("boxes_sha256") != csv["sha256"]:
+            said = train.get("boxes_sha256")
+            made = f"with the boxes of another {BOX_CSV} than" if said else \
+                "with no boxes, before there was"
+            problems.append(f"{stage_state.record_path(folder, name)}: train shards written "
+                            f"{made} {dataset / BOX_CSV}; the next run refuses them: "
+                            f"{stage_state.start_over(folder, name)}")
     return problems

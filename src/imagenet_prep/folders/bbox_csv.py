@@ -22,6 +22,7 @@ from typing import Any
 from imagenet_prep.errors import PrepError
 from imagenet_prep.layout import BBOX_RECORD, BOX_CSV
 from imagenet_prep.runtime import expectation, stage_state, subset_record
+from imagenet_prep.runtime.file_manifest import DamagedPiece, load_piece, piece_path, piece_paths
 from imagenet_prep.runtime.files import atomic_file
 from imagenet_prep.runtime.pool import Workers, run_tasks
 from imagenet_prep.runtime.progress import bar
@@ -33,6 +34,7 @@ from imagenet_prep.sources.subset import Subset
 from imagenet_prep.sources.tarindex import iter_gz_members
 
 CSV_NAME = BOX_CSV
+BBOX_SPLIT = "bbox_train"  # DATASET/bbox_train/WNID/*.xml, as extracted
 BATCH = 2000  # XMLs per pool task
 RECORD = BBOX_RECORD
 
@@ -48,13 +50,30 @@ def _class_dirs(folder: Path) -> list[os.DirEntry]:
                   key=lambda e: e.name)
 
 
-def _folder_items(folder: Path) -> Iterator[Item]:
+def _extracted(dataset: Path, wnid: str) -> dict[str, Any] | None:
+    """The XMLs extraction wrote into bbox_train/WNID/ (its manifest piece; empty: none),
+    or None when a damaged piece cannot say (the next extraction writes it again)."""
+    try:
+        return load_piece(piece_path(dataset, BBOX_SPLIT, wnid))
+    except DamagedPiece:
+        return None
+
+
+def _folder_items(folder: Path, dataset: Path) -> Iterator[Item]:
     """The reference's glob `<dir>/*/*.xml`, sorted, one class folder listed at a time (a
-    list of all 544,546 paths would cost ~125 MB); the files are read by the workers."""
+    list of all 544,546 paths would cost ~125 MB); the files are read by the workers.
+
+    When extraction wrote the folder, an XML its manifests do not list is refused by
+    name: its boxes would enter the CSV (and every shard) as another image's."""
+    manifests = bool(piece_paths(dataset, BBOX_SPLIT))
     for d in _class_dirs(folder):
+        listed = _extracted(dataset, d.name) if manifests else None
         for f in sorted(os.scandir(d.path), key=lambda e: e.name):
             rel = f"{d.name}/{f.name}"
             if is_box_xml_path(rel) and f.is_file():
+                if listed is not None and rel not in listed:
+                    raise PrepError(f"{f.path}: not a file of the archive (extraction did not "
+                                    f"write it); move it out of {folder} and rerun")
                 yield rel, None, f.path
 
 
@@ -146,11 +165,11 @@ def write_bbox_csv(
         assert rec is not None
         return {**rec, "skipped": True, "seconds": 0.0}
     t0 = time.monotonic()
-    folder = dataset / "bbox_train"
+    folder = dataset / BBOX_SPLIT
     items: Iterator[Item] | list[Item]
     if folder.is_dir():
         source = str(folder)
-        items = _folder_items(folder)
+        items = _folder_items(folder, dataset)
         total: int | None = sum(len(os.listdir(d.path)) for d in _class_dirs(folder))
     elif archives is not None and (archive := find_archive(archives, "bbox_train")):
         source = str(archive)
@@ -193,7 +212,7 @@ def write_bbox_csv(
 
 def have_box_xmls(dataset: Path, archives: Path | None) -> bool:
     """Whether training box XMLs are here to make the CSV from (extracted, or the archive)."""
-    return (dataset / "bbox_train").is_dir() or (
+    return (dataset / BBOX_SPLIT).is_dir() or (
         archives is not None and find_archive(archives, "bbox_train") is not None)
 
 

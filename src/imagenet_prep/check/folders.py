@@ -31,6 +31,7 @@ from imagenet_prep.runtime.file_manifest import (
     piece_paths,
 )
 from imagenet_prep.runtime.files import is_tmp_name
+from imagenet_prep.runtime.storage import is_remote
 from imagenet_prep.sources import metadata
 from imagenet_prep.sources.catalog import class_dirs
 from imagenet_prep.sources.class_tree import (
@@ -238,7 +239,7 @@ def _proved_file(dataset: Path, path: Path, record: str, what: str) -> list[str]
     if rec is None:
         return [f"{path}: {what} did not finish (no record)"]
     try:
-        if not stat.S_ISREG(path.lstat().st_mode):
+        if not is_remote(path) and not stat.S_ISREG(path.lstat().st_mode):  # no links in a bucket
             return [f"{path}: not a regular file (a link or special file where {what} wrote "
                     "one); run the same command again to write it"]
         data = path.read_bytes()

@@ -26,7 +26,7 @@ from imagenet_prep.runtime.file_manifest import DamagedPiece, load_piece, piece_
 from imagenet_prep.runtime.files import atomic_file
 from imagenet_prep.runtime.pool import Workers, run_tasks
 from imagenet_prep.runtime.progress import bar
-from imagenet_prep.runtime.storage import as_path, open_input
+from imagenet_prep.runtime.storage import as_path, is_remote, open_input
 from imagenet_prep.sources import metadata
 from imagenet_prep.sources.archives import BBOX_TRAIN, find_archive
 from imagenet_prep.sources.boxes import BoxCounts, is_box_xml_path, parse_batch
@@ -143,11 +143,15 @@ def csv_is_complete(dataset: Path) -> bool:
     rec = stage_state.load(dataset, RECORD)
     path = csv_path(dataset)
     try:
-        st = path.lstat()
+        if is_remote(path):  # an object: never a link
+            size = path.stat().st_size
+        elif stat.S_ISREG((st := path.lstat()).st_mode):
+            size = st.st_size
+        else:
+            return False
     except FileNotFoundError:
         return False
-    return rec is not None and stat.S_ISREG(st.st_mode) and rec.get("bytes") == st.st_size \
-        and rec.get("sha256") == _sha256(path)
+    return rec is not None and rec.get("bytes") == size and rec.get("sha256") == _sha256(path)
 
 
 def write_bbox_csv(

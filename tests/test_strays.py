@@ -227,3 +227,21 @@ def test_a_folder_in_a_flat_folder_is_named_and_refused(prepared, tmp_path):
     run_cli("prepare", "--archives", archives, "--out", ds, *PREPARE)
     assert _digest(ds) == clean
     assert run_cli("check", ds).stdout.strip().endswith(": OK")
+
+
+def test_a_val_image_both_in_val_and_in_its_class_folder(prepared, tmp_path):
+    """A grouped validation image copied back into val/: `check` names it, and the run's
+    line now says which copy to move (it said only that it was in both)."""
+    archives, _, clean = prepared
+    ds = _copy(prepared, tmp_path)
+    grouped = sorted(sorted(p for p in (ds / "val").iterdir() if p.is_dir())[0].iterdir())[0]
+    copy = ds / "val" / grouped.name
+    shutil.copyfile(grouped, copy)
+    assert f"{ds / 'val'}: 1 images not in class folders, e.g. {grouped.name}" in _problems(ds)
+    proc = run_cli("prepare", "--archives", archives, "--out", ds, *PREPARE, check=False)
+    one_line(proc, 1, f"{copy}: also in {grouped.parent}/ (one image in val/ and in a class "
+             "folder); move the one in val/ away and rerun")
+    copy.rename(tmp_path / copy.name)
+    run_cli("prepare", "--archives", archives, "--out", ds, *PREPARE)
+    assert _digest(ds) == clean
+    assert run_cli("check", ds).stdout.strip().endswith(": OK")

@@ -89,7 +89,9 @@ def valtree(dataset: Path, archives: Path | None = None, source: str = "auto",
     flat, grouped, again = scan_val(val)
     both = flat & set(grouped)
     if both:
-        raise PrepError(f"{val}: {sorted(both)[0]} is both in val/ and in a class folder")
+        name = sorted(both)[0]
+        raise PrepError(f"{val / name}: also in {val / grouped[name]}/ (one image in val/ and "
+                        "in a class folder); move the one in val/ away and rerun")
     names = sorted(flat | set(grouped))
     if not names:
         raise PrepError(f"{val}: no validation images (*.JPEG)")

@@ -190,58 +190,56 @@ def test_strays_beside_flat_images_boxes_and_val_copies(prepared, tmp_path, copy
     assert run_cli("check", ds).stdout.strip().endswith(": OK")
 
 
+def _named_refused_then_mended(prepared, ds: Path, stray: Path, problem: str, refusal: str,
+                               away: Path) -> None:
+    """`check` names `stray` with `problem`; the run refuses in one line, `refusal`; with the
+    stray moved to `away`, the run ends with the clean bytes and `check` says OK."""
+    archives, _, clean = prepared
+    assert problem in _problems(ds)
+    proc = run_cli("prepare", "--archives", archives, "--out", ds, *PREPARE, check=False)
+    one_line(proc, 1, refusal)
+    stray.rename(away)
+    run_cli("prepare", "--archives", archives, "--out", ds, *PREPARE)
+    assert _digest(ds) == clean
+    assert run_cli("check", ds).stdout.strip().endswith(": OK")
+
+
 def test_a_link_in_place_of_an_extracted_file_is_named_not_followed(prepared, tmp_path):
     """A symlink where extraction wrote a file, even to the very same bytes: `check` names
     it (it had read through it and said OK, while the run refuses to write over a link),
     the run refuses in one line, and once it is moved away the run writes the file back."""
-    archives, _, clean = prepared
     ds = _copy(prepared, tmp_path)
     image = sorted(sorted(p for p in (ds / "train").iterdir() if p.is_dir())[0].iterdir())[0]
     image.unlink()
     image.symlink_to(ds / "train_flatten" / image.name)  # the same inode's bytes
-    assert (f"{image}: not a regular file (a link or special file where extraction wrote "
-            "one); move it away") in _problems(ds)
-    proc = run_cli("prepare", "--archives", archives, "--out", ds, *PREPARE, check=False)
-    one_line(proc, 1, f"{image}: exists and is not a regular file; move it away and rerun")
-    image.unlink()
-    run_cli("prepare", "--archives", archives, "--out", ds, *PREPARE)
-    assert _digest(ds) == clean
-    assert run_cli("check", ds).stdout.strip().endswith(": OK")
+    _named_refused_then_mended(
+        prepared, ds, image,
+        f"{image}: not a regular file (a link or special file where extraction wrote one); "
+        "move it away",
+        f"{image}: exists and is not a regular file; move it away and rerun", tmp_path / "link")
 
 
 def test_a_folder_in_a_flat_folder_is_named_and_refused(prepared, tmp_path):
     """A folder dropped into a flat folder, images inside: a loader listing the flat folder
     would take it for an image. `check` named nothing (it counts *.JPEG entries only) and
     the run went on; now both name it, and once it is moved away the run ends clean."""
-    archives, _, clean = prepared
     ds = _copy(prepared, tmp_path)
     folder = ds / "val_flatten" / "n99999999"
     folder.mkdir()
     shutil.copyfile(sorted((ds / "val_flatten").glob("*.JPEG"))[0], folder / "a.JPEG")
-    assert f"{folder}: a folder in a flat folder (no stage put it here); move it away" \
-        in _problems(ds)
-    proc = run_cli("prepare", "--archives", archives, "--out", ds, *PREPARE, check=False)
-    one_line(proc, 1, f"{folder}: a folder in a flat folder (no stage put it here); move it "
-             "away and rerun")
-    folder.rename(tmp_path / folder.name)
-    run_cli("prepare", "--archives", archives, "--out", ds, *PREPARE)
-    assert _digest(ds) == clean
-    assert run_cli("check", ds).stdout.strip().endswith(": OK")
+    said = f"{folder}: a folder in a flat folder (no stage put it here); move it away"
+    _named_refused_then_mended(prepared, ds, folder, said, said + " and rerun",
+                               tmp_path / folder.name)
 
 
 def test_a_val_image_both_in_val_and_in_its_class_folder(prepared, tmp_path):
     """A grouped validation image copied back into val/: `check` names it, and the run's
     line now says which copy to move (it said only that it was in both)."""
-    archives, _, clean = prepared
     ds = _copy(prepared, tmp_path)
     grouped = sorted(sorted(p for p in (ds / "val").iterdir() if p.is_dir())[0].iterdir())[0]
     copy = ds / "val" / grouped.name
     shutil.copyfile(grouped, copy)
-    assert f"{ds / 'val'}: 1 images not in class folders, e.g. {grouped.name}" in _problems(ds)
-    proc = run_cli("prepare", "--archives", archives, "--out", ds, *PREPARE, check=False)
-    one_line(proc, 1, f"{copy}: also in {grouped.parent}/ (one image in val/ and in a class "
-             "folder); move the one in val/ away and rerun")
-    copy.rename(tmp_path / copy.name)
-    run_cli("prepare", "--archives", archives, "--out", ds, *PREPARE)
-    assert _digest(ds) == clean
-    assert run_cli("check", ds).stdout.strip().endswith(": OK")
+    _named_refused_then_mended(
+        prepared, ds, copy, f"{ds / 'val'}: 1 images not in class folders, e.g. {grouped.name}",
+        f"{copy}: also in {grouped.parent}/ (one image in val/ and in a class folder); move "
+        "the one in val/ away and rerun", tmp_path / copy.name)

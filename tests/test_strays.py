@@ -179,6 +179,7 @@ def test_strays_beside_flat_images_boxes_and_val_copies(prepared, tmp_path, copy
                  f"{copy}: a copy of an image of {a_dir.name}, which is there too; move this "
                  "copy away"):
         assert want in problems, (want, problems)
+    assert [p for p in problems if p.startswith(f"{ds / 'bbox_val'}: ")] == []  # named: no count
     for stray, says in ((copy, "(one image in two class folders)"),
                         (flat_stray, "not an image of")):
         proc = run_cli("prepare", "--archives", archives, "--out", ds, *PREPARE, check=False)

@@ -211,6 +211,19 @@ def test_a_stray_box_xml_never_enters_the_csv(tmp_path, prepared):
     assert run_cli("check", ds).returncode == 0
 
 
+def test_a_lost_box_piece_does_not_make_its_xmls_strays(tmp_path, prepared):
+    """With a class's manifest piece lost, nothing says which of its XMLs extraction
+    wrote: `bbox` alone makes the same CSV rather than refuse a real XML as a stray."""
+    _, clean = prepared
+    ds = _copy(clean, tmp_path)
+    piece = sorted((ds / STATE_DIR / "files" / "bbox_train").iterdir())[0]
+    piece.unlink()
+    (ds / "imagenet_2012_bounding_boxes.csv").unlink()
+    run_cli("bbox", ds)
+    assert (ds / "imagenet_2012_bounding_boxes.csv").read_bytes() == \
+        (clean / "imagenet_2012_bounding_boxes.csv").read_bytes()
+
+
 def test_shards_made_with_other_boxes_than_the_csv_are_a_problem(tmp_path, prepared):
     """A box CSV (and its record) other than the one the shards were written with: each
     CSV is whole, the shards too, but the next run refuses the shards; `check` said OK.

@@ -51,10 +51,11 @@ def _class_dirs(folder: Path) -> list[os.DirEntry]:
 
 
 def _extracted(dataset: Path, wnid: str) -> dict[str, Any] | None:
-    """The XMLs extraction wrote into bbox_train/WNID/ (its manifest piece; empty: none),
-    or None when a damaged piece cannot say (the next extraction writes it again)."""
+    """The XMLs extraction wrote into bbox_train/WNID/ (its manifest piece), or None when
+    no piece can say: lost or damaged (the next extraction writes it again), or a
+    folder extraction never wrote (`check` names that one)."""
     try:
-        return load_piece(piece_path(dataset, BBOX_SPLIT, wnid))
+        return load_piece(piece_path(dataset, BBOX_SPLIT, wnid)) or None
     except DamagedPiece:
         return None
 

@@ -125,10 +125,14 @@ def test_prepare_bucket_to_bucket_killed_checked_mended(s3, archives, local_prep
     flip_byte(fs, f"{BUCKET}/prepared/tfrecord_train/train-00007-of-00012")
     fs.rm_file(f"{BUCKET}/prepared/wds/validation-000001.tar")
     fs.rm_file(f"{BUCKET}/prepared/labels.json")
+    # every DALI index of a split gone, the shards kept: the rerun derives them from the
+    # shards' record headers, read from the bucket (it called `open` on an object)
+    fs.rm(f"{BUCKET}/prepared/tfrecord_val_idx", recursive=True)
     proc = run_cli("check", url, check=False, env=env)
     assert proc.returncode == 1, proc.stdout + proc.stderr
     for damage in (f"{url}/tfrecord_train/train-00007-of-00012: ",
-                   f"{url}/wds: 1 validation shards missing", f"{url}/labels.json"):
+                   f"{url}/wds: 1 validation shards missing", f"{url}/labels.json",
+                   f"{url}/tfrecord_val_idx: missing (DALI indexes were asked for)"):
         assert damage in proc.stdout, proc.stdout
     run_cli(*args, env=env)
     assert bucket_tree(fs, "prepared", tmp_path / "got2") == local_prepared

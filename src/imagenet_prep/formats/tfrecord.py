@@ -199,7 +199,7 @@ def record_spans(path: Path) -> list[tuple[int, int]]:
     """(offset, total size) of every record, reading only the headers (for DALI indexes)."""
     spans = []
     size = path.stat().st_size
-    with open(path, "rb") as f:
+    with open_input(path) as f:  # a shard in a bucket too (its index deleted alone)
         offset = 0
         while offset < size:
             head = f.read(12)

@@ -305,3 +305,11 @@ def assert_only_complete_files(ds: Path, truth: dict[str, bytes]) -> None:
             rel = str(p.relative_to(ds))
             assert not p.name.endswith(".ipart"), rel
             assert truth[rel] == p.read_bytes(), rel
+
+
+def reseal(record: Path) -> None:
+    """A state record edited by a test, sealed again (runtime/stage_state.py): it then reads
+    as one a run wrote with those fields, not as a damaged one."""
+    from imagenet_prep.runtime.stage_state import sealed_text
+
+    record.write_text(sealed_text(json.loads(record.read_text())))

@@ -9,6 +9,7 @@ small tmpfs.  Where this machine allows neither, the test says so and skips.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -274,11 +275,26 @@ def test_state_record_of_the_wrong_shape(prepared, small_replica, tmp_path, edit
     path = ds / ".imagenet-prep" / "extract-train.json"
     rec = json.loads(path.read_text())
     edit(rec)
-    path.write_text(json.dumps(rec))
+    path.write_text(stage_state.sealed_text(rec))  # sealed: the shape is what is wrong
     proc = run_cli("extract", "--archives", small_replica, "--out", ds, check=False)
     one_line(proc, 5, f"{path}: damaged state record ({why})")
     with pytest.raises(DamagedStateError, match=re.escape(why)):
         stage_state.load(ds, "extract-train")
+
+
+def test_a_changed_byte_that_keeps_the_shape_is_a_damaged_record(prepared, tmp_path):
+    """A flipped bit in a digit of a shard state's split digest reads as JSON of the right
+    shape: `check` said OK and the next run refused the shards ("written from other train
+    images"). The record's own SHA-256 finds it, and both say the same one line."""
+    ds = tmp_path / "ds"
+    shutil.copytree(prepared, ds, symlinks=True)
+    path = ds / ".imagenet-prep" / "tfrecord.json"
+    text = path.read_text()
+    digest = json.loads(text)["splits"]["train"]["digest"]
+    path.write_text(text.replace(digest, digest[:-1] + ("0" if digest[-1] != "0" else "1")))
+    for command in (["check", ds], ["tfrecord", ds, "--from-folders"]):
+        one_line(run_cli(*command, check=False), 5, f"{path}: damaged state record (its "
+                 "content differs from its own SHA-256)", "to start over, delete")
 
 
 def test_every_real_record_has_its_shape(prepared):

@@ -22,6 +22,7 @@ from helpers import (
     one_line,
     replica_box_lines,
     replica_truth,
+    reseal,
     run_cli,
     sample_image,
     tree_digest,
@@ -311,6 +312,7 @@ def test_other_options_or_versions_are_refused(small_replica, tmp_path):
     rec = json.loads(state.read_text())
     rec["versions"]["pillow"] = "1.0"
     state.write_text(json.dumps(rec))
+    reseal(state)  # as a run with that Pillow would have written it
     proc = run_cli("wds", ds, *base, "--out", ds / "w", "--resize", "box=8", check=False)
     assert proc.returncode != 0 and len(proc.stderr.strip().splitlines()) == 1
     assert "Pillow 1.0" in proc.stderr and f"delete {ds / 'w'} to start over" in proc.stderr
@@ -423,11 +425,16 @@ def test_a_variant_record_check_cannot_vouch_for(variant, tmp_path):
     one_line(run_cli("check", tmp_path / "ds", check=False), 5,
              f"{record}: damaged state record", "delete it to run that stage again")
     # a flipped bit in a library's name: it read as that library missing, check said OK
-    # and the run refused, "written with ... libwebp None"
+    # and the run refused, "written with ... libwebp None". The record's own SHA-256
+    # finds it; sealed again (as if written so), its shape does
     record.write_text(good.replace('"libwebp"', '"libwdbp"'))
+    one_line(run_cli("check", tmp_path / "ds", check=False), 5,
+             f"{record}: damaged state record (its content differs from its own SHA-256)")
+    reseal(record)
     one_line(run_cli("check", tmp_path / "ds", check=False), 5,
              f"{record}: damaged state record (versions.libwebp is missing)")
     record.write_text(good.replace('"short=40"', '"short=48"'))
+    reseal(record)  # a record naming other options than the shards, whole
     out = run_cli("check", tmp_path / "ds", check=False).stdout
     for name in ("tfrecord.json", "wds/.imagenet-prep/wds.json"):
         assert f"{root / STATE_DIR / name if '/' not in name else root / name}: shards " \
@@ -477,6 +484,7 @@ def test_a_cut_planned_otherwise_is_named(small_replica, tmp_path):
     state = json.loads(state_path.read_text())
     state["splits"]["train"]["shards"] += 3
     state_path.write_text(json.dumps(state))
+    reseal(state_path)  # as an earlier imagenet-prep that planned the cut otherwise wrote it
     before = tree_digest(root)
     one_line(run_cli(*opts, check=False), None, "train shards were cut into", "same images")
     assert tree_digest(root) == before

@@ -4,10 +4,16 @@
 record that is not JSON, or not of that shape (a disk error, an edit by hand), is a
 one-line DamagedStateError naming the file and how to start that stage over, never a
 JSONDecodeError, AttributeError or KeyError deep inside a stage.
+
+Each record carries its own SHA-256 (SEAL), so a changed byte that still reads as JSON
+of the right shape (a digit of a digest, a size or an option) is "damaged" too: such a
+record made `check` say OK while the next run refused the outputs it describes.
+Records written before the seal are read without it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -210,12 +216,27 @@ def load(dataset: Path, name: str, remedy: str | None = None) -> dict[str, Any] 
     except ValueError as e:
         why = "empty" if not text.strip() else f"not valid JSON: {getattr(e, 'msg', e)}"
         raise _damaged(path, why, remedy) from None
+    if isinstance(data, dict) and SEAL in data and data.pop(SEAL) != _digest(data):
+        raise _damaged(path, "its content differs from its own SHA-256", remedy)
     problem = shape_problem(data, SCHEMAS.get(name, Fields({}))) or _misnamed_shard(data)
     if problem is not None:
         raise _damaged(path, problem, remedy)
     return data
 
 
+SEAL = "record_sha256"  # the record's SHA-256 of the rest, as `_digest` computes it
+
+
+def _digest(body: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(body, indent=1, sort_keys=True).encode()).hexdigest()
+
+
+def sealed_text(data: dict[str, Any]) -> str:
+    """A record's text: its fields and, under SEAL, their SHA-256."""
+    body = {k: v for k, v in data.items() if k != SEAL}
+    return json.dumps({**body, SEAL: _digest(body)}, indent=1, sort_keys=True) + "\n"
+
+
 def save(dataset: Path, name: str, data: dict[str, Any]) -> None:
     state_dir(dataset)
-    write_atomic(record_path(dataset, name), json.dumps(data, indent=1, sort_keys=True) + "\n")
+    write_atomic(record_path(dataset, name), sealed_text(data))

@@ -167,6 +167,9 @@ def test_strays_beside_flat_images_boxes_and_val_copies(prepared, tmp_path, copy
     box_dir = ds / "bbox_val" / "val"
     box_stray = box_dir / "ILSVRC2012_val_99999999.xml"
     shutil.copyfile(sorted(box_dir.iterdir())[0], box_stray)
+    test_folder = ds / "test" / "n99999999"  # a folder in flat test/: it counted no file
+    test_folder.mkdir()
+    shutil.copyfile(sorted((ds / "test").glob("*.JPEG"))[0], test_folder / "a.JPEG")
     a_dir, b_dir = sorted(p for p in (ds / "val").iterdir() if p.is_dir())[:2]
     if copy_in == "earlier":
         a_dir, b_dir = b_dir, a_dir
@@ -177,7 +180,8 @@ def test_strays_beside_flat_images_boxes_and_val_copies(prepared, tmp_path, copy
                  f"{box_stray}: not a file of the archive (extraction did not write it); "
                  "move it away",
                  f"{copy}: a copy of an image of {a_dir.name}, which is there too; move this "
-                 "copy away"):
+                 "copy away",
+                 f"{test_folder}: a folder in test/ (no stage put it here); move it away"):
         assert want in problems, (want, problems)
     assert [p for p in problems if p.startswith(f"{ds / 'bbox_val'}: ")] == []  # named: no count
     for stray, says in ((copy, "(one image in two class folders)"),
@@ -186,6 +190,7 @@ def test_strays_beside_flat_images_boxes_and_val_copies(prepared, tmp_path, copy
         assert says in one_line(proc, 1, f"{stray}: ", "and rerun")
         stray.rename(tmp_path / stray.name)
     box_stray.unlink()
+    shutil.rmtree(test_folder)
     run_cli("prepare", "--archives", archives, "--out", ds, *PREPARE)
     assert _digest(ds) == clean
     assert run_cli("check", ds).stdout.strip().endswith(": OK")

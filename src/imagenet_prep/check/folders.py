@@ -168,6 +168,9 @@ def check_splits(dataset: Path) -> list[str]:
             if n != rec["files"] and len(named) != n - rec["files"]:  # not all explained
                 problems.append(f"{folder}: {n} files, expected {rec['files']}")
             problems += named
+            if split == "test":  # flat: a folder there is read as an image by a listing
+                problems += [f"{folder / d}: a folder in {split}/ (no stage put it here); move "
+                             "it away" for d in subfolders(folder)[:10]]
     val = dataset / "val"
     extracted = stage_state.load(dataset, extract_record("val"))
     grouped = stage_state.load(dataset, VALTREE_RECORD)

@@ -23,13 +23,7 @@ from imagenet_prep.layout import (
     flat_name,
 )
 from imagenet_prep.runtime import stage_state, val_classes
-from imagenet_prep.runtime.file_manifest import (
-    DamagedPiece,
-    file_crc32c,
-    load_piece,
-    not_extracted,
-    piece_paths,
-)
+from imagenet_prep.runtime.file_manifest import extracted_names, file_crc32c, not_extracted
 from imagenet_prep.runtime.files import is_tmp_name
 from imagenet_prep.runtime.storage import is_remote
 from imagenet_prep.sources import metadata
@@ -37,9 +31,9 @@ from imagenet_prep.sources.catalog import class_dirs
 from imagenet_prep.sources.class_tree import (
     class_files,
     count_images,
+    flat_entries,
     flat_strays,
     iter_tree,
-    subfolders,
 )
 
 
@@ -91,7 +85,7 @@ def _extra_train(dataset: Path) -> Callable[[str], list[str]]:
         folder = dataset / "train" / wnid
         names = class_files(folder) if folder.is_dir() else []
         return [f"{folder / n}: not an image of the archive (extraction did not write it); "
-                "move it away" for n in not_extracted(dataset, wnid, names)]
+                "move it away" for n in not_extracted(dataset, "train", wnid, names)]
     return extra
 
 
@@ -99,11 +93,8 @@ def _unlisted(dataset: Path, split: str, most: int = 10) -> list[str]:
     """The first files of a split folder (test, bbox_train, bbox_val) that its manifests do
     not list: named, so one stray file among 544,546 box XMLs is found.  Only called when
     the folder holds more files than were extracted."""
-    listed: set[str] = set()
-    try:
-        for piece in piece_paths(dataset, split):
-            listed.update(load_piece(piece))
-    except DamagedPiece:
+    listed = extracted_names(dataset, split)
+    if listed is None:
         return []  # named as damaged by the manifest check
     folder, out = dataset / split, []
     for dirpath, dirnames, filenames in os.walk(folder):
@@ -162,15 +153,15 @@ def check_splits(dataset: Path) -> list[str]:
             problems += strays + _diff_counts(folder, rec["classes"], counts,
                                               _extra_train(dataset))
         else:
-            n = count_images(folder) if split == "test" else \
-                sum(len(f) for _, _, f in os.walk(folder))
+            n, folders = flat_entries(folder) if split == "test" else \
+                (sum(len(f) for _, _, f in os.walk(folder)), [])
             named = _unlisted(dataset, split) if n > rec["files"] else []
             if n != rec["files"] and len(named) != n - rec["files"]:  # not all explained
                 problems.append(f"{folder}: {n} files, expected {rec['files']}")
             problems += named
-            if split == "test":  # flat: a folder there is read as an image by a listing
-                problems += [f"{folder / d}: a folder in {split}/ (no stage put it here); move "
-                             "it away" for d in subfolders(folder)[:10]]
+            # test/ is flat: a folder there is read as an image by a listing
+            problems += [f"{folder / d}: a folder in {split}/ (no stage put it here); move it "
+                         "away" for d in folders[:10]]
     val = dataset / "val"
     extracted = stage_state.load(dataset, extract_record("val"))
     grouped = stage_state.load(dataset, VALTREE_RECORD)
@@ -215,12 +206,13 @@ def check_flat(dataset: Path, required: Iterable[str] = ()) -> list[str]:
                 problems.append(f"{dst}: differs from {src}")
         # every expected name was found above, so any other image there is one too many:
         # counted, and only then named (a set of 1.28 M names would cost ~100 MB)
-        if (found := count_images(out)) > expected:
+        found, folders = flat_entries(out)
+        if found > expected:
             problems.append(f"{out}: {found - expected} files not in {split}/")
             problems += [f"{out / n}: not an image of {split}/ (no stage put it here); move "
                          "it away" for n in flat_strays(out, root, split)[:10]]
         problems += [f"{out / n}: a folder in a flat folder (no stage put it here); move it "
-                     "away" for n in subfolders(out)[:10]]
+                     "away" for n in folders[:10]]
     return problems
 
 

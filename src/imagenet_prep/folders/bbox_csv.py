@@ -22,7 +22,7 @@ from typing import Any
 from imagenet_prep.errors import PrepError
 from imagenet_prep.layout import BBOX_RECORD, BOX_CSV
 from imagenet_prep.runtime import expectation, stage_state, subset_record
-from imagenet_prep.runtime.file_manifest import DamagedPiece, load_piece, piece_path, piece_paths
+from imagenet_prep.runtime.file_manifest import not_extracted
 from imagenet_prep.runtime.files import atomic_file
 from imagenet_prep.runtime.pool import Workers, run_tasks
 from imagenet_prep.runtime.progress import bar
@@ -50,32 +50,21 @@ def _class_dirs(folder: Path) -> list[os.DirEntry]:
                   key=lambda e: e.name)
 
 
-def _extracted(dataset: Path, wnid: str) -> dict[str, Any] | None:
-    """The XMLs extraction wrote into bbox_train/WNID/ (its manifest piece), or None when
-    no piece can say: lost or damaged (the next extraction writes it again), or a
-    folder extraction never wrote (`check` names that one)."""
-    try:
-        return load_piece(piece_path(dataset, BBOX_SPLIT, wnid)) or None
-    except DamagedPiece:
-        return None
-
-
 def _folder_items(folder: Path, dataset: Path) -> Iterator[Item]:
     """The reference's glob `<dir>/*/*.xml`, sorted, one class folder listed at a time (a
     list of all 544,546 paths would cost ~125 MB); the files are read by the workers.
 
-    When extraction wrote the folder, an XML its manifests do not list is refused by
-    name: its boxes would enter the CSV (and every shard) as another image's."""
-    manifests = bool(piece_paths(dataset, BBOX_SPLIT))
+    An XML its class's manifest piece does not list is refused by name: its boxes would
+    enter the CSV (and every shard) as another image's.  Without a readable piece
+    (lost, damaged, or a folder extraction never wrote) nothing is refused."""
     for d in _class_dirs(folder):
-        listed = _extracted(dataset, d.name) if manifests else None
-        for f in sorted(os.scandir(d.path), key=lambda e: e.name):
-            rel = f"{d.name}/{f.name}"
-            if is_box_xml_path(rel) and f.is_file():
-                if listed is not None and rel not in listed:
-                    raise PrepError(f"{f.path}: not a file of the archive (extraction did not "
-                                    f"write it); move it out of {folder} and rerun")
-                yield rel, None, f.path
+        items = [(f"{d.name}/{f.name}", None, f.path)
+                 for f in sorted(os.scandir(d.path), key=lambda e: e.name)
+                 if is_box_xml_path(f"{d.name}/{f.name}") and f.is_file()]
+        if stray := not_extracted(dataset, BBOX_SPLIT, d.name, [rel for rel, _, _ in items]):
+            raise PrepError(f"{folder / stray[0]}: not a file of the archive (extraction did "
+                            f"not write it); move it out of {folder} and rerun")
+        yield from items
 
 
 def _of_classes(items: Iterator[Item] | list[Item], classes: frozenset[str]

@@ -23,9 +23,9 @@ from imagenet_prep.sources.catalog import class_dirs
 from imagenet_prep.sources.class_tree import (
     class_files,
     count_images,
+    flat_entries,
     flat_strays,
     iter_tree,
-    subfolders,
 )
 from imagenet_prep.sources.subset import Subset
 
@@ -113,7 +113,7 @@ def flatten(dataset: Path, splits: tuple[str, ...] = ("train", "val"), mode: str
             raise PrepError(f"{root}: folder not found; run extract (and valtree for val) first")
         _refuse_extra(dataset, split, root)
         out = ensure_dir(dataset / FLAT_DIR[split])
-        if folders := subfolders(out):
+        if folders := flat_entries(out)[1]:
             raise PrepError(f"{out / folders[0]}: a folder in a flat folder (no stage put it "
                             "here); move it away and rerun")
         used, made, kept = mode, 0, 0
@@ -148,7 +148,7 @@ def _refuse_extra(dataset: Path, split: str, root: Path) -> None:
     grouped = val_classes.load(dataset) if split == "val" else None
     for wnid in class_dirs(root):
         names = class_files(root / wnid)
-        extra = not_extracted(dataset, wnid, names) if split == "train" else \
+        extra = not_extracted(dataset, split, wnid, names) if split == "train" else \
             [n for n in names if n not in grouped] if grouped is not None else []
         if extra:
             what = "extraction did not write it" if split == "train" else \

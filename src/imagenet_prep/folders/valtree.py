@@ -15,7 +15,7 @@ from pathlib import Path
 from imagenet_prep.errors import PrepError
 from imagenet_prep.layout import VALTREE_RECORD
 from imagenet_prep.runtime import expectation, stage_state, subset_record, val_classes
-from imagenet_prep.runtime.file_manifest import DamagedPiece, load_piece, piece_paths
+from imagenet_prep.runtime.file_manifest import extracted_names
 from imagenet_prep.runtime.files import ensure_dir, is_tmp_name, os_error
 from imagenet_prep.sources.archives import find_archive
 from imagenet_prep.sources.catalog import flat_members
@@ -127,14 +127,9 @@ def valtree(dataset: Path, archives: Path | None = None, source: str = "auto",
 def _refuse_extra(dataset: Path, names: list[str], grouped: dict[str, str]) -> None:
     """An image in val/ that extraction did not write (its manifests do not list it) has
     no label to be grouped by: named, rather than blamed on the label source."""
-    extracted: set[str] = set()
-    try:
-        for piece in piece_paths(dataset, "val"):
-            extracted.update(load_piece(piece))
-    except DamagedPiece:
-        return  # the manifests cannot say (the next extraction writes the piece again)
-    if not extracted:
-        return  # a val/ folder made by other means: its labels say what it holds
+    extracted = extracted_names(dataset, "val")
+    if not extracted:  # a damaged piece cannot say; none: a val/ made by other means
+        return
     for name in names:
         if name not in extracted:
             where = dataset / "val" / grouped.get(name, "") / name

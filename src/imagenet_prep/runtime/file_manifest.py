@@ -66,15 +66,27 @@ def load_piece_to_redo(path: Path) -> dict[str, Entry]:
         return {}
 
 
-def not_extracted(dataset: Path, wnid: str, names: list[str]) -> list[str]:
-    """The names of train/WNID/ that its piece does not list: files extraction never
-    wrote there (none when there is no readable piece to say: a tree made otherwise,
-    or a piece the next extraction writes again)."""
+def not_extracted(dataset: Path, split: str, key: str, names: list[str]) -> list[str]:
+    """The names of one task's folder (train/WNID/, bbox_train/WNID/) that its piece does
+    not list: files extraction never wrote there (none when there is no readable piece to
+    say: a tree made otherwise, or a piece the next extraction writes again)."""
     try:
-        listed = load_piece(piece_path(dataset, "train", wnid))
+        listed = load_piece(piece_path(dataset, split, key))
     except DamagedPiece:
         return []
     return [n for n in names if n not in listed] if listed else []
+
+
+def extracted_names(dataset: Path, split: str) -> set[str] | None:
+    """Every name a split's pieces list (empty: none recorded), or None when a damaged
+    piece cannot say (`check` names it; the next extraction writes it again)."""
+    listed: set[str] = set()
+    try:
+        for piece in piece_paths(dataset, split):
+            listed.update(load_piece(piece))
+    except DamagedPiece:
+        return None
+    return listed
 
 
 def piece_text(rows: list[tuple[str, int, int]]) -> str:

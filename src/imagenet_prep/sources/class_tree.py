@@ -40,11 +40,18 @@ def count_images(folder: Path) -> int:
         return sum(1 for e in it if e.name.endswith(".JPEG") and not is_tmp_name(e.name))
 
 
-def subfolders(folder: Path) -> list[str]:
-    """Sorted folders inside a folder that holds only files (a flat folder): no stage puts
-    one there, and a loader listing the folder would take it for an image."""
+def flat_entries(folder: Path) -> tuple[int, list[str]]:
+    """(*.JPEG entries, sorted folders) of a folder that holds only files (a flat folder,
+    test/), in one listing: no stage puts a folder there, and a loader listing the
+    folder would take it for an image."""
+    images, folders = 0, []
     with os.scandir(folder) as it:
-        return sorted(e.name for e in it if e.is_dir(follow_symlinks=False))
+        for e in it:
+            if e.is_dir(follow_symlinks=False):
+                folders.append(e.name)
+            elif e.name.endswith(".JPEG") and not is_tmp_name(e.name):
+                images += 1
+    return images, sorted(folders)
 
 
 def flat_strays(flat: Path, root: Path, split: str) -> list[str]:
